@@ -1,0 +1,50 @@
+"""The ``autoid`` command: one subcommand per job, each a thin wrapper over the library.
+
+Subcommand modules expose ``add_arguments(parser)`` and ``run(args) -> int`` and keep heavy
+imports inside ``run`` so that ``autoid gen-id`` stays quick. Known errors become one-line
+messages and a documented exit status (see ``ExitStatus``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from enum import IntEnum
+
+
+class ExitStatus(IntEnum):
+    """Exit statuses a scheduler can act on (documented in README.md)."""
+
+    OK = 0  # the run succeeded (its report may still ask for attention)
+    FAILED = 1  # the run failed; the message names the step, the report shows the error
+    CONFIG = 2  # bad configuration or command line; nothing was done
+    LOCKED = 3  # another run holds the lock; nothing was done
+
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("autoid_lib.demo", "run the job on a seeded local sandbox and print the report path"),
+    "sandbox": ("autoid_lib.sandbox.cli", "serve a local REDCap-compatible sandbox"),
+    "gen-id": ("autoid_lib.gen_id_cli", "generate IDs from a pattern (drop-in for gen-id.py)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autoid", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(command)
+        command.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args._run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""The kit's one exception tree.
+
+Every error the kit raises on purpose derives from ``AutoIdError``, carries what an operator
+needs to act (the database and operation, the pattern position, the capacity) and never a
+token or a patient identifier::
+
+    AutoIdError
+    ├── ConfigError            bad or unreadable configuration; the fix is in the message
+    ├── PatternError           a naming pattern the generator cannot use (with .position)
+    ├── IdSpaceExhausted       every ID of a pattern is in use (with .size and .used)
+    ├── ExternalGeneratorError a site's own generator program failed or answered badly
+    ├── RedcapError            REDCap refused, failed or answered garbage (.database, .operation)
+    ├── VerificationError      what REDCap holds after a write differs from the plan
+    └── LockHeld               another run holds the lock
+"""
+
+from __future__ import annotations
+
+
+class AutoIdError(Exception):
+    """Base of every error the kit raises on purpose."""
+
+
+class ConfigError(AutoIdError):
+    """The configuration is missing, malformed or refers to a secret that cannot be read."""
+
+
+class PatternError(AutoIdError):
+    """A naming pattern uses a construct that cannot generate IDs, or does not parse."""
+
+    def __init__(self, message: str, pattern: str = "", position: int | None = None):
+        self.pattern = pattern
+        self.position = position
+        where = f" at position {position}" if position is not None else ""
+        shown = f" in pattern {pattern!r}" if pattern else ""
+        super().__init__(f"{message}{where}{shown}")
+
+
+class IdSpaceExhausted(AutoIdError):
+    """No unused ID is left in a pattern's space."""
+
+    def __init__(self, pattern: str, size: int, used: int):
+        self.pattern = pattern
+        self.size = size
+        self.used = used
+        super().__init__(
+            f"space exhausted: {used} of {size} used for pattern {pattern!r}; "
+            "widen the project's naming pattern"
+        )
+
+
+class ExternalGeneratorError(AutoIdError):
+    """The configured external ID generator failed, or never gave a valid unused ID."""
+
+
+class RedcapError(AutoIdError):
+    """A REDCap request failed; names the database and the operation, never the token."""
+
+    def __init__(self, database: str, operation: str, reason: str):
+        self.database = database
+        self.operation = operation
+        self.reason = reason
+        super().__init__(f"REDCap {database}: {operation} failed: {reason}")
+
+
+class VerificationError(AutoIdError):
+    """REDCap does not hold what the run wrote (re-read after apply)."""
+
+
+class LockHeld(AutoIdError):
+    """Another run holds the lock; this run did nothing."""
+
+    def __init__(self, lock_file: str):
+        self.lock_file = lock_file
+        super().__init__(f"another run holds the lock {lock_file}; nothing was done")

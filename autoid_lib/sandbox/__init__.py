@@ -1,0 +1,1 @@
+"""A local REDCap-compatible API server for the demo and the tests."""
