@@ -1,0 +1,144 @@
+"""Configuration: secrets by reference, refused when unsafe, never shown."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from autoid_lib.config import load_settings
+from autoid_lib.errors import ConfigError, LockHeld
+from autoid_lib.lock import environment_for_child, run_lock
+from autoid_lib.secret import Secret, redact, resolve_secret
+
+TOKEN = "0123456789ABCDEF0123456789ABCDEF"
+
+
+def write_config(tmp_path: Path, tokens: str, extra: str = "") -> Path:
+    path = tmp_path / "autoid.toml"
+    path.write_text(
+        f"""
+[redcap]
+url = "https://redcap.example.org/api/"
+timeout_s = 5
+[redcap.tokens]
+{tokens}
+[run]
+lock_file = "run.lock"
+{extra}
+"""
+    )
+    return path
+
+
+def env_tokens(monkeypatch, value=TOKEN):
+    for name in ("PROJECTS", "INCOMING", "AUTOID"):
+        monkeypatch.setenv(f"AUTOID_TOKEN_{name}", value)
+    return "\n".join(
+        f'{db} = "env:AUTOID_TOKEN_{db.upper()}"' for db in ("projects", "incoming", "autoid")
+    )
+
+
+def test_documented_shape_loads_and_transfers_default_to_incoming(tmp_path, monkeypatch):
+    settings = load_settings(write_config(tmp_path, env_tokens(monkeypatch)))
+    assert settings.redcap.tokens["transfers"].reveal() == TOKEN
+    assert settings.redcap.same_database("incoming", "transfers")
+    assert settings.redcap.verify is True
+    assert settings.redcap.timeout_s == 5
+    assert settings.run.lookback_days == 14
+    assert settings.run.lock_file == tmp_path / "run.lock"
+    assert settings.run.reports_dir == tmp_path / "reports"
+
+
+def test_tokens_never_show_in_repr_or_str(tmp_path, monkeypatch):
+    settings = load_settings(write_config(tmp_path, env_tokens(monkeypatch)))
+    assert TOKEN not in repr(settings)
+    assert TOKEN not in str(settings.redcap.tokens["autoid"])
+
+
+def test_inline_token_is_refused_without_echoing_it(tmp_path):
+    path = write_config(tmp_path, f'projects = "{TOKEN}"\nincoming = "x"\nautoid = "y"')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert TOKEN not in str(caught.value)
+
+
+def test_malformed_token_is_refused_before_pycap_can_print_it(tmp_path, monkeypatch):
+    path = write_config(tmp_path, env_tokens(monkeypatch, value="SECRET-but-too-short"))
+    with pytest.raises(ConfigError, match="not a REDCap API token") as caught:
+        load_settings(path)
+    assert "SECRET" not in str(caught.value)
+
+
+def test_token_file_readable_by_others_is_refused(tmp_path):
+    token_file = tmp_path / "autoid.token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        resolve_secret(f"file:{token_file}", "the autoid token")
+    token_file.chmod(0o600)
+    assert resolve_secret(f"file:{token_file}", "the autoid token").reveal() == TOKEN
+
+
+def test_missing_variable_and_unknown_scheme_name_the_problem(monkeypatch):
+    with pytest.raises(ConfigError, match="AUTOID_NOPE is not set"):
+        resolve_secret("env:AUTOID_NOPE", "the autoid token")
+    with pytest.raises(ConfigError, match="unknown secret scheme"):
+        resolve_secret("vault:x", "the autoid token")
+
+
+def test_bad_url_hash_scheme_and_toml_are_config_errors(tmp_path, monkeypatch):
+    tokens = env_tokens(monkeypatch)
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_settings(tmp_path / "missing.toml")
+    bad = write_config(tmp_path, tokens)
+    bad.write_text(bad.read_text().replace("/api/", "/"))
+    with pytest.raises(ConfigError, match="ending in '/api/'"):
+        load_settings(bad)
+    bad = write_config(tmp_path, tokens, 'hash = "md5"')
+    with pytest.raises(ConfigError, match="unknown hash scheme"):
+        load_settings(bad)
+    bad.write_text("[redcap\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(bad)
+
+
+def test_hmac_needs_a_key(tmp_path, monkeypatch):
+    tokens = env_tokens(monkeypatch)
+    with pytest.raises(ConfigError, match="hash_key"):
+        load_settings(write_config(tmp_path, tokens, 'hash = "hmac-sha256"'))
+    monkeypatch.setenv("AUTOID_HASH_KEY", "k" * 40)
+    extra = 'hash = "hmac-sha256"\nhash_key = "env:AUTOID_HASH_KEY"'
+    settings = load_settings(write_config(tmp_path, tokens, extra))
+    assert settings.run.hasher().scheme == "hmac-sha256"
+
+
+def test_redact_masks_every_secret():
+    secret = Secret("env:X", TOKEN)
+    assert redact(f"Incorrect token format '{TOKEN}'", [secret]) == "Incorrect token format '***'"
+
+
+def test_second_lock_holder_is_refused_at_once(tmp_path):
+    lock = tmp_path / "run.lock"
+    with run_lock(lock), pytest.raises(LockHeld), run_lock(lock):
+        pass
+    with run_lock(lock):  # released after the block
+        pass
+
+
+def test_a_direct_child_runs_under_its_parents_lock_and_a_stranger_does_not(tmp_path):
+    lock = tmp_path / "run.lock"
+    child = (
+        "import sys; from autoid_lib.lock import run_lock; from autoid_lib.errors import LockHeld\n"
+        "try:\n    with run_lock(sys.argv[1]): print('ran')\n"
+        "except LockHeld: print('locked')\n"
+    )
+    with run_lock(lock):
+        env = {**os.environ, **environment_for_child(lock)}
+        inherited = subprocess.run([sys.executable, "-c", child, str(lock)], env=env, text=True,
+                                   capture_output=True)  # fmt: skip
+        stranger = subprocess.run([sys.executable, "-c", child, str(lock)], text=True,
+                                  capture_output=True)  # fmt: skip
+    assert inherited.stdout.strip() == "ran"
+    assert stranger.stdout.strip() == "locked"
