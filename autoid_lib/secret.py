@@ -60,9 +60,7 @@ def resolve_secret(reference: str, what: str) -> Secret:
         return Secret(reference, value.strip())
     if scheme == "file":
         return Secret(reference, _read_private_file(Path(target).expanduser(), what))
-    raise ConfigError(
-        f"{what}: unknown secret scheme {scheme!r}; use 'env:VARIABLE' or 'file:/path'"
-    )
+    raise ConfigError(f"{what}: unknown secret scheme; use 'env:VARIABLE' or 'file:/path'")
 
 
 def _read_private_file(path: Path, what: str) -> str:

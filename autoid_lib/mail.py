@@ -1,0 +1,404 @@
+"""E-mailed run reports: the ``[email]`` settings, when to send, SMTP delivery and ``notify``.
+
+``notify(summary, run_dir, settings)`` is the one call ``autoid run --email`` makes after the
+REDCap work is done: it decides (``should_send``), composes from ``summary.json`` alone
+(``autoid_lib.mail_compose``), sends with ``smtplib`` and returns the ``email`` entry for
+``summary.json``. It never raises on SMTP or network trouble: a mail failure is logged on
+``autoid.mail`` and reported, and never fails or repeats the run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import smtplib
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any
+
+from autoid_lib.errors import ConfigError
+from autoid_lib.mail_compose import compose_message
+from autoid_lib.prune import parse_run_folder, run_folders
+from autoid_lib.secret import Secret, redact, resolve_secret
+
+__all__ = [
+    "EmailSettings",
+    "compose_message",
+    "email_settings_from_config",
+    "find_previous_summary",
+    "notify",
+    "send_message",
+    "should_send",
+]
+
+log = logging.getLogger("autoid.mail")
+
+SECURITY_MODES = ("none", "starttls", "tls")
+SEND_POLICIES = ("always", "on-change", "on-attention")
+_DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
+
+
+@dataclass(frozen=True)
+class EmailSettings:
+    """The ``[email]`` table, checked. ``password`` is a ``Secret``, never a plain string."""
+
+    smtp_host: str
+    sender: str
+    recipients: tuple[str, ...]
+    smtp_port: int = 587
+    security: str = "starttls"  # none | starttls | tls
+    username: str | None = None
+    password: Secret | None = None
+    send: str = "on-change"  # always | on-change | on-attention
+    attach_report: bool = False
+    report_url_base: str | None = None
+    timeout_s: float = 30.0
+    subject_prefix: str = "[autoid]"
+    attach_max_bytes: int = 10_000_000
+    tls_ca_file: str | None = None  # extra CA bundle for a site-internal SMTP certificate
+
+
+_KEYS = (
+    "smtp_host",
+    "smtp_port",
+    "security",
+    "username",
+    "password",
+    "sender",
+    "recipients",
+    "send",
+    "attach_report",
+    "report_url_base",
+    "timeout_s",
+    "subject_prefix",
+    "attach_max_bytes",
+    "tls_ca_file",
+)
+
+
+def email_settings_from_config(section: Mapping[str, Any]) -> EmailSettings:
+    """Check the ``[email]`` table and resolve its password reference.
+
+    Raises ``ConfigError`` naming the key and the fix for anything missing or malformed.
+    """
+    if not isinstance(section, Mapping):
+        raise ConfigError("[email] must be a table of settings")
+    unknown = sorted(set(section) - set(_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"[email] has unknown key(s) {', '.join(unknown)}; known keys: {', '.join(_KEYS)}"
+        )
+    security = _choice(section, "security", SECURITY_MODES, "starttls")
+    port = section.get("smtp_port", _DEFAULT_PORTS[security])
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ConfigError(f"[email] smtp_port must be a port number like 587, not {port!r}")
+    username = _optional_text(section, "username")
+    password = None
+    if section.get("password") is not None:
+        password = resolve_secret(section["password"], "[email] password")
+    if (username is None) != (password is None):
+        raise ConfigError(
+            "[email] username and password go together: set both to log in, or neither"
+        )
+    if username and security == "none":
+        log.warning("[email] logs in without TLS (security = 'none'); the password is exposed")
+    recipients = section.get("recipients")
+    if isinstance(recipients, str) or not isinstance(recipients, list | tuple) or not recipients:
+        raise ConfigError(
+            '[email] recipients must be a non-empty list, e.g. recipients = ["ops@example.org"]'
+        )
+    url_base = _optional_text(section, "report_url_base")
+    if url_base and not url_base.startswith(("https://", "http://")):
+        raise ConfigError(
+            f"[email] report_url_base must start with https:// (or http://), not {url_base!r}"
+        )
+    timeout = section.get("timeout_s", 30)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 600:
+        raise ConfigError(f"[email] timeout_s must be seconds between 1 and 600, not {timeout!r}")
+    max_bytes = section.get("attach_max_bytes", EmailSettings.attach_max_bytes)
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+        raise ConfigError("[email] attach_max_bytes must be a positive number of bytes")
+    ca_file = _optional_text(section, "tls_ca_file")
+    if ca_file and not Path(ca_file).is_file():
+        raise ConfigError(f"[email] tls_ca_file {ca_file} does not exist; give a PEM CA bundle")
+    prefix = section.get("subject_prefix", "[autoid]")
+    if not isinstance(prefix, str) or re.search(r"[\r\n]", prefix):
+        raise ConfigError("[email] subject_prefix must be one line of text, e.g. '[autoid]'")
+    return EmailSettings(
+        smtp_host=_required_text(section, "smtp_host", 'smtp_host = "smtp.example.org"'),
+        smtp_port=port,
+        security=security,
+        username=username,
+        password=password,
+        sender=_address(section.get("sender"), "sender"),
+        recipients=tuple(_address(r, "recipients") for r in recipients),
+        send=_choice(section, "send", SEND_POLICIES, "on-change"),
+        attach_report=_flag(section, "attach_report"),
+        report_url_base=url_base,
+        timeout_s=float(timeout),
+        subject_prefix=prefix.strip(),
+        attach_max_bytes=max_bytes,
+        tls_ca_file=ca_file,
+    )
+
+
+def should_send(
+    summary: Mapping[str, Any], previous_summary: Mapping[str, Any] | None, policy: str
+) -> tuple[bool, str]:
+    """Whether this run's mail goes out under ``policy``, and why (the reason is logged).
+
+    ============  ======  =========  ==========================================
+    policy        failed  attention  ok
+    ============  ======  =========  ==========================================
+    always        send    send       send
+    on-change     send    if changed if changed
+    on-attention  send    send       never
+    ============  ======  =========  ==========================================
+
+    *Changed* means, against the previous run of the same mode: a live run created transfers
+    or IDs (a dry run: its planned counts differ); an anomaly (kind, project, message)
+    appeared or disappeared; the status differs; or there is no previous run to compare with.
+    """
+    if policy not in SEND_POLICIES:
+        raise ConfigError(f"send policy must be one of {', '.join(SEND_POLICIES)}, not {policy!r}")
+    status = summary.get("status")
+    if status == "failed":
+        return True, "the run failed"
+    if policy == "always":
+        return True, "send = always"
+    if policy == "on-attention":
+        if status == "ok":
+            return False, "status ok and send = on-attention"
+        return True, f"status {status}"
+    return _changed(summary, previous_summary)
+
+
+def _changed(summary: Mapping[str, Any], previous: Mapping[str, Any] | None) -> tuple[bool, str]:
+    if previous is None:
+        return True, "no previous run to compare with"
+    if summary.get("status") != previous.get("status"):
+        return True, f"status changed from {previous.get('status')} to {summary.get('status')}"
+    created = {key: _count(summary.get(key)) for key in ("transfers_created", "ids_created")}
+    if summary.get("mode") == "dry":
+        before = {key: _count(previous.get(key)) for key in created}
+        if created != before:
+            return True, "the planned changes differ from the previous dry run"
+    elif any(created.values()):
+        return True, "{transfers_created} transfers and {ids_created} IDs created".format(**created)
+    now, before = _anomaly_keys(summary), _anomaly_keys(previous)
+    if now != before:
+        return True, f"{len(now - before)} anomalies appeared, {len(before - now)} disappeared"
+    return False, "nothing changed since the previous run"
+
+
+def _anomaly_keys(summary: Mapping[str, Any]) -> frozenset[tuple[str, str, str]]:
+    anomalies = summary.get("anomalies")
+    if not isinstance(anomalies, list):
+        return frozenset()
+    return frozenset(
+        (str(a.get("kind")), str(a.get("project")), str(a.get("message")))
+        for a in anomalies
+        if isinstance(a, Mapping)
+    )
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def find_previous_summary(
+    reports_dir: Path | str, current_run: Path | str
+) -> dict[str, Any] | None:
+    """The ``summary.json`` of the latest run before ``current_run`` with the same mode.
+
+    ``current_run`` is the run folder (or its name). Runs whose summary is missing or unreadable
+    are passed over; None if there is no earlier run of that mode.
+    """
+    current = parse_run_folder(Path(current_run).name)
+    if current is None:
+        log.warning("%s is not a run folder name; no previous run to compare with", current_run)
+        return None
+    for path, parsed in reversed(run_folders(reports_dir)):
+        if parsed.mode != current.mode or parsed.started >= current.started:
+            continue
+        try:
+            previous = json.loads((path / "summary.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            log.info("passing over %s: no readable summary.json", path.name)
+            continue
+        if isinstance(previous, dict):
+            return previous
+    return None
+
+
+def send_message(message: EmailMessage, settings: EmailSettings) -> dict[str, tuple[int, bytes]]:
+    """Deliver ``message`` to ``settings.recipients``; returns the recipients refused.
+
+    Raises ``smtplib.SMTPException`` or ``OSError`` (``ssl.SSLError``, timeouts) on failure;
+    ``notify`` turns these into a report. TLS always verifies the server's certificate.
+    """
+    timeout = settings.timeout_s
+    context = None
+    if settings.security != "none":
+        context = ssl.create_default_context(cafile=settings.tls_ca_file)
+    if settings.security == "tls":
+        client = smtplib.SMTP_SSL(
+            settings.smtp_host, settings.smtp_port, timeout=timeout, context=context
+        )
+    else:
+        client = smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=timeout)
+    with client:
+        client.ehlo()
+        if settings.security == "starttls":
+            client.starttls(context=context)
+            client.ehlo()
+        if settings.username and settings.password:
+            client.login(settings.username, settings.password.reveal())
+        return client.send_message(
+            message, from_addr=settings.sender, to_addrs=list(settings.recipients)
+        )
+
+
+def notify(
+    summary: Mapping[str, Any],
+    run_dir: Path | str,
+    settings: EmailSettings | None,
+    previous: Mapping[str, Any] | None = None,
+    *,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Decide, compose and send the mail for one run; the ``email`` entry for summary.json.
+
+    ``run_dir`` is the run's folder (``reports/<timestamp>-<mode>/``); its report is linked
+    or attached, and the previous run's summary is looked up beside it unless ``previous`` is
+    given. Never raises for mail trouble: returns ``{"sent": False, "error": "..."}``.
+    """
+    if settings is None:
+        return {"sent": False, "reason": "mail is not configured", "error": None}
+    run_dir = Path(run_dir)
+    if previous is None:
+        try:
+            previous = find_previous_summary(run_dir.parent, run_dir)
+        except OSError as error:
+            log.warning("cannot read earlier runs in %s: %s", run_dir.parent, error)
+    send, reason = should_send(summary, previous, settings.send)
+    if not send:
+        log.info("no mail: %s", reason)
+        return {"sent": False, "reason": reason, "error": None}
+
+    report_path = run_dir / Path(str(summary.get("report") or "report.html")).name
+    try:
+        message = compose_message(summary, settings, report_path, now=now)
+        refused = send_message(message, settings)
+    except (smtplib.SMTPException, OSError) as error:
+        text = _describe(error, settings)
+        log.warning("mail not sent (%s): %s", reason, text)
+        return {"sent": False, "reason": reason, "error": text}
+    except Exception as error:  # a composing bug must not fail a run whose work is done
+        text = _clean(f"{type(error).__name__}: {error}", settings)
+        log.error("mail not composed (%s): %s", reason, text, exc_info=True)
+        return {"sent": False, "reason": reason, "error": text}
+
+    accepted = len(settings.recipients) - len(refused)
+    log.info("mail sent to %d recipient(s) (%s): %s", accepted, reason, message["Subject"])
+    result = {
+        "sent": True,
+        "reason": reason,
+        "error": None,
+        "subject": str(message["Subject"]),
+        "recipients": accepted,
+    }
+    if refused:
+        result["error"] = _clean(
+            "some recipients refused: "
+            + ", ".join(f"{rcpt} ({code})" for rcpt, (code, _) in refused.items()),
+            settings,
+        )
+        log.warning("mail: %s", result["error"])
+    return result
+
+
+def _describe(error: BaseException, settings: EmailSettings) -> str:
+    """One line an operator can act on; never the password."""
+    where = f"{settings.smtp_host}:{settings.smtp_port}"
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        refused = ", ".join(
+            f"{rcpt} ({code} {_decode(msg)})" for rcpt, (code, msg) in error.recipients.items()
+        )
+        text = f"{where} refused every recipient: {refused}"
+    elif isinstance(error, smtplib.SMTPAuthenticationError):
+        text = f"{where} refused the login of {settings.username}: {error.smtp_code} " + _decode(
+            error.smtp_error
+        )
+    elif isinstance(error, smtplib.SMTPResponseException):
+        text = f"{where} answered {error.smtp_code} {_decode(error.smtp_error)}"
+    elif isinstance(error, smtplib.SMTPNotSupportedError):
+        text = f"{where} does not support {error}; check security (none | starttls | tls)"
+    elif isinstance(error, ssl.SSLError | ssl.CertificateError):
+        text = f"TLS with {where} failed: {getattr(error, 'reason', None) or error}"
+    elif isinstance(error, TimeoutError):
+        text = f"{where} did not answer within {settings.timeout_s:g} s"
+    elif isinstance(error, OSError) and error.strerror:
+        text = f"cannot reach {where}: {error.strerror}"
+    else:
+        text = f"{where}: {type(error).__name__}: {error}"
+    return _clean(text, settings)
+
+
+def _clean(text: str, settings: EmailSettings) -> str:
+    if settings.password is not None:
+        text = redact(text, [settings.password])
+    text = re.sub(r"\s+", " ", text).strip()
+    return text if len(text) <= 500 else text[:499] + "…"
+
+
+def _decode(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _choice(section: Mapping[str, Any], key: str, choices: tuple[str, ...], default: str) -> str:
+    value = section.get(key, default)
+    if value not in choices:
+        raise ConfigError(f"[email] {key} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
+def _flag(section: Mapping[str, Any], key: str) -> bool:
+    value = section.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"[email] {key} must be true or false, not {value!r}")
+    return value
+
+
+def _optional_text(section: Mapping[str, Any], key: str) -> str | None:
+    value = section.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"[email] {key} must be text, not {value!r}")
+    return value.strip()
+
+
+def _required_text(section: Mapping[str, Any], key: str, example: str) -> str:
+    value = _optional_text(section, key)
+    if value is None:
+        raise ConfigError(f"[email] {key} is missing; add e.g. {example}")
+    return value
+
+
+def _address(value: Any, key: str) -> str:
+    if (
+        not isinstance(value, str)
+        or re.search(r"[\s,;<>]", value.strip())
+        or "@" not in parseaddr(value)[1]
+    ):
+        raise ConfigError(
+            f"[email] {key}: {value!r} is not a plain address like 'autoid@example.org'"
+        )
+    return value.strip()

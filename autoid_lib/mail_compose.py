@@ -1,0 +1,311 @@
+"""Compose the run-report e-mail from ``summary.json`` alone.
+
+The composer never sees the notebook or the report: it reads a fixed list of keys from the
+summary (``summary_view``), so a key that should never be there (a study row, a patient ID)
+cannot reach a mail even if a future writer puts it into the summary. The HTML part is
+rendered with jinja2, its CSS inlined with ``css_inline`` (no ``<style>``, no scripts, no
+``data:`` URIs), and kept under ``HTML_BUDGET`` bytes (Gmail clips bodies over ~100 KB) by
+showing fewer projects and anomalies, each list ending with "… and N more".
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+if TYPE_CHECKING:
+    from autoid_lib.mail import EmailSettings
+
+HTML_BUDGET = 90_000  # bytes of the HTML part; Gmail clips at ~102 KB
+_LIMITS = ((60, 50), (30, 25), (15, 10), (5, 5), (0, 0))  # (projects, anomalies) shown
+_MAX_SKIPPED_REASONS = 20
+_MAX_TEXT = 300  # characters of any one string taken from the summary
+
+# status -> (label, banner text colour, banner background)
+_STATUS = {
+    "ok": ("OK", "#14532d", "#dcfce7"),
+    "attention": ("NEEDS ATTENTION", "#713f12", "#fef3c7"),
+    "failed": ("FAILED", "#7f1d1d", "#fee2e2"),
+}
+_LEVEL_COLOURS = {"ok": "#14532d", "warning": "#92400e", "critical": "#b91c1c"}
+
+_PROJECT_INTS = (
+    "incoming",
+    "already_transferred",
+    "transfers_created",
+    "ids_reused",
+    "ids_created",
+    "capacity_size",
+    "capacity_used",
+)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def compose_message(
+    summary: Mapping[str, Any],
+    settings: EmailSettings,
+    report_path: Path | str,
+    *,
+    now: datetime | None = None,
+) -> EmailMessage:
+    """The whole mail for one run: subject, plain text + HTML alternatives, optional attachment.
+
+    ``report_path`` is the run's ``report.html`` on the server; the body links it through
+    ``settings.report_url_base`` when set, else shows the path. The report is attached only if
+    ``settings.attach_report`` is true and the file exists and is small enough.
+    """
+    report_path = Path(report_path)
+    view = summary_view(summary)
+    view["links"] = _links(report_path, settings.report_url_base)
+    subject = subject_line(view, settings.subject_prefix)
+    attachment, attach_note = _attachment(report_path, settings)
+    view["attach_note"] = attach_note
+
+    text, html = _render_within_budget(view, subject)
+
+    message = EmailMessage()
+    message["Subject"] = subject
+    message["From"] = settings.sender
+    message["To"] = ", ".join(settings.recipients)
+    message["Date"] = format_datetime(now or datetime.now(UTC))
+    message["Message-ID"] = make_msgid("autoid", domain=settings.sender.rpartition("@")[2] or None)
+    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies
+    message["X-Auto-Response-Suppress"] = "All"  # the same for Exchange
+    message.set_content(text)
+    message.add_alternative(html, subtype="html")
+    if attachment is not None:
+        message.add_attachment(
+            attachment, maintype="text", subtype="html", filename=report_path.name
+        )
+    return message
+
+
+def subject_line(view: Mapping[str, Any], prefix: str = "[autoid]") -> str:
+    """``[autoid] OK: 12 transfers created, 0 need attention`` and its variants."""
+    label = view["status_label"]
+    if view["dry_run"]:
+        label = f"DRY RUN {label}"
+    if view["status"] == "failed":
+        step = view["error"]["step"] if view["error"] else ""
+        return f"{prefix} {label} at {step}" if step else f"{prefix} {label}"
+    count = view["transfers_created"]
+    noun = "transfer" if count == 1 else "transfers"
+    verb = "planned" if view["dry_run"] else "created"
+    return f"{prefix} {label}: {count:,} {noun} {verb}, {view['attention_count']:,} need attention"
+
+
+def summary_view(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The only keys of ``summary.json`` a mail may show, cleaned and typed.
+
+    Anything else in the summary is ignored on purpose (see the module docstring).
+    """
+    status = _text(summary.get("status")) or "failed"
+    if status not in _STATUS:
+        status = "attention"  # an unknown status is something a human should look at
+    label, colour, background = _STATUS[status]
+    window = summary.get("window") if isinstance(summary.get("window"), Mapping) else {}
+    anomalies = [_anomaly(a) for a in _list(summary.get("anomalies"))]
+    projects = [_project(p) for p in _list(summary.get("projects"))]
+    skipped_raw = summary.get("skipped") if isinstance(summary.get("skipped"), Mapping) else {}
+    skipped = sorted(
+        ((_text(reason), _int(count)) for reason, count in skipped_raw.items()),
+        key=lambda item: (-item[1], item[0]),
+    )
+    return {
+        "status": status,
+        "status_label": label,
+        "status_colour": colour,
+        "status_background": background,
+        "dry_run": _text(summary.get("mode")) == "dry",
+        "mode": _text(summary.get("mode")) or "unknown",
+        "started": _when(summary.get("started")),
+        "finished": _when(summary.get("finished")),
+        "duration": _duration(summary.get("duration_s")),
+        "window_begin": _text(window.get("begin")),
+        "window_end": _text(window.get("end")),
+        "lookback_days": _int(window.get("lookback_days")),
+        "api_requests": _int(summary.get("api_requests")),
+        "transfers_created": _int(summary.get("transfers_created")),
+        "ids_created": _int(summary.get("ids_created")),
+        "ids_reused": _int(summary.get("ids_reused")),
+        "skipped": skipped[:_MAX_SKIPPED_REASONS],
+        "skipped_more": max(0, len(skipped) - _MAX_SKIPPED_REASONS),
+        "skipped_total": sum(count for _, count in skipped),
+        "anomalies": anomalies,
+        "attention_count": len(anomalies),
+        "projects": _attention_first(projects),
+        "error": _error(summary.get("error")),
+    }
+
+
+def _render_within_budget(view: dict[str, Any], subject: str) -> tuple[str, str]:
+    """Render both parts, showing fewer rows until the HTML part fits ``HTML_BUDGET``."""
+    env = _environment()
+    all_projects, all_anomalies = view["projects"], view["anomalies"]
+    for max_projects, max_anomalies in _LIMITS:
+        shown = dict(
+            view,
+            subject=subject,
+            projects=all_projects[:max_projects],
+            projects_more=max(0, len(all_projects) - max_projects),
+            anomalies=all_anomalies[:max_anomalies],
+            anomalies_more=max(0, len(all_anomalies) - max_anomalies),
+        )
+        html = _inline(env.get_template("mail.html.j2").render(shown))
+        if len(html.encode("utf-8")) <= HTML_BUDGET:
+            break
+    text = env.get_template("mail.txt.j2").render(shown)
+    return text, html
+
+
+@functools.lru_cache(maxsize=1)
+def _environment():
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("autoid_lib", "templates"),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _inliner():
+    import css_inline
+
+    return css_inline.CSSInliner(
+        load_remote_stylesheets=False,
+        keep_style_tags=False,
+        keep_link_tags=False,
+        keep_at_rules=False,
+        minify_css=True,
+        apply_width_attributes=True,
+    )
+
+
+def _inline(html: str) -> str:
+    return _inliner().inline(html)
+
+
+def _links(report_path: Path, url_base: str | None) -> dict[str, str | None]:
+    run_folder = report_path.parent.name
+    if url_base:
+        base = url_base if url_base.endswith("/") else url_base + "/"
+        return {
+            "report_url": f"{base}{quote(run_folder)}/{quote(report_path.name)}",
+            "index_url": f"{base}index.html",
+            "report_path": None,
+        }
+    return {"report_url": None, "index_url": None, "report_path": str(report_path)}
+
+
+def _attachment(report_path: Path, settings: EmailSettings) -> tuple[bytes | None, str | None]:
+    if not settings.attach_report:
+        return None, None
+    try:
+        size = report_path.stat().st_size
+        if size > settings.attach_max_bytes:
+            return None, (
+                f"The report ({size / 1e6:.1f} MB) is larger than attach_max_bytes "
+                f"({settings.attach_max_bytes / 1e6:.1f} MB) and is not attached."
+            )
+        return report_path.read_bytes(), "The full report is attached."
+    except OSError:
+        return None, "The report could not be read and is not attached."
+
+
+def _attention_first(projects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Projects that need a look first, then those with activity, each in summary order."""
+
+    def rank(project: dict[str, Any]) -> int:
+        if project["capacity_level"] not in ("ok", "") or project["skipped"]:
+            return 0
+        return 1 if project["transfers_created"] or project["ids_created"] else 2
+
+    return sorted(projects, key=rank)
+
+
+def _project(raw: Any) -> dict[str, Any]:
+    raw = raw if isinstance(raw, Mapping) else {}
+    project = {key: _int(raw.get(key)) for key in _PROJECT_INTS}
+    skipped = raw.get("skipped")
+    project["skipped"] = (
+        sum(_int(v) for v in skipped.values()) if isinstance(skipped, Mapping) else _int(skipped)
+    )
+    project["project"] = _text(raw.get("project"))
+    project["ae_title"] = _text(raw.get("ae_title"))
+    project["pattern"] = _text(raw.get("pattern"))
+    level = _text(raw.get("capacity_level")).lower()
+    project["capacity_level"] = level
+    project["capacity_colour"] = _LEVEL_COLOURS.get(level, "#92400e" if level else "#1f2328")
+    fraction = raw.get("capacity_fraction")
+    project["capacity_percent"] = f"{fraction * 100:.0f}%" if _finite(fraction) else ""
+    return project
+
+
+def _anomaly(raw: Any) -> dict[str, str]:
+    raw = raw if isinstance(raw, Mapping) else {}
+    return {key: _text(raw.get(key)) for key in ("kind", "project", "message", "action")}
+
+
+def _error(raw: Any) -> dict[str, str] | None:
+    if not isinstance(raw, Mapping):
+        return None
+    return {key: _text(raw.get(key)) for key in ("step", "type", "message")}
+
+
+def _list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+def _text(value: Any, limit: int = _MAX_TEXT) -> str:
+    if value is None or isinstance(value, Mapping | list | tuple):
+        return ""
+    text = _CONTROL.sub(" ", str(value)).strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if _finite(value) and abs(value) < 1e18:
+        return int(value)
+    return 0
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _when(value: Any) -> str:
+    text = _text(value)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+        return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _duration(value: Any) -> str:
+    if not _finite(value) or value < 0:
+        return ""
+    if value < 60:
+        return f"{value:.1f} s"
+    minutes, seconds = divmod(round(value), 60)
+    return f"{minutes} min {seconds} s"

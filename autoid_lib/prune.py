@@ -1,0 +1,156 @@
+"""Report retention: remove run folders older than N days and keep ``index.html`` consistent.
+
+A run folder is ``<reports_dir>/<UTC timestamp>-<live|dry>/`` (``parse_run_folder`` accepts
+``20261128T063000Z-live``, ``2026-11-28T06-30-00Z-dry`` and similar spellings). Its age is read
+from its name, never from file times, and anything whose name does not parse is never touched.
+The newest run of each mode is always kept, however old, so the index is never empty and the
+mail's "since the last run" comparison always has a previous run.
+
+The index is rewritten by an injectable ``rebuild_index(reports_dir)`` callable; by default
+``autoid_lib.report_index.rebuild_index``, imported lazily (skipped with a log line if absent).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import NamedTuple
+
+from autoid_lib.errors import AutoIdError, ConfigError
+
+log = logging.getLogger("autoid.prune")
+
+_RUN_FOLDER = re.compile(
+    r"^(?P<y>\d{4})-?(?P<mo>\d{2})-?(?P<d>\d{2})[T_-]?"
+    r"(?P<h>\d{2})[-:]?(?P<mi>\d{2})[-:]?(?P<s>\d{2})(?:[.,](?P<f>\d{1,6}))?Z?"
+    r"-(?P<mode>live|dry)$"
+)
+_TRASH_PREFIX = ".pruning-"  # a folder being removed; hidden from index writers
+
+
+class RunFolder(NamedTuple):
+    """A run folder's name, read: when the run started (UTC) and its mode."""
+
+    started: datetime
+    mode: str
+
+
+def parse_run_folder(name: str) -> RunFolder | None:
+    """``RunFolder`` for a run folder's name, or None if the name is not one."""
+    match = _RUN_FOLDER.match(name)
+    if not match:
+        return None
+    parts = match.groupdict()
+    try:
+        started = datetime(
+            int(parts["y"]),
+            int(parts["mo"]),
+            int(parts["d"]),
+            int(parts["h"]),
+            int(parts["mi"]),
+            int(parts["s"]),
+            int((parts["f"] or "0").ljust(6, "0")),
+            tzinfo=UTC,
+        )
+    except ValueError:  # 2026-13-45 and the like
+        return None
+    return RunFolder(started, parts["mode"])
+
+
+def run_folders(reports_dir: Path | str) -> list[tuple[Path, RunFolder]]:
+    """Every run folder directly under ``reports_dir``, oldest first (symlinks ignored)."""
+    reports_dir = Path(reports_dir)
+    found = []
+    try:
+        entries = list(reports_dir.iterdir())
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        parsed = parse_run_folder(entry.name)
+        if parsed and entry.is_dir() and not entry.is_symlink():
+            found.append((entry, parsed))
+    found.sort(key=lambda item: (item[1].started, item[0].name))
+    return found
+
+
+def prune_reports(
+    reports_dir: Path | str,
+    keep_days: int,
+    now: datetime,
+    dry_run: bool = False,
+    rebuild_index: Callable[[Path], object] | None = None,
+) -> list[Path]:
+    """Remove run folders that started more than ``keep_days`` days before ``now``.
+
+    Returns the folders removed (or, with ``dry_run``, those that would be). The newest run of
+    each mode is kept. After removing anything the index is rebuilt with ``rebuild_index``.
+    A folder that cannot be removed is logged, the rest go on, and an ``AutoIdError`` naming
+    the failures is raised at the end (after the index was rebuilt).
+    """
+    if isinstance(keep_days, bool) or not isinstance(keep_days, int) or keep_days < 1:
+        raise ConfigError(f"keep_days must be a whole number of days >= 1, not {keep_days!r}")
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware (UTC)")
+    reports_dir = Path(reports_dir)
+    if not reports_dir.is_dir():
+        raise ConfigError(f"reports directory {reports_dir} does not exist; check --reports-dir")
+
+    cutoff = now.astimezone(UTC) - timedelta(days=keep_days)
+    folders = run_folders(reports_dir)
+    newest = {parsed.mode: path for path, parsed in folders}  # oldest first: last one wins
+    doomed = [
+        path for path, parsed in folders if parsed.started < cutoff and newest[parsed.mode] != path
+    ]
+    if dry_run:
+        for path in doomed:
+            log.info("would remove %s", path)
+        return doomed
+
+    removed, failures = [], []
+    for path in doomed:
+        try:
+            _remove(path)
+        except OSError as error:
+            log.error("cannot remove %s: %s", path, error)
+            failures.append(f"{path.name}: {error.strerror or error}")
+        else:
+            log.info("removed %s", path)
+            removed.append(path)
+    _clean_leftovers(reports_dir)
+    if removed:
+        _rebuild(reports_dir, rebuild_index)
+    if failures:
+        raise AutoIdError(
+            f"could not remove {len(failures)} run folder(s) ({failures[0]}); "
+            f"check that the user running prune owns {reports_dir}"
+        )
+    return removed
+
+
+def _remove(path: Path) -> None:
+    """Rename out of sight first, so an index writer never sees a half-removed run."""
+    trash = path.with_name(_TRASH_PREFIX + path.name)
+    path.rename(trash)
+    shutil.rmtree(trash)
+
+
+def _clean_leftovers(reports_dir: Path) -> None:
+    """Finish removals an earlier prune could not complete (only our own renamed folders)."""
+    for entry in reports_dir.glob(_TRASH_PREFIX + "*"):
+        if parse_run_folder(entry.name[len(_TRASH_PREFIX) :]) and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _rebuild(reports_dir: Path, rebuild_index: Callable[[Path], object] | None) -> None:
+    if rebuild_index is None:
+        try:
+            from autoid_lib.report_index import rebuild_index
+        except ImportError:
+            log.warning("index not rebuilt: autoid_lib.report_index.rebuild_index is missing")
+            return
+    rebuild_index(reports_dir)
+    log.info("rebuilt %s", reports_dir / "index.html")

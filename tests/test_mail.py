@@ -1,0 +1,714 @@
+"""Run-report mail: settings, send policy, composition and delivery through a real SMTP server.
+
+A local aiosmtpd server (started per test on a free port) receives what ``smtplib`` sends;
+the tests parse the received bytes with the ``email`` package. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import copy
+import email
+import email.policy
+import json
+import logging
+import shutil
+import socket
+import ssl
+import subprocess
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from autoid_lib.errors import ConfigError
+from autoid_lib.mail import (
+    EmailSettings,
+    compose_message,
+    email_settings_from_config,
+    find_previous_summary,
+    notify,
+    should_send,
+)
+
+PASSWORD = "pw-7f3a9c-never-in-output"
+CANARY_PATIENT = "PATID-CANARY-0042"
+CANARY_UID = "1.2.826.0.1.3680043.99.424242"
+CANARY_NAME = "Canary^Patient"
+RUN = "20261128T063000Z-live"
+
+SUMMARY = {
+    "schema": 1,
+    "status": "ok",
+    "mode": "live",
+    "started": "2026-11-28T06:30:00+00:00",
+    "finished": "2026-11-28T06:30:12+00:00",
+    "duration_s": 12.3,
+    "window": {"begin": "2026-11-14 07:30:00", "end": "2026-11-28 07:30:00", "lookback_days": 14},
+    "api_requests": 6,
+    "transfers_created": 12,
+    "ids_created": 5,
+    "ids_reused": 7,
+    "skipped": {},
+    "anomalies": [],
+    "projects": [
+        {
+            "project": "KNEE",
+            "ae_title": "KNEEAE",
+            "pattern": "K\\d{3}",
+            "incoming": 10,
+            "already_transferred": 3,
+            "transfers_created": 7,
+            "ids_reused": 2,
+            "ids_created": 5,
+            "skipped": 0,
+            "capacity_size": 1000,
+            "capacity_used": 120,
+            "capacity_fraction": 0.12,
+            "capacity_level": "ok",
+        }
+    ],
+    "error": None,
+    "report": "report.html",
+    "email": None,
+}
+ANOMALY = {
+    "kind": "ambiguous_ae_title",
+    "project": "KNEE",
+    "message": "AE title KNEEAE is used by 2 auto-ID projects",
+    "action": "Give each auto-ID project its own AE title in the Projects database",
+}
+ERROR = {
+    "step": "read incoming",
+    "type": "RedcapError",
+    "message": "REDCap incoming: export records failed: HTTP 500",
+}
+
+
+def summary(**changes) -> dict:
+    result = copy.deepcopy(SUMMARY)
+    result.update(changes)
+    return result
+
+
+ATTENTION = summary(
+    status="attention",
+    transfers_created=3,
+    anomalies=[ANOMALY] * 5,
+    skipped={"empty patient ID": 2, "ambiguous AE title": 3},
+)
+FAILED = summary(status="failed", transfers_created=0, ids_created=0, error=ERROR)
+
+
+# --- a real SMTP server -------------------------------------------------------------------
+
+
+class Inbox:
+    """aiosmtpd handler that keeps what it receives, or answers every DATA with ``reply``."""
+
+    def __init__(self, reply: str = "250 OK"):
+        self.reply = reply
+        self.envelopes = []
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.reply.startswith("250"):
+            self.envelopes.append(envelope)
+        return self.reply
+
+    def messages(self) -> list[email.message.EmailMessage]:
+        return [
+            email.message_from_bytes(e.original_content, policy=email.policy.default)
+            for e in self.envelopes
+        ]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def smtp_server() -> Iterator:
+    """Start a local SMTP server: ``start(**controller_options) -> (inbox, port)``."""
+    controllers = []
+
+    def start(reply: str = "250 OK", **options):
+        inbox = Inbox(reply)
+        port = free_port()
+        controller = Controller(inbox, hostname="127.0.0.1", port=port, **options)
+        controller.start()
+        controllers.append(controller)
+        return inbox, port
+
+    yield start
+    for controller in controllers:
+        controller.stop()
+
+
+def mail_settings(port: int, **changes) -> EmailSettings:
+    base = EmailSettings(
+        smtp_host="127.0.0.1",
+        smtp_port=port,
+        security="none",
+        sender="autoid@example.org",
+        recipients=("pacs-ops@example.org", "pi@example.org"),
+        send="always",
+        timeout_s=5,
+    )
+    return replace(base, **changes)
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "reports" / RUN
+    folder.mkdir(parents=True)
+    (folder / "report.html").write_text("<html><body>FULL REPORT MARKER</body></html>")
+    return folder
+
+
+def parts(message: email.message.EmailMessage) -> tuple[str, str]:
+    text = message.get_body(("plain",)).get_content()
+    html = message.get_body(("html",)).get_content()
+    return text, html
+
+
+class TagCollector(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags, self.attributes = [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.attributes.extend((tag, name, value or "") for name, value in attrs)
+
+
+def assert_mail_safe(html: str) -> None:
+    collector = TagCollector()
+    collector.feed(html)
+    assert "script" not in collector.tags
+    assert "style" not in collector.tags
+    assert "link" not in collector.tags
+    for tag, name, value in collector.attributes:
+        assert not value.strip().lower().startswith(("data:", "javascript:")), (tag, name)
+        assert not name.startswith("on"), (tag, name)
+    assert len(html.encode("utf-8")) < 100_000
+
+
+# --- delivery through the real server -----------------------------------------------------
+
+
+def test_sent_mail_has_subject_both_alternatives_and_inline_styles(smtp_server, run_dir):
+    inbox, port = smtp_server()
+    result = notify(SUMMARY, run_dir, mail_settings(port))
+
+    assert result["sent"] is True and result["error"] is None
+    [received] = inbox.messages()
+    assert received["Subject"] == "[autoid] OK: 12 transfers created, 0 need attention"
+    assert received.get_content_type() == "multipart/alternative"
+    assert set(inbox.envelopes[0].rcpt_tos) == {"pacs-ops@example.org", "pi@example.org"}
+    assert received["Auto-Submitted"] == "auto-generated"
+    text, html = parts(received)
+    assert "Transfers created: 12" in text
+    assert 'style="' in html and "KNEEAE" in html and "K\\d{3}" in html
+    assert "120 / 1,000" in html
+    assert str(run_dir / "report.html") in html and str(run_dir / "report.html") in text
+    assert_mail_safe(html)
+    assert not [p for p in received.iter_attachments()]
+
+
+def test_report_is_attached_only_when_configured(smtp_server, run_dir):
+    inbox, port = smtp_server()
+    notify(SUMMARY, run_dir, mail_settings(port))
+    notify(SUMMARY, run_dir, mail_settings(port, attach_report=True))
+
+    plain, attached = inbox.messages()
+    assert list(plain.iter_attachments()) == []
+    assert attached.get_content_type() == "multipart/mixed"
+    [attachment] = attached.iter_attachments()
+    assert attachment.get_filename() == "report.html"
+    assert "FULL REPORT MARKER" in attachment.get_content()
+    assert "FULL REPORT MARKER" not in parts(attached)[1]
+
+
+def test_a_report_larger_than_the_limit_is_linked_not_attached(smtp_server, run_dir):
+    inbox, port = smtp_server()
+    notify(SUMMARY, run_dir, mail_settings(port, attach_report=True, attach_max_bytes=10))
+    [received] = inbox.messages()
+    assert list(received.iter_attachments()) == []
+    assert "not attached" in parts(received)[0]
+
+
+def test_report_url_base_links_the_report_instead_of_the_server_path(smtp_server, run_dir):
+    inbox, port = smtp_server()
+    base = "https://pacs-ops.example.org/autoid-reports"
+    notify(SUMMARY, run_dir, mail_settings(port, report_url_base=base))
+    text, html = parts(inbox.messages()[0])
+    url = f"{base}/{RUN}/report.html"
+    assert f'href="{url}"' in html and url in text
+    assert str(run_dir) not in html
+
+
+def test_refusing_server_is_reported_not_raised(smtp_server, run_dir):
+    _, port = smtp_server(reply="550 5.7.1 Message rejected by policy")
+    settings = mail_settings(port, username="autoid", password=_secret())
+    result = notify(FAILED, run_dir, replace(settings, username=None, password=None))
+    assert result["sent"] is False
+    assert "550" in result["error"] and "rejected by policy" in result["error"]
+
+
+def test_unreachable_server_is_reported_without_the_password(run_dir, caplog):
+    settings = mail_settings(free_port(), username="autoid", password=_secret())
+    with caplog.at_level(logging.INFO, logger="autoid.mail"):
+        result = notify(FAILED, run_dir, settings)
+    assert result["sent"] is False
+    assert "cannot reach 127.0.0.1" in result["error"]
+    assert PASSWORD not in json.dumps(result) and PASSWORD not in caplog.text
+    assert "mail not sent" in caplog.text
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_login_with_a_password_from_the_environment(smtp_server, run_dir, monkeypatch):
+    inbox, port = smtp_server(
+        authenticator=_authenticator, auth_required=True, auth_require_tls=False
+    )
+    monkeypatch.setenv("AUTOID_SMTP_PASSWORD", PASSWORD)
+    settings = email_settings_from_config(
+        {
+            "smtp_host": "127.0.0.1",
+            "smtp_port": port,
+            "security": "none",
+            "username": "autoid",
+            "password": "env:AUTOID_SMTP_PASSWORD",
+            "sender": "autoid@example.org",
+            "recipients": ["pacs-ops@example.org"],
+            "send": "always",
+        }
+    )
+    assert PASSWORD not in repr(settings)
+    result = notify(SUMMARY, run_dir, settings)
+    assert result == {
+        "sent": True,
+        "reason": "send = always",
+        "error": None,
+        "subject": "[autoid] OK: 12 transfers created, 0 need attention",
+        "recipients": 1,
+    }
+    assert len(inbox.envelopes) == 1
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_wrong_password_is_reported_without_the_password(smtp_server, run_dir, caplog):
+    inbox, port = smtp_server(
+        authenticator=_authenticator, auth_required=True, auth_require_tls=False
+    )
+    wrong = "wrong-" + PASSWORD
+    settings = mail_settings(port, username="autoid", password=_secret(wrong))
+    with caplog.at_level(logging.DEBUG):
+        result = notify(SUMMARY, run_dir, settings)
+    assert result["sent"] is False and "refused the login of autoid" in result["error"]
+    assert wrong not in result["error"] and wrong not in caplog.text
+    assert inbox.envelopes == []
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost"),
+            *("-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def _server_tls(certificate) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    return context
+
+
+def test_starttls_verifies_the_certificate_and_logs_in(smtp_server, run_dir, certificate):
+    inbox, port = smtp_server(
+        tls_context=_server_tls(certificate),
+        require_starttls=True,
+        authenticator=_authenticator,
+        auth_required=True,
+    )
+    settings = mail_settings(
+        port, security="starttls", username="autoid", password=_secret(), tls_ca_file=None
+    )
+    untrusted = notify(SUMMARY, run_dir, settings)
+    assert untrusted["sent"] is False and "certificate" in untrusted["error"].lower()
+
+    trusted = notify(SUMMARY, run_dir, replace(settings, tls_ca_file=str(certificate[0])))
+    assert trusted["sent"] is True, trusted
+    assert len(inbox.envelopes) == 1
+
+
+def test_implicit_tls(smtp_server, run_dir, certificate):
+    inbox, port = smtp_server(ssl_context=_server_tls(certificate))
+    settings = mail_settings(port, security="tls", tls_ca_file=str(certificate[0]))
+    assert notify(SUMMARY, run_dir, settings)["sent"] is True
+    assert len(inbox.envelopes) == 1
+
+
+def _secret(value: str = PASSWORD):
+    from autoid_lib.secret import Secret
+
+    return Secret("env:TEST", value)
+
+
+def _authenticator(server, session, envelope, mechanism, auth_data):
+    ok = (
+        isinstance(auth_data, LoginPassword)
+        and auth_data.login == b"autoid"
+        and auth_data.password == PASSWORD.encode()
+    )
+    return AuthResult(success=ok, handled=False)
+
+
+# --- noise control --------------------------------------------------------------------------
+
+
+def test_failed_run_always_sends_even_under_on_attention(smtp_server, run_dir):
+    inbox, port = smtp_server()
+    result = notify(FAILED, run_dir, mail_settings(port, send="on-attention"), previous=FAILED)
+    assert result["sent"] is True and result["reason"] == "the run failed"
+    [received] = inbox.messages()
+    assert received["Subject"] == "[autoid] FAILED at read incoming"
+    text, html = parts(received)
+    assert "REDCap incoming: export records failed: HTTP 500" in text
+    assert "RedcapError" in html
+
+
+def test_unchanged_run_sends_nothing_under_on_change(smtp_server, tmp_path):
+    inbox, port = smtp_server()
+    reports = tmp_path / "reports"
+    quiet = summary(transfers_created=0, ids_created=0, ids_reused=4)
+    for name in ("20261128T062500Z-live", "20261128T063000Z-live"):
+        (reports / name).mkdir(parents=True)
+        (reports / name / "summary.json").write_text(json.dumps(quiet))
+    (reports / "20261128T062900Z-dry").mkdir()  # another mode: not the previous run
+
+    result = notify(quiet, reports / "20261128T063000Z-live", mail_settings(port, send="on-change"))
+    assert result == {
+        "sent": False,
+        "reason": "nothing changed since the previous run",
+        "error": None,
+    }
+    assert inbox.envelopes == []
+
+
+def test_previous_summary_is_the_latest_earlier_run_of_the_same_mode(tmp_path):
+    reports = tmp_path / "reports"
+    runs = {
+        "20261128T061000Z-live": {"n": 1},
+        "20261128T062000Z-live": {"n": 2},
+        "20261128T062500Z-live": None,  # no summary: passed over
+        "20261128T062700Z-dry": {"n": 3},
+        "20261128T063000Z-live": {"n": 4},  # the current run
+        "20261128T064000Z-live": {"n": 5},  # later: ignored
+        "notes": {"n": 6},
+    }
+    for name, content in runs.items():
+        (reports / name).mkdir(parents=True)
+        if content is not None:
+            (reports / name / "summary.json").write_text(json.dumps(content))
+    assert find_previous_summary(reports, reports / "20261128T063000Z-live") == {"n": 2}
+    assert find_previous_summary(reports, "20261128T063000Z-dry") == {"n": 3}
+    assert find_previous_summary(reports, "20261128T061000Z-live") is None
+
+
+anomalies = st.lists(
+    st.fixed_dictionaries(
+        {
+            "kind": st.sampled_from(["ambiguous_ae_title", "invalid_pattern", "capacity"]),
+            "project": st.sampled_from(["KNEE", "HIP", ""]),
+            "message": st.text(max_size=12),
+        }
+    ),
+    max_size=4,
+)
+summaries = st.fixed_dictionaries(
+    {
+        "status": st.sampled_from(["ok", "attention", "failed"]),
+        "mode": st.sampled_from(["live", "dry"]),
+        "transfers_created": st.integers(0, 30),
+        "ids_created": st.integers(0, 30),
+        "anomalies": anomalies,
+    }
+)
+policies = st.sampled_from(["always", "on-change", "on-attention"])
+
+
+@given(summaries, st.none() | summaries, policies)
+def test_failed_always_sends(current, previous, policy):
+    current["status"] = "failed"
+    assert should_send(current, previous, policy)[0] is True
+
+
+@given(summaries, policies)
+def test_always_sends_and_on_attention_sends_when_a_human_must_act(current, policy):
+    send, reason = should_send(current, current, policy)
+    assert reason
+    if policy == "always":
+        assert send
+    if policy == "on-attention":
+        assert send == (current["status"] != "ok")
+
+
+@given(summaries, st.randoms())
+def test_identical_runs_with_nothing_created_never_send_under_on_change(current, random):
+    current["status"] = random.choice(["ok", "attention"])
+    if current["mode"] == "live":
+        current["transfers_created"] = current["ids_created"] = 0
+    previous = copy.deepcopy(current)
+    random.shuffle(previous["anomalies"])  # order does not matter, only the set
+    assert should_send(current, previous, "on-change") == (
+        False,
+        "nothing changed since the previous run",
+    )
+
+
+@given(summaries, summaries)
+def test_on_change_sends_when_anomalies_differ_or_status_changes(current, previous):
+    if current["status"] == "failed":
+        return
+    key = lambda s: {(a["kind"], a["project"], a["message"]) for a in s["anomalies"]}  # noqa: E731
+    send, _ = should_send(current, previous, "on-change")
+    if key(current) != key(previous) or current["status"] != previous["status"]:
+        assert send
+
+
+def test_on_change_without_a_previous_run_sends():
+    assert should_send(summary(transfers_created=0, ids_created=0), None, "on-change") == (
+        True,
+        "no previous run to compare with",
+    )
+
+
+def test_unknown_policy_is_a_config_error():
+    with pytest.raises(ConfigError, match="on-change"):
+        should_send(SUMMARY, None, "sometimes")
+
+
+# --- composition ----------------------------------------------------------------------------
+
+
+def _compose(data: Mapping, **changes) -> email.message.EmailMessage:
+    settings = replace(mail_settings(25), **changes)
+    return compose_message(
+        data,
+        settings,
+        Path("/srv/reports") / RUN / "report.html",
+        now=datetime(2026, 11, 28, tzinfo=UTC),
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "subject"),
+    [
+        (SUMMARY, "[autoid] OK: 12 transfers created, 0 need attention"),
+        (ATTENTION, "[autoid] NEEDS ATTENTION: 3 transfers created, 5 need attention"),
+        (FAILED, "[autoid] FAILED at read incoming"),
+        (
+            summary(mode="dry", transfers_created=1),
+            "[autoid] DRY RUN OK: 1 transfer planned, 0 need attention",
+        ),
+        (summary(status="failed", mode="dry", error=None), "[autoid] DRY RUN FAILED"),
+    ],
+)
+def test_subject_shows_status_and_counts(data, subject):
+    assert _compose(data)["Subject"] == subject
+
+
+def test_attention_mail_lists_anomalies_with_what_to_do_and_skip_reasons():
+    text, html = parts(_compose(ATTENTION))
+    for body in (text, html):
+        assert "AE title KNEEAE is used by 2 auto-ID projects" in body
+        assert "Give each auto-ID project its own AE title" in body
+        assert "empty patient ID" in body and "ambiguous AE title" in body
+    assert "#fef3c7" in html  # the amber banner
+
+
+def test_large_summary_stays_under_100_kb_and_says_what_was_left_out():
+    projects = [
+        dict(
+            SUMMARY["projects"][0], project=f"PROJECT_{i:03d}_" + "X" * 40, capacity_level="warning"
+        )
+        for i in range(200)
+    ]
+    many = [
+        dict(ANOMALY, message=f"anomaly {i} " + "m" * 200, action="a" * 200) for i in range(500)
+    ]
+    big = summary(status="attention", projects=projects, anomalies=many)
+    message = _compose(big)
+    text, html = parts(message)
+    assert_mail_safe(html)
+    assert "more in the full report" in html and "more projects in the full report" in html
+    assert "more in the full report" in text
+    assert message["Subject"].endswith("500 need attention")
+    assert len(message.as_bytes()) < 200_000
+
+
+def test_composer_reads_only_contract_keys_and_ignores_planted_patient_data():
+    planted = summary(status="attention", anomalies=[dict(ANOMALY, patient_id=CANARY_PATIENT)])
+    planted["studies"] = [
+        {"patient_id": CANARY_PATIENT, "study_instance_uid": CANARY_UID, "name": CANARY_NAME}
+    ]
+    planted["projects"][0]["patient_ids"] = [CANARY_PATIENT]
+    planted["window"]["patient"] = CANARY_NAME
+    planted["error"] = dict(ERROR, traceback=f"KeyError: {CANARY_UID}")
+    recorded = _Recording(planted)
+
+    message = _compose(recorded, attach_report=False)
+
+    raw = message.as_string()
+    text, html = parts(message)
+    for canary in (CANARY_PATIENT, CANARY_UID, CANARY_NAME):
+        assert canary not in raw and canary not in text and canary not in html
+    assert recorded.read <= CONTRACT_KEYS, recorded.read - CONTRACT_KEYS
+
+
+CONTRACT_KEYS = {
+    *SUMMARY,
+    *(f"window.{k}" for k in SUMMARY["window"]),
+    *(f"projects.{k}" for k in SUMMARY["projects"][0]),
+    *(f"anomalies.{k}" for k in ANOMALY),
+    *(f"error.{k}" for k in ERROR),
+}
+
+
+class _Recording(Mapping):
+    """A summary that remembers which keys were read (``projects.ae_title`` for nested ones)."""
+
+    def __init__(self, data: Mapping, prefix: str = "", read: set | None = None):
+        self._data, self._prefix = data, prefix
+        self.read = set() if read is None else read
+
+    def __getitem__(self, key):
+        self.read.add(self._prefix + key)
+        value = self._data[key]
+        if key in ("window", "error") and isinstance(value, Mapping):
+            return _Recording(value, f"{key}.", self.read)
+        if key in ("projects", "anomalies") and isinstance(value, list):
+            return [_Recording(v, f"{key}.", self.read) for v in value]
+        return value
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __len__(self):
+        return len(self._data)
+
+
+_FRAGMENTS = ["<script>alert(1)</script>", "data:image/png;base64,AAAA", "<style>", "javascript:"]
+hostile_text = st.lists(
+    st.sampled_from(_FRAGMENTS) | st.text(alphabet="abc <>\"'&;:/=\n", max_size=8), max_size=5
+).map("".join)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.fixed_dictionaries(
+        {
+            "status": st.sampled_from(["ok", "attention", "failed", "weird"]),
+            "mode": st.sampled_from(["live", "dry", None]),
+            "transfers_created": st.integers(-5, 10**9) | st.none() | hostile_text,
+            "duration_s": st.floats(allow_nan=True, allow_infinity=True) | st.none(),
+            "anomalies": st.lists(
+                st.fixed_dictionaries({"project": hostile_text, "message": hostile_text}),
+                max_size=5,
+            ),
+            "projects": st.lists(
+                st.fixed_dictionaries(
+                    {
+                        "project": hostile_text,
+                        "pattern": hostile_text,
+                        "capacity_fraction": st.floats() | st.none(),
+                        "skipped": st.integers(0, 5)
+                        | st.dictionaries(hostile_text, st.integers(0, 5)),
+                    }
+                ),
+                max_size=5,
+            ),
+            "error": st.none()
+            | st.fixed_dictionaries({"step": hostile_text, "message": hostile_text}),
+            "skipped": st.dictionaries(hostile_text, st.integers(0, 100), max_size=3),
+        }
+    )
+)
+def test_any_summary_composes_into_mail_safe_html(data):
+    message = _compose(data)
+    assert_mail_safe(parts(message)[1])
+    assert "\n" not in message["Subject"]
+
+
+# --- settings -------------------------------------------------------------------------------
+
+GOOD = {
+    "smtp_host": "smtp.example.org",
+    "sender": "autoid@example.org",
+    "recipients": ["pacs-ops@example.org"],
+}
+
+
+def test_settings_defaults():
+    settings = email_settings_from_config(GOOD)
+    assert (settings.smtp_port, settings.security, settings.send) == (587, "starttls", "on-change")
+    assert settings.attach_report is False and settings.timeout_s == 30
+    assert settings.password is None and settings.report_url_base is None
+    assert email_settings_from_config(dict(GOOD, security="tls")).smtp_port == 465
+
+
+def test_password_file_reference(tmp_path):
+    secret = tmp_path / "smtp-password"
+    secret.write_text(PASSWORD + "\n")
+    secret.chmod(0o600)
+    settings = email_settings_from_config(dict(GOOD, username="autoid", password=f"file:{secret}"))
+    assert settings.password.reveal() == PASSWORD
+    assert PASSWORD not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("changes", "fix"),
+    [
+        ({"smtp_host": ""}, 'smtp_host = "smtp.example.org"'),
+        ({"smtp_port": "587"}, "port number"),
+        ({"smtp_port": 70000}, "port number"),
+        ({"security": "ssl"}, "none, starttls, tls"),
+        ({"send": "sometimes"}, "always, on-change, on-attention"),
+        ({"recipients": "ops@example.org"}, "non-empty list"),
+        ({"recipients": []}, "non-empty list"),
+        ({"recipients": ["ops@example.org, evil@example.org"]}, "plain address"),
+        ({"sender": "autoid"}, "plain address"),
+        ({"attach_report": "yes"}, "true or false"),
+        ({"timeout_s": 0}, "seconds"),
+        ({"report_url_base": "pacs-ops.example.org/r"}, "https://"),
+        ({"username": "autoid", "password": "hunter2"}, "env:VARIABLE"),
+        ({"username": "autoid", "password": "env:AUTOID_TEST_UNSET_VARIABLE"}, "not set"),
+        ({"username": "autoid"}, "username and password go together"),
+        ({"smtp_hots": "typo"}, "unknown key(s) smtp_hots"),
+        ({"tls_ca_file": "/nonexistent/ca.pem"}, "does not exist"),
+    ],
+)
+def test_invalid_settings_name_the_fix(changes, fix, monkeypatch):
+    monkeypatch.delenv("AUTOID_TEST_UNSET_VARIABLE", raising=False)
+    with pytest.raises(ConfigError) as caught:
+        email_settings_from_config(dict(GOOD, **changes))
+    assert fix in str(caught.value)
+    assert "hunter2" not in str(caught.value)
