@@ -1,0 +1,148 @@
+"""Scripted failures, so tests can see how the kit behaves when REDCap misbehaves.
+
+A fault replaces a request entirely: the request is counted but never reaches the data, so
+a faulted import writes nothing (a ``truncated`` import is computed without being committed,
+to cut a realistic answer). Kinds, each what a real REDCap or its web server has done:
+
+``http500``    HTTP 500 with an HTML error page (PHP fatal error, proxy error)
+``timeout``    the server sleeps ``delay_s`` seconds, then answers HTTP 504 with HTML
+``truncated``  HTTP 200 with the real JSON answer cut off half way (dropped connection)
+``oom``        HTTP 200 with PHP's HTML "Allowed memory size exhausted" block followed by
+               REDCap's JSON error, as REDCap answers when it runs out of memory
+
+Which requests: every request matching ``database``/``content``/``action`` (``None`` matches
+anything), from the ``nth`` matching one after injection (default: the next one), for
+``times`` requests (``None``: for ever).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+
+from .protocol import JSON_TYPE, TEXT_TYPE, Response
+
+FAULT_KINDS = ("http500", "timeout", "truncated", "oom")
+
+_HTTP500 = """<!DOCTYPE HTML PUBLIC "-//IETF//DTD HTML 2.0//EN">
+<html><head>
+<title>500 Internal Server Error</title>
+</head><body>
+<h1>Internal Server Error</h1>
+<p>The server encountered an internal error or
+misconfiguration and was unable to complete
+your request.</p>
+<hr>
+<address>Apache Server at redcap.example.org Port 443</address>
+</body></html>
+"""
+
+_HTTP504 = """<html>
+<head><title>504 Gateway Time-out</title></head>
+<body>
+<center><h1>504 Gateway Time-out</h1></center>
+<hr><center>nginx</center>
+</body>
+</html>
+"""
+
+_OOM_HTML = (
+    "<br />\n<b>Fatal error</b>:  Allowed memory size of 268435456 bytes exhausted "
+    "(tried to allocate 20480 bytes) in <b>/var/www/html/redcap/redcap_v14.5.0/Classes/"
+    "Records.php</b> on line <b>4785</b><br />\n"
+)
+OOM_MESSAGE = (
+    "REDCap ran out of server memory. The request cannot be processed. Please try "
+    "importing/exporting a smaller amount of data."
+)
+
+
+@dataclass
+class Fault:
+    """One scripted failure and how far it has got."""
+
+    kind: str
+    database: str | None = None
+    content: str | None = None
+    action: str | None = None
+    nth: int | None = None
+    times: int | None = 1
+    delay_s: float = 5.0
+    seen: int = 0  # matching requests since injection
+    fired: int = 0  # requests this fault has replaced
+
+    def matches(self, database: str, content: str, action: str) -> bool:
+        return all(
+            want is None or want == got
+            for want, got in (
+                (self.database, database),
+                (self.content, content),
+                (self.action, action),
+            )
+        )
+
+    @property
+    def spent(self) -> bool:
+        return self.times is not None and self.fired >= self.times
+
+
+class FaultPlan:
+    """The faults waiting for requests; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[Fault] = []
+
+    def add(self, fault: Fault) -> Fault:
+        if fault.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {fault.kind!r}; choose one of {FAULT_KINDS}")
+        if fault.nth is not None and fault.nth < 1:
+            raise ValueError("nth counts from 1")
+        if fault.times is not None and fault.times < 1:
+            raise ValueError("times must be at least 1, or None for every matching request")
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def pending(self) -> list[Fault]:
+        with self._lock:
+            return list(self._faults)
+
+    def pick(self, database: str, content: str, action: str) -> Fault | None:
+        """The fault that replaces this request, if any (advances every matching fault)."""
+        chosen = None
+        with self._lock:
+            for fault in self._faults:
+                if not fault.matches(database, content, action):
+                    continue
+                fault.seen += 1
+                if chosen is None and fault.seen >= (fault.nth or 1):
+                    fault.fired += 1
+                    chosen = fault
+            self._faults = [f for f in self._faults if not f.spent]
+        return chosen
+
+
+def http500() -> Response:
+    return 500, TEXT_TYPE, _HTTP500.encode()
+
+
+def gateway_timeout() -> Response:
+    return 504, TEXT_TYPE, _HTTP504.encode()
+
+
+def out_of_memory() -> Response:
+    body = _OOM_HTML + json.dumps({"error": OOM_MESSAGE})
+    return 200, TEXT_TYPE, body.encode()
+
+
+def truncated(real: Response) -> Response:
+    """The real answer cut in half: a valid start that no JSON parser accepts."""
+    _, content_type, body = real
+    cut = body[: max(1, len(body) // 2)] if len(body) > 2 else b"[{"
+    return 200, content_type or JSON_TYPE, cut

@@ -1,0 +1,160 @@
+"""REDCap's wire format: form parameters in, JSON/CSV/XML bodies and error shapes out.
+
+Clients decide success from the body, not the status (PyCap looks for an ``error`` key in
+JSON, a leading ``ERROR:`` in CSV and ``<error>`` otherwise), so errors must be rendered in
+the format the request asked for, exactly as REDCap renders them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+from urllib.parse import parse_qsl
+
+JSON_TYPE = "application/json; charset=utf-8"
+CSV_TYPE = "text/csv; charset=utf-8"
+XML_TYPE = "text/xml; charset=utf-8"
+TEXT_TYPE = "text/html; charset=utf-8"
+
+NO_PERMISSION = "You do not have permissions to use the API"
+
+
+class ApiError(Exception):
+    """A request REDCap would refuse: rendered as ``{"error": message}`` with ``status``."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+Response = tuple[int, str, bytes]  # status, content type, body
+
+
+def parse_form(body: bytes) -> dict[str, str]:
+    """Decode a form-encoded POST body; a repeated key keeps its last value, as PHP does."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError("The request body is not valid UTF-8") from exc
+    return dict(parse_qsl(text, keep_blank_values=True))
+
+
+def list_param(params: dict[str, str], name: str) -> list[str]:
+    """An array parameter: ``name[0]``, ``name[1]``, … or one comma-separated ``name``."""
+    indexed = []
+    pattern = re.compile(rf"{re.escape(name)}\[(\d*)\]$")
+    for key, value in params.items():
+        match = pattern.match(key)
+        if match:
+            indexed.append((int(match.group(1) or 0), value))
+    if indexed:
+        return [v.strip() for _, v in sorted(indexed) if v.strip()]
+    raw = params.get(name, "")
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+def flag(value: str | None) -> bool:
+    """REDCap's booleans arrive as ``true``/``1`` (PyCap sends Python's ``True``)."""
+    return (value or "").strip().lower() in {"true", "1", "yes"}
+
+
+def error_format(params: dict[str, str]) -> str:
+    """Errors follow ``returnFormat``, else ``format``, else REDCap's default, XML."""
+    fmt = (params.get("returnFormat") or params.get("format") or "xml").lower()
+    return fmt if fmt in {"json", "csv", "xml"} else "xml"
+
+
+def render_error(error: ApiError, fmt: str) -> Response:
+    if fmt == "json":
+        return error.status, JSON_TYPE, json.dumps({"error": error.message}).encode()
+    if fmt == "csv":
+        return error.status, CSV_TYPE, f"ERROR: {error.message}".encode()
+    body = (
+        '<?xml version="1.0" encoding="UTF-8" ?>\n<hash>\n  <error>'
+        f"{_xml_escape(error.message)}</error>\n</hash>"
+    )
+    return error.status, XML_TYPE, body.encode()
+
+
+def _xml_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def render_json(value: Any, status: int = 200) -> Response:
+    return status, JSON_TYPE, json.dumps(value, ensure_ascii=False).encode("utf-8")
+
+
+def render_text(text: str, status: int = 200) -> Response:
+    return status, TEXT_TYPE, text.encode("utf-8")
+
+
+def render_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str) -> Response:
+    """Flat rows as a JSON array or a CSV table (header always present)."""
+    if fmt == "json":
+        return render_json(list(rows))
+    if fmt == "csv":
+        return 200, CSV_TYPE, to_csv(rows, columns).encode("utf-8")
+    raise ApiError(f"The format '{fmt}' is not supported by this sandbox")
+
+
+def to_csv(rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
+    return buf.getvalue()
+
+
+def decode_rows(fmt: str, text: str) -> list[dict[str, str]]:
+    """Rows of an import in ``json`` or ``csv``; every value becomes a string."""
+    if fmt == "json":
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ApiError(f"The data being imported is not valid JSON: {exc.msg}") from exc
+        if isinstance(data, dict):
+            data = [data]
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise ApiError(
+                "The data being imported is not formatted correctly (JSON array of objects)"
+            )
+        return [{str(k): _as_text(v) for k, v in row.items()} for row in data]
+    if fmt == "csv":
+        reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
+        try:
+            table = [r for r in reader if any(cell.strip() for cell in r)]
+        except csv.Error as exc:
+            raise ApiError(f"The data being imported is not valid CSV: {exc}") from exc
+        if not table:
+            raise ApiError("The data being imported is empty (no CSV header row)")
+        header = [h.strip() for h in table[0]]
+        if "" in header or len(set(header)) != len(header):
+            raise ApiError("The CSV header row has blank or repeated column names")
+        rows = []
+        for number, cells in enumerate(table[1:], start=2):
+            if len(cells) != len(header):
+                raise ApiError(
+                    f"The CSV data is malformed: line {number} has {len(cells)} values "
+                    f"but the header has {len(header)} columns"
+                )
+            rows.append(dict(zip(header, cells, strict=True)))
+        return rows
+    raise ApiError(f"The format '{fmt}' is not supported by this sandbox")
+
+
+def _as_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, (dict, list)):
+        raise ApiError("The data being imported is not formatted correctly (nested value)")
+    return str(value)

@@ -1,0 +1,277 @@
+"""The ``Sandbox`` handle: a seeded REDCap-compatible server on a loopback port, in a thread.
+
+Usage (tests, demo, benchmarks)::
+
+    with Sandbox(seed="demo") as sb:                # 127.0.0.1, a free port, in-memory DB
+        Project(sb.url, sb.tokens["incoming"], timeout=10).export_records()
+        sb.request_counts()                         # Counter({("incoming", "record", "export"): 1})
+        sb.inject_fault("http500", database="autoid", action="import")
+        sb.rows("incoming")                         # what a full JSON export returns
+        sb.write_kit_files(tmp_path)                # tokens/*.token, sandbox.env, autoid.toml
+
+The handle is thin on purpose: the REDCap protocol lives in ``api.RedcapApp``; ``rows`` and
+``add_rows`` call the same export/import code the HTTP API uses, without counting requests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import threading
+from collections import Counter
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from .api import RedcapApp
+from .faults import Fault
+from .protocol import decode_rows
+from .schema import DATABASES
+from .seed import DEFAULT_STUDIES, SeedSummary, build_demo
+from .store import Store
+
+SEEDS = ("demo", "empty")
+
+
+def new_token() -> str:
+    """A fresh API token shaped like REDCap's: 32 upper-case hex characters."""
+    return secrets.token_hex(16).upper()
+
+
+class _Clock:
+    """Server local time, optionally frozen or shifted so tests can move through days."""
+
+    def __init__(self) -> None:
+        self._frozen: datetime | None = None
+        self._offset = timedelta(0)
+        self._lock = threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            if self._frozen is not None:
+                return self._frozen
+            return datetime.now().replace(microsecond=0) + self._offset
+
+    def set(self, when: datetime | None) -> None:
+        with self._lock:
+            self._frozen, self._offset = when, timedelta(0)
+
+    def advance(self, delta: timedelta) -> None:
+        with self._lock:
+            if self._frozen is not None:
+                self._frozen += delta
+            else:
+                self._offset += delta
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args):  # the stdlib's signature
+        pass
+
+
+class Sandbox:
+    """A REDCap API sandbox with the ``projects``, ``incoming`` and ``autoid`` databases.
+
+    ``seed`` is ``"demo"`` or ``"empty"``; ``db_path`` a SQLite file (kept between runs: an
+    existing file keeps its data and tokens and is not re-seeded) or ``None`` for memory;
+    ``port=0`` picks a free port; ``tokens`` fixes the tokens (default: fresh random ones);
+    ``now`` freezes the server clock (default: real local time); ``n_studies`` sizes the demo.
+    """
+
+    def __init__(
+        self,
+        seed: str = "empty",
+        db_path: str | os.PathLike | None = None,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        *,
+        tokens: Mapping[str, str] | None = None,
+        now: datetime | None = None,
+        n_studies: int = DEFAULT_STUDIES,
+    ):
+        if seed not in SEEDS:
+            raise ValueError(f"unknown seed {seed!r}; choose one of {SEEDS}")
+        self.host = host
+        self.port = port
+        self._clock = _Clock()
+        if now is not None:
+            self._clock.set(now)
+        self.store = Store(db_path)
+        self.seed_summary: SeedSummary | None = None
+        self.tokens = self._tokens(tokens)
+        if self.store.get_meta("seed") is None:
+            if seed == "demo":
+                self.seed_summary = build_demo(self.store, self._clock(), n_studies=n_studies)
+            self.store.set_meta("seed", seed)
+            self.store.set_meta("created", self._clock().strftime("%Y-%m-%d %H:%M:%S"))
+        self.app = RedcapApp(
+            self.store, self.tokens, self._clock, created=self.store.get_meta("created") or ""
+        )
+        self._server: _ThreadingServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def _tokens(self, given: Mapping[str, str] | None) -> dict[str, str]:
+        stored = self.store.get_meta("tokens")
+        tokens = dict(given) if given else json.loads(stored) if stored else {}
+        for db in DATABASES:
+            tokens.setdefault(db, new_token())
+        self.store.set_meta("tokens", json.dumps(tokens))
+        return {db: tokens[db] for db in DATABASES}
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self) -> Sandbox:
+        """Serve on ``host:port`` in a daemon thread; returns self once it accepts requests."""
+        if self._server is not None:
+            return self
+        self._server = make_server(
+            self.host, self.port, self.app, _ThreadingServer, handler_class=_QuietHandler
+        )
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"redcap-sandbox-{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, wake requests sleeping in a timeout fault, close the database."""
+        self.app.stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        self.store.close()
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/api/"
+
+    # -- time ---------------------------------------------------------------------------
+    def now(self) -> datetime:
+        """The server's current local time (what record timestamps are written with)."""
+        return self._clock()
+
+    def set_now(self, when: datetime | None) -> None:
+        """Freeze the server clock at ``when``; ``None`` returns to real time."""
+        self._clock.set(when)
+
+    def advance(self, delta: timedelta) -> None:
+        """Move the server clock forward (or back) by ``delta``."""
+        self._clock.advance(delta)
+
+    # -- counters and faults ------------------------------------------------------------
+    def request_counts(self) -> Counter[tuple[str, str, str]]:
+        """Requests so far by (database, content, action); a bad token counts as ``unknown``."""
+        return self.app.request_counts()
+
+    def reset_counts(self) -> None:
+        self.app.reset_counts()
+
+    def total_requests(self) -> int:
+        return sum(self.app.request_counts().values())
+
+    def inject_fault(
+        self,
+        kind: str,
+        database: str | None = None,
+        content: str | None = None,
+        action: str | None = None,
+        nth: int | None = None,
+        times: int | None = 1,
+        delay_s: float = 5.0,
+    ) -> Fault:
+        """Script a failure (see ``faults``): ``kind`` is http500, timeout, truncated or oom."""
+        if database is not None and database not in DATABASES:
+            raise ValueError(f"unknown database {database!r}; choose one of {DATABASES}")
+        return self.app.faults.add(
+            Fault(kind, database, content, action, nth=nth, times=times, delay_s=delay_s)
+        )
+
+    def clear_faults(self) -> None:
+        self.app.faults.clear()
+
+    # -- data ---------------------------------------------------------------------------
+    def rows(self, database: str, **export_options) -> list[dict[str, object]]:
+        """Flat rows exactly as a JSON ``export_records`` returns them (not counted)."""
+        return self.app.export_records(database, **export_options)[1]
+
+    def add_rows(self, database: str, rows: list[dict], *, overwrite: bool = False) -> list[str]:
+        """Import ``rows`` like the API does (normal overwrite by default); returns record names."""
+        decoded = decode_rows("json", json.dumps(rows))
+        return self.app.import_records(database, decoded, overwrite=overwrite).ids
+
+    # -- files for the kit --------------------------------------------------------------
+    def write_kit_files(
+        self,
+        directory: str | os.PathLike,
+        reports_dir: str | os.PathLike | None = None,
+        env_file: str | os.PathLike | None = None,
+    ) -> Path:
+        """Write token files, a shell env file and a kit config pointing here; returns the config.
+
+        ``directory/tokens/<db>.token`` (mode 0600, the bare token), ``env_file`` (default
+        ``directory/sandbox.env``, ``export`` lines) and ``directory/autoid.toml``.
+        """
+        root = Path(directory).resolve()
+        (root / "tokens").mkdir(parents=True, exist_ok=True)
+        reports = Path(reports_dir).resolve() if reports_dir else root / "reports"
+        token_files = {}
+        for db, token in self.tokens.items():
+            token_files[db] = root / "tokens" / f"{db}.token"
+            _write_private(token_files[db], token)
+        env_lines = [f"export AUTOID_REDCAP_URL={self.url}"] + [
+            f"export AUTOID_TOKEN_{db.upper()}={token}" for db, token in self.tokens.items()
+        ]
+        env_path = Path(env_file) if env_file else root / "sandbox.env"
+        _write_private(env_path, "\n".join(env_lines) + "\n")
+        q = json.dumps  # a JSON string is a valid TOML basic string
+        config = "\n".join(
+            [
+                "[redcap]",
+                f"url = {q(self.url)}",
+                "verify = true",
+                "timeout_s = 10",
+                "[redcap.tokens]",
+                f"projects = {q('file:' + str(token_files['projects']))}",
+                f"incoming = {q('file:' + str(token_files['incoming']))}",
+                f"autoid   = {q('file:' + str(token_files['autoid']))}",
+                "[run]",
+                "lookback_days = 14",
+                'hash = "sha512"',
+                f"lock_file = {q(str(root / 'autoid.lock'))}",
+                f"reports_dir = {q(str(reports))}",
+                "",
+            ]
+        )
+        path = root / "autoid.toml"
+        path.write_text(config, encoding="utf-8")
+        return path
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a file only its owner can read (it holds a token)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.chmod(path, 0o600)
