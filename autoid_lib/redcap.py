@@ -1,0 +1,345 @@
+"""The REDCap gateway: the one module that talks to REDCap (through PyCap).
+
+One method per question the run asks, each one API request (plus read retries), each answer
+checked before it is believed: PyCap treats a non-JSON body as a decode error, an error page
+as data, and aliases its error to ``requests.RequestException`` so "REDCap said no" and
+"network down" look alike. Here every failure becomes a ``RedcapError`` that names the database
+and the operation and never carries a token (PyCap's messages are redacted first).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import requests
+from redcap import Project
+
+from autoid_lib.config import RedcapSettings
+from autoid_lib.errors import RedcapError
+from autoid_lib.plan import NewAutoId, TransferRequest
+from autoid_lib.secret import redact
+from autoid_lib.snapshot import AutoIdRow, ExistingTransfer, IncomingStudy, ProjectRecord
+
+log = logging.getLogger("autoid.redcap")
+
+PROJECT_FIELDS = [
+    "record_id",
+    "project_name",
+    "project_use_autoid",
+    "project_autoid_aetitle",
+    "project_patient_naming",
+]
+STUDY_FIELDS = [
+    "study_instance_uid",
+    "study_aetitle_addressed",
+    "study_patient_id",
+    "study_date",
+]
+TRANSFER_FIELDS = ["transfer_requested_date", "transfer_project_name", "transfer_name"]
+HISTORY_STUDY_FIELDS = ["study_accession_number"]
+HISTORY_TRANSFER_FIELDS = ["transfer_date", "transfer_error"]  # a checkbox: transfer_error___N
+AUTOID_FIELDS = ["record_id", "autoid_project_name", "autoid_hash", "autoid_value", "autoid_method"]
+RECORD_ID_FIELD = {
+    "projects": "record_id",
+    "incoming": "study_instance_uid",
+    "autoid": "record_id",
+    "transfers": "study_instance_uid",
+}
+REDCAP_TIME = "%Y-%m-%d %H:%M:%S"
+
+
+class _KnownSchemaProject(Project):
+    """A PyCap Project whose record ID field is known, so exports need no metadata call."""
+
+    def __init__(self, url: str, token: str, record_id_field: str, **kwargs):
+        super().__init__(url, token, **kwargs)
+        self._record_id_field = record_id_field
+
+    @property
+    def def_field(self) -> str:
+        return self._record_id_field
+
+
+class RedcapGateway:
+    """Reads and writes the run's four databases; counts every API request it makes."""
+
+    def __init__(self, settings: RedcapSettings, sleep: Callable[[float], None] = time.sleep):
+        self.settings = settings
+        self.requests = 0
+        self._sleep = sleep
+        self._secrets = list(settings.tokens.values())
+        self._projects: dict[str, Project] = {}
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def project_records(self) -> list[ProjectRecord]:
+        rows = self._export("projects", "export projects", fields=PROJECT_FIELDS)
+        _require_fields(rows, PROJECT_FIELDS, "projects", "export projects")
+        return [
+            ProjectRecord(
+                record_id=row["record_id"],
+                name=row["project_name"].strip(),
+                use_autoid=row["project_use_autoid"].strip() == "1",
+                ae_title=row["project_autoid_aetitle"].strip(),
+                pattern=row["project_patient_naming"].strip(),
+            )
+            for row in rows
+            if not row.get("redcap_repeat_instrument")
+        ]
+
+    def incoming_studies(
+        self, begin: datetime | None, end: datetime | None, *, history: bool = False
+    ) -> list[IncomingStudy]:
+        """Studies created or modified in [begin, end] (server time), one per study UID.
+
+        ``begin=end=None`` reads all history; ``history=True`` adds what the forwarder filled
+        in (transfer date, error codes, accession number) for the audit.
+        """
+        window = {"date_begin": begin, "date_end": end}
+        since = f"since {begin:%Y-%m-%d %H:%M}" if begin else "all history"
+        operation = f"export studies {since}"
+        study_fields = STUDY_FIELDS + (HISTORY_STUDY_FIELDS if history else [])
+        transfer_fields = TRANSFER_FIELDS + (HISTORY_TRANSFER_FIELDS if history else [])
+        if self.settings.same_database("incoming", "transfers"):
+            rows = self._export(
+                "incoming", operation, fields=study_fields + transfer_fields, **window
+            )
+            transfer_rows = rows
+        else:
+            rows = self._export("incoming", operation, fields=study_fields, **window)
+            uids = sorted({row.get("study_instance_uid", "") for row in rows} - {""})
+            transfer_rows = self._read_transfer_rows(uids, transfer_fields) if uids else []
+        _require_fields(rows, study_fields, "incoming", operation)
+        return _collapse_studies(rows, transfer_rows)
+
+    def transfers_of(self, study_uids: Sequence[str]) -> dict[str, list[ExistingTransfer]]:
+        """The transfer instances REDCap now holds for these studies (for verification)."""
+        by_study: dict[str, list[ExistingTransfer]] = {uid: [] for uid in study_uids}
+        for row in self._read_transfer_rows(list(study_uids)):
+            transfer = _transfer_from_row(row)
+            if transfer is not None and row["study_instance_uid"] in by_study:
+                by_study[row["study_instance_uid"]].append(transfer)
+        return by_study
+
+    def _read_transfer_rows(self, uids: list[str], fields=TRANSFER_FIELDS) -> list[dict]:
+        fields = ["study_instance_uid", *fields]
+        rows = self._export("transfers", "export transfers", fields=fields, records=uids)
+        _require_fields(rows, fields, "transfers", "export transfers")
+        return rows
+
+    def autoid_rows(self) -> list[AutoIdRow]:
+        """The whole AutoID table, in one export."""
+        rows = self._export("autoid", "export AutoID table", fields=AUTOID_FIELDS)
+        _require_fields(rows, AUTOID_FIELDS[:-1], "autoid", "export AutoID table")
+        return [
+            AutoIdRow(
+                record_id=row["record_id"],
+                project_name=row["autoid_project_name"].strip(),
+                hash=row["autoid_hash"].strip(),
+                value=row["autoid_value"].strip(),
+                method=row.get("autoid_method", ""),
+            )
+            for row in rows
+        ]
+
+    def project_title(self, database: str) -> str:
+        """The database's REDCap project title: proves the URL and token work."""
+        answer = self._call(database, "export project info", "export_project_info")
+        if not isinstance(answer, dict):
+            raise RedcapError(database, "export project info", "answer is not a JSON object")
+        return str(answer.get("project_title", ""))
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def create_autoid_rows(self, new_ids: Sequence[NewAutoId]) -> list[str]:
+        """Import new AutoID rows with REDCap-assigned record names; returns those names."""
+        created: list[str] = []
+        for chunk in _chunks(new_ids, self.settings.chunk_size):
+            rows = [
+                {
+                    "record_id": f"new-{i}",
+                    "autoid_project_name": new.project_name,
+                    "autoid_hash": new.hash,
+                    "autoid_value": new.value,
+                    "autoid_method": "1",
+                }
+                for i, new in enumerate(chunk, start=1)
+            ]
+            answer = self._import(
+                "autoid",
+                f"import {len(rows)} AutoID row(s)",
+                rows,
+                force_auto_number=True,
+                return_content="auto_ids",
+            )
+            pairs = answer if isinstance(answer, list) else []
+            if len(pairs) != len(rows):
+                raise RedcapError(
+                    "autoid",
+                    f"import {len(rows)} AutoID row(s)",
+                    f"REDCap confirmed {len(pairs)} of {len(rows)} new records",
+                )
+            created.extend(str(pair).split(",")[0] for pair in pairs)
+        return created
+
+    def create_transfers(self, transfers: Sequence[TransferRequest]) -> int:
+        """Import transfer requests as new ``transfers`` instances; returns records touched."""
+        touched = 0
+        for chunk in _chunks(transfers, self.settings.chunk_size):
+            rows = [
+                {
+                    "study_instance_uid": t.study_uid,
+                    "redcap_repeat_instrument": "transfers",
+                    "redcap_repeat_instance": str(t.instance),
+                    "transfer_requested_date": t.requested_date,
+                    "transfer_project_name": t.project_name,
+                    "transfer_name": t.pseudonym,
+                }
+                for t in chunk
+            ]
+            operation = f"import {len(rows)} transfer request(s)"
+            answer = self._import("transfers", operation, rows, return_content="count")
+            expected = len({t.study_uid for t in chunk})
+            count = answer.get("count") if isinstance(answer, dict) else None
+            if str(count) != str(expected):
+                raise RedcapError(
+                    "transfers", operation, f"REDCap confirmed {count} of {expected} studies"
+                )
+            touched += expected
+        return touched
+
+    # -- the one place requests happen -------------------------------------------------------
+
+    def _project(self, database: str) -> Project:
+        if database not in self._projects:
+            self._projects[database] = _KnownSchemaProject(
+                self.settings.urls[database],
+                self.settings.tokens[database].reveal(),
+                RECORD_ID_FIELD[database],
+                verify_ssl=self.settings.verify,
+                timeout=self.settings.timeout_s,
+            )
+        return self._projects[database]
+
+    def _export(self, database: str, operation: str, **query: Any) -> list[dict]:
+        """Export flat JSON records; transient failures are retried (reads only)."""
+        attempts = self.settings.read_retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                answer = self._call(
+                    database, operation, "export_records", format_type="json", **query
+                )
+                return _checked_rows(answer, database, operation)
+            except _Transient as error:
+                if attempt == attempts:
+                    raise RedcapError(database, operation, f"{error} (tried {attempts}x)") from None
+                delay = min(2 ** (attempt - 1), 8)
+                log.warning("%s: %s; retrying in %ss", database, error, delay)
+                self._sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _import(self, database: str, operation: str, rows: list[dict], **options: Any):
+        """Imports are never retried: a timed-out import may have been written."""
+        try:
+            return self._call(database, operation, "import_records", rows, **options)
+        except _Transient as error:
+            raise RedcapError(
+                database,
+                operation,
+                f"{error}; it may have been written in part, the next run completes it",
+            ) from None
+
+    def _call(self, database: str, operation: str, method: str, *args, **kwargs):
+        project = self._project(database)
+        self.requests += 1
+        try:
+            return getattr(project, method)(*args, **kwargs)
+        except requests.exceptions.JSONDecodeError:
+            raise _Transient("answer is not valid JSON (an error page or a cut-off body)") from None
+        except (requests.Timeout, requests.ConnectionError) as error:
+            kind = "timed out" if isinstance(error, requests.Timeout) else "could not connect"
+            raise _Transient(f"{kind} after {self.settings.timeout_s:g} s limit") from None
+        except requests.RequestException as error:
+            raise RedcapError(database, operation, self._reason(error)) from None
+
+    def _reason(self, error: Exception) -> str:
+        detail = error.args[0] if error.args else error
+        if isinstance(detail, dict) and "error" in detail:
+            detail = detail["error"]
+        return redact(str(detail), self._secrets)[:300]
+
+
+class _Transient(Exception):
+    """A failure worth retrying for a read: timeout, connection, unparsable answer."""
+
+
+def _checked_rows(answer: Any, database: str, operation: str) -> list[dict]:
+    if not isinstance(answer, list) or not all(isinstance(row, dict) for row in answer):
+        raise RedcapError(database, operation, "answer is not a list of records")
+    for row in answer:
+        for key, value in row.items():
+            if not isinstance(value, str):
+                row[key] = "" if value is None else str(value)
+    return answer
+
+
+def _require_fields(rows: list[dict], fields: Iterable[str], database: str, operation: str):
+    if rows:
+        missing = [f for f in fields if f not in rows[0]]
+        if missing:
+            raise RedcapError(database, operation, f"answer lacks field(s) {', '.join(missing)}")
+
+
+def _transfer_from_row(row: dict) -> ExistingTransfer | None:
+    if row.get("redcap_repeat_instrument") != "transfers":
+        return None
+    try:
+        instance = int(row.get("redcap_repeat_instance") or 0)
+    except ValueError:
+        instance = 0
+    return ExistingTransfer(
+        instance=instance,
+        project_name=row.get("transfer_project_name", "").strip(),
+        name=row.get("transfer_name", "").strip(),
+        requested_date=row.get("transfer_requested_date", ""),
+        transfer_date=row.get("transfer_date", ""),
+        error_codes=tuple(
+            key.rpartition("___")[2]
+            for key, value in row.items()
+            if key.startswith("transfer_error___") and value == "1"
+        ),
+    )
+
+
+def _collapse_studies(rows: list[dict], transfer_rows: list[dict]) -> list[IncomingStudy]:
+    """One study per UID from REDCap's flat rows (base row + one row per repeat instance)."""
+    base: dict[str, dict] = {}
+    for row in rows:
+        if not row.get("redcap_repeat_instrument"):
+            base[row["study_instance_uid"]] = row
+    transfers: dict[str, list[ExistingTransfer]] = {}
+    for row in transfer_rows:
+        transfer = _transfer_from_row(row)
+        if transfer is not None:
+            transfers.setdefault(row["study_instance_uid"], []).append(transfer)
+    return [
+        IncomingStudy(
+            uid=uid,
+            ae_title=row.get("study_aetitle_addressed", "").strip(),
+            patient_id=row.get("study_patient_id", ""),
+            study_date=row.get("study_date", ""),
+            accession_number=row.get("study_accession_number", ""),
+            transfers=tuple(sorted(transfers.get(uid, ()), key=lambda t: t.instance)),
+        )
+        for uid, row in base.items()
+        if uid
+    ]
+
+
+def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

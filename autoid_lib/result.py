@@ -1,0 +1,227 @@
+"""What a run did, as tables the notebooks display and a summary monitors read.
+
+``RunResult`` holds pandas DataFrames (projects, studies, ids, anomalies, capacity) built from
+the plan, plus the run's counts, timings and error. ``summary()`` is the stable, documented
+``summary.json`` contract: it carries counts, project names, patterns and anomaly texts, and by
+construction no study UID, patient ID or name.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import pandas as pd
+
+from autoid_lib.plan import ALREADY_TRANSFERRED, SKIPPED, TRANSFER, Plan
+
+SUMMARY_SCHEMA = 1
+
+PROJECT_COLUMNS = [
+    "project", "ae_title", "pattern", "incoming", "already_transferred", "transfers_created",
+    "ids_reused", "ids_created", "skipped", "capacity_size", "capacity_used",
+    "capacity_fraction", "capacity_level",
+]  # fmt: skip
+STUDY_COLUMNS = [
+    "project", "study_date", "study_ref", "study_uid", "pseudonym", "action", "reason",
+]  # fmt: skip
+ID_COLUMNS = ["project", "pseudonym", "source", "studies"]
+ANOMALY_COLUMNS = ["kind", "project", "count", "message", "action"]
+CAPACITY_COLUMNS = [
+    "project",
+    "pattern",
+    "size",
+    "used",
+    "free",
+    "fraction",
+    "level",
+    "description",
+]
+
+
+@dataclass(frozen=True)
+class RunError:
+    step: str
+    type: str
+    message: str
+
+
+@dataclass
+class RunResult:
+    mode: str  # "live" | "dry"
+    started: datetime  # UTC
+    window_begin: datetime  # REDCap server time
+    window_end: datetime
+    lookback_days: int
+    plan: Plan | None = None
+    error: RunError | None = None
+    problems: list[str] = field(default_factory=list)  # verification differences
+    api_requests: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    duration_s: float = 0.0
+
+    # -- status ------------------------------------------------------------------------------
+
+    @property
+    def status(self) -> str:
+        """ok, attention (a human should look) or failed (the run did not finish cleanly)."""
+        if self.error is not None or self.problems:
+            return "failed"
+        if self.plan is not None and (self.plan.anomalies or self.plan.skipped_by_reason()):
+            return "attention"
+        return "ok"
+
+    @property
+    def headline(self) -> str:
+        label = {"ok": "OK", "attention": "Needs attention", "failed": "FAILED"}[self.status]
+        mode = "dry run" if self.mode == "dry" else "live run"
+        window = f"{self.window_begin:%Y-%m-%d %H:%M} → {self.window_end:%Y-%m-%d %H:%M}"
+        text = f"{label} — {mode}, window {window}, {self.duration_s:.1f} s"
+        if self.error is not None:
+            text += f" — failed at {self.error.step}: {self.error.message}"
+        elif self.problems:
+            text += f" — verification found {len(self.problems)} difference(s)"
+        elif self.plan is not None:
+            verb = "would create" if self.mode == "dry" else "created"
+            text += f" — {verb} {self.plan.describe()}"
+        return text
+
+    # -- tables ------------------------------------------------------------------------------
+
+    def studies(self, detail: str = "full") -> pd.DataFrame:
+        rows = []
+        for s in self.plan.studies if self.plan else ():
+            rows.append(
+                {
+                    "project": s.project_name,
+                    "study_date": _dicom_date(s.study_date),
+                    "study_ref": "…" + s.study_uid[-8:],
+                    "study_uid": s.study_uid,
+                    "pseudonym": s.pseudonym,
+                    "action": s.action,
+                    "reason": s.reason,
+                }
+            )
+        frame = pd.DataFrame(rows, columns=STUDY_COLUMNS)
+        if detail != "full":
+            frame = frame.drop(columns=["study_uid"])
+        return frame
+
+    def ids(self) -> pd.DataFrame:
+        """One row per pseudonym the run used: new or reused, and for how many studies."""
+        used = Counter(
+            (s.project_name, s.pseudonym, s.id_source)
+            for s in (self.plan.studies if self.plan else ())
+            if s.action == TRANSFER
+        )
+        rows = [(*key, n) for key, n in sorted(used.items())]
+        return pd.DataFrame(rows, columns=ID_COLUMNS)
+
+    def anomalies(self) -> pd.DataFrame:
+        rows = [a.__dict__ for a in self.plan.anomalies] if self.plan else []
+        return pd.DataFrame(rows, columns=ANOMALY_COLUMNS)
+
+    def capacity(self) -> pd.DataFrame:
+        rows = []
+        for p in self.plan.projects if self.plan else ():
+            c = p.capacity
+            rows.append(
+                {
+                    "project": p.name,
+                    "pattern": p.pattern,
+                    "size": c.size if c else None,
+                    "used": c.used if c else None,
+                    "free": c.free if c else None,
+                    "fraction": c.fraction_used if c else None,
+                    "level": c.level if c else "invalid pattern",
+                    "description": c.description if c else p.pattern_error,
+                }
+            )
+        return pd.DataFrame(rows, columns=CAPACITY_COLUMNS)
+
+    def projects(self) -> pd.DataFrame:
+        studies = self.studies()
+        ids = self.ids()
+        rows = []
+        for p in self.plan.projects if self.plan else ():
+            mine = studies[studies["project"] == p.name]
+            my_ids = ids[ids["project"] == p.name]
+            c = p.capacity
+            rows.append(
+                {
+                    "project": p.name,
+                    "ae_title": p.ae_title,
+                    "pattern": p.pattern,
+                    "incoming": len(mine),
+                    "already_transferred": int((mine["action"] == ALREADY_TRANSFERRED).sum()),
+                    "transfers_created": int((mine["action"] == TRANSFER).sum()),
+                    "ids_reused": int((my_ids["source"] == "reused").sum()),
+                    "ids_created": int((my_ids["source"] == "new").sum()),
+                    "skipped": int((mine["action"] == SKIPPED).sum()),
+                    "capacity_size": c.size if c else None,
+                    "capacity_used": c.used if c else None,
+                    "capacity_fraction": round(c.fraction_used, 4) if c else None,
+                    "capacity_level": c.level if c else "invalid pattern",
+                }
+            )
+        return pd.DataFrame(rows, columns=PROJECT_COLUMNS)
+
+    def incoming_per_day(self) -> pd.DataFrame:
+        """Studies per study date (rows) and auto-ID project (columns), for the chart."""
+        studies = self.studies()
+        studies = studies[studies["study_date"] != ""]
+        if studies.empty:
+            return pd.DataFrame()
+        return studies.pivot_table(
+            index="study_date", columns="project", values="study_ref", aggfunc="count", fill_value=0
+        )
+
+    # -- summary.json ------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        ids = self.ids()
+        plan = self.plan
+        return {
+            "transfers_created": len(plan.transfers) if plan else 0,
+            "ids_created": int((ids["source"] == "new").sum()),
+            "ids_reused": int((ids["source"] == "reused").sum()),
+            "studies_in_window": plan.studies_in_window if plan else 0,
+        }
+
+    def summary(self) -> dict:
+        """The summary.json contract (documented in docs/summary.md); no patient data."""
+        return {
+            "schema": SUMMARY_SCHEMA,
+            "status": self.status,
+            "mode": self.mode,
+            "started": self.started.isoformat(timespec="seconds"),
+            "duration_s": round(self.duration_s, 3),
+            "window": {
+                "begin": f"{self.window_begin:%Y-%m-%d %H:%M:%S}",
+                "end": f"{self.window_end:%Y-%m-%d %H:%M:%S}",
+                "lookback_days": self.lookback_days,
+            },
+            "api_requests": self.api_requests,
+            **self.counts(),
+            "skipped": self.plan.skipped_by_reason() if self.plan else {},
+            "anomalies": self.anomalies().to_dict("records"),
+            "projects": _records(self.projects()),
+            "verification": list(self.problems),
+            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+            "error": self.error.__dict__ if self.error else None,
+        }
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    return [
+        {k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in r.items()}
+        for r in frame.to_dict("records")
+    ]
+
+
+def _dicom_date(value: str) -> str:
+    """DICOM's YYYYMMDD as YYYY-MM-DD; anything else unchanged."""
+    if len(value) == 8 and value.isdigit():
+        return f"{value[:4]}-{value[4:6]}-{value[6:]}"
+    return value

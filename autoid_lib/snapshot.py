@@ -1,0 +1,81 @@
+"""What the run reads from REDCap, as plain values: the planning core's input.
+
+The gateway builds these from REDCap answers; the planner, the tests and the benchmarks build
+them directly. Nothing here does I/O. Patient IDs live only in ``IncomingStudy.patient_id`` and
+never leave memory: no ``repr`` shows them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class ProjectRecord:
+    """One record of the Projects database, as far as auto-ID cares."""
+
+    record_id: str
+    name: str
+    use_autoid: bool
+    ae_title: str
+    pattern: str
+
+
+@dataclass(frozen=True)
+class ExistingTransfer:
+    """One ``transfers`` instance of a study."""
+
+    instance: int
+    project_name: str
+    name: str
+    requested_date: str = ""
+    transfer_date: str = ""  # filled in by the forwarder once sent
+    error_codes: tuple[str, ...] = ()  # transfer_error checkbox codes set by the forwarder
+
+    @property
+    def is_request(self) -> bool:
+        """A transfer is pending or done as soon as it names a project."""
+        return bool(self.project_name.strip())
+
+
+@dataclass(frozen=True)
+class IncomingStudy:
+    """One arrived study, collapsed from REDCap's flat rows."""
+
+    uid: str
+    ae_title: str
+    patient_id: str = field(repr=False)
+    study_date: str = ""
+    transfers: tuple[ExistingTransfer, ...] = ()
+    accession_number: str = field(default="", repr=False)
+
+    @property
+    def transfer_requests(self) -> tuple[ExistingTransfer, ...]:
+        return tuple(t for t in self.transfers if t.is_request)
+
+    @property
+    def next_instance(self) -> int:
+        return max((t.instance for t in self.transfers), default=0) + 1
+
+
+@dataclass(frozen=True)
+class AutoIdRow:
+    """One record of the AutoID database: a project's pseudonym for one patient hash."""
+
+    record_id: str
+    project_name: str
+    hash: str = field(repr=False)
+    value: str
+    method: str = "1"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything one run reads, taken before anything is written."""
+
+    projects: tuple[ProjectRecord, ...]
+    studies: tuple[IncomingStudy, ...]
+    autoid_rows: tuple[AutoIdRow, ...]
+    window_begin: datetime
+    window_end: datetime

@@ -1,0 +1,226 @@
+"""The whole run against the sandbox over HTTP, through PyCap: fail closed, batched, idempotent."""
+
+import random
+import threading
+from collections import Counter
+
+import pytest
+
+from autoid_lib.config import load_settings
+from autoid_lib.errors import LockHeld
+from autoid_lib.hashing import sha512_hex
+from autoid_lib.lock import run_lock
+from autoid_lib.run import run_autoid
+
+
+def settings_for(sb, tmp_path, **overrides):
+    settings = load_settings(sb.write_kit_files(tmp_path, reports_dir=tmp_path / "reports"))
+    if overrides:
+        from dataclasses import replace
+
+        settings = replace(settings, redcap=replace(settings.redcap, **overrides))
+    return settings
+
+
+def transfer_requests(sb) -> Counter:
+    """Transfer requests per study UID, as REDCap holds them."""
+    return Counter(
+        row["study_instance_uid"]
+        for row in sb.rows("incoming")
+        if row.get("redcap_repeat_instrument") == "transfers" and row["transfer_project_name"]
+    )
+
+
+def autoid_pairs(sb) -> list[tuple[str, str, str]]:
+    return [
+        (r["autoid_project_name"], r["autoid_hash"], r["autoid_value"]) for r in sb.rows("autoid")
+    ]
+
+
+def assert_one_to_one(sb):
+    """Per project: no row twice, one hash → one value and one value → one hash."""
+    rows = autoid_pairs(sb)
+    assert len(rows) == len(set(rows)), "an AutoID row was written twice"
+    assert max(Counter((p, h) for p, h, _ in rows).values(), default=1) == 1
+    assert max(Counter((p, v) for p, _, v in rows).values(), default=1) == 1
+
+
+def add_project(sb, name, ae_title, pattern, record_id="900"):
+    sb.add_rows(
+        "projects",
+        [
+            {
+                "record_id": record_id,
+                "project_name": name,
+                "project_use_autoid": "1",
+                "project_autoid_aetitle": ae_title,
+                "project_patient_naming": pattern,
+            }
+        ],
+    )
+
+
+def add_studies(sb, studies):
+    sb.add_rows(
+        "incoming",
+        [
+            {
+                "study_instance_uid": uid,
+                "study_aetitle_addressed": ae,
+                "study_patient_id": patient,
+                "study_date": "20261127",
+            }
+            for uid, ae, patient in studies
+        ],
+    )
+
+
+def test_live_run_serves_every_study_once_and_a_second_run_changes_nothing(demo_sandbox, tmp_path):
+    settings = settings_for(demo_sandbox, tmp_path)
+    before = transfer_requests(demo_sandbox)
+    first = run_autoid(settings, rng=random.Random(1))
+    assert first.error is None and first.problems == []
+    after = transfer_requests(demo_sandbox)
+    created = after - before
+    assert sum(created.values()) == len(first.plan.transfers) > 0
+    assert max(after.values()) == max(before.values(), default=1) == 1
+    assert first.api_requests <= 7
+    assert_one_to_one(demo_sandbox)
+
+    rows_before = demo_sandbox.rows("autoid")
+    demo_sandbox.reset_counts()
+    second = run_autoid(settings)
+    assert second.plan.is_empty
+    assert demo_sandbox.rows("autoid") == rows_before
+    assert transfer_requests(demo_sandbox) == after
+    assert second.api_requests == demo_sandbox.total_requests() == 3
+
+
+def test_dry_run_reads_and_plans_but_writes_nothing(demo_sandbox, tmp_path):  # legacy defect 11
+    settings = settings_for(demo_sandbox, tmp_path)
+    incoming, autoid = demo_sandbox.rows("incoming"), demo_sandbox.rows("autoid")
+    result = run_autoid(settings, dry_run=True)
+    assert result.plan.transfers and result.mode == "dry"
+    assert demo_sandbox.rows("incoming") == incoming and demo_sandbox.rows("autoid") == autoid
+    assert result.api_requests == 3
+
+
+def test_500_new_studies_across_many_projects_take_at_most_7_requests(sandbox, tmp_path):
+    # legacy defect 9: one round trip per ID and per transfer
+    for p in range(20):
+        add_project(sandbox, f"PRJ{p}", f"AE{p}", rf"P{p}_\d{{4}}", record_id=str(p + 1))
+    add_studies(sandbox, [(f"1.2.{i}", f"AE{i // 2 % 20}", f"PATIENT{i // 2}") for i in range(500)])
+    sandbox.reset_counts()
+    result = run_autoid(load_settings(sandbox.write_kit_files(tmp_path)))
+    assert result.error is None and result.problems == []
+    assert len(result.plan.transfers) == 500 and len(result.plan.new_ids) == 250
+    assert sandbox.total_requests() == result.api_requests <= 7
+    assert len(sandbox.rows("autoid")) == 250
+
+
+def test_new_patient_with_two_studies_gets_one_id_in_redcap(sandbox, tmp_path):  # defect 2
+    add_project(sandbox, "KNEE", "KNEE_AE", r"K\d{3}")
+    add_studies(sandbox, [("1.1", "KNEE_AE", "PAT1"), ("1.2", "KNEE_AE", "PAT1 ")])
+    run_autoid(load_settings(sandbox.write_kit_files(tmp_path)))
+    (row,) = sandbox.rows("autoid")
+    assert row["autoid_hash"] == sha512_hex("PAT1") and row["autoid_method"] == "1"
+    names = {r["transfer_name"] for r in sandbox.rows("incoming") if r.get("transfer_name")}
+    assert names == {row["autoid_value"]}
+
+
+@pytest.mark.parametrize("fault", ["http500", "truncated", "oom", "timeout"])
+def test_a_failed_autoid_read_writes_nothing(sandbox, tmp_path, fault):  # legacy defect 3
+    add_project(sandbox, "KNEE", "KNEE_AE", r"K\d{3}")
+    sandbox.add_rows("autoid", [{"record_id": "1", "autoid_project_name": "KNEE",
+                                 "autoid_hash": sha512_hex("KNOWN"), "autoid_value": "K001",
+                                 "autoid_method": "1"}])  # fmt: skip
+    add_studies(sandbox, [("1.1", "KNEE_AE", "KNOWN")])
+    settings = settings_for(sandbox, tmp_path, timeout_s=0.5, read_retries=1)
+    sandbox.inject_fault(fault, database="autoid", action="export", times=10, delay_s=2)
+    result = run_autoid(settings)
+    assert result.status == "failed" and result.error.step == "read AutoID table"
+    assert "autoid" in result.error.message
+    assert len(sandbox.rows("autoid")) == 1
+    assert not transfer_requests(sandbox)
+    assert sandbox.tokens["autoid"] not in result.error.message
+
+
+@pytest.mark.parametrize("nth", range(1, 8))
+def test_fault_at_any_request_fails_closed_and_the_next_run_completes(
+    sandbox_factory, tmp_path, nth
+):
+    sb = sandbox_factory(seed="demo")
+    settings = settings_for(sb, tmp_path, timeout_s=1, read_retries=0)
+    expected = run_autoid(settings, dry_run=True).plan
+    assert (len(expected.new_ids), len(expected.transfers)) != (0, 0)
+    before, stored = transfer_requests(sb), len(sb.rows("autoid"))
+    sb.reset_counts()
+    sb.inject_fault("http500", nth=nth)
+    failed = run_autoid(settings)
+    sb.clear_faults()
+    assert failed.status == "failed" and sb.total_requests() == nth  # nothing after the fault
+    if failed.error.step.startswith("read"):
+        assert transfer_requests(sb) == before and len(sb.rows("autoid")) == stored
+    final = run_autoid(settings)
+    assert final.error is None and final.problems == []
+    assert sum((transfer_requests(sb) - before).values()) == len(expected.transfers)
+    assert max(transfer_requests(sb).values()) == 1
+    assert len(sb.rows("autoid")) == stored + len(expected.new_ids)
+    assert_one_to_one(sb)
+    assert run_autoid(settings).plan.is_empty
+
+
+def test_a_run_cut_off_between_chunks_is_completed_without_duplicates(demo_sandbox, tmp_path):
+    settings = settings_for(demo_sandbox, tmp_path, chunk_size=5)
+    expected = run_autoid(settings, dry_run=True).plan
+    before = transfer_requests(demo_sandbox)
+    demo_sandbox.inject_fault("http500", database="incoming", action="import", nth=2)
+    failed = run_autoid(settings)
+    assert failed.error.step == "write" and "may have been written in part" in failed.error.message
+    assert sum((transfer_requests(demo_sandbox) - before).values()) == 5  # the first chunk
+    demo_sandbox.clear_faults()
+    final = run_autoid(settings)
+    assert final.error is None and final.problems == []
+    assert sum((transfer_requests(demo_sandbox) - before).values()) == len(expected.transfers)
+    assert max(transfer_requests(demo_sandbox).values()) == 1
+    assert_one_to_one(demo_sandbox)
+
+
+def test_two_runs_started_at_once_exactly_one_works(demo_sandbox, tmp_path):
+    settings = settings_for(demo_sandbox, tmp_path)
+    demo_sandbox.inject_fault("timeout", database="projects", action="export", times=1, delay_s=1)
+    outcomes = []
+
+    def start():
+        try:
+            outcomes.append(run_autoid(settings).status)
+        except LockHeld:
+            outcomes.append("locked")
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes)[-1] == "locked" and outcomes.count("locked") == 1
+
+
+def test_a_held_lock_stops_the_run_before_any_request(demo_sandbox, tmp_path):
+    settings = settings_for(demo_sandbox, tmp_path)
+    with run_lock(settings.run.lock_file), pytest.raises(LockHeld):
+        run_autoid(settings)
+    assert demo_sandbox.total_requests() == 0
+
+
+def test_hmac_run_stores_keyed_hashes(sandbox, tmp_path, monkeypatch):  # legacy defect 7
+    add_project(sandbox, "KNEE", "KNEE_AE", r"K\d{3}")
+    add_studies(sandbox, [("1.1", "KNEE_AE", "PAT1")])
+    config = sandbox.write_kit_files(tmp_path)
+    monkeypatch.setenv("AUTOID_HASH_KEY", "a-long-site-secret-key-0123456789")
+    text = config.read_text().replace(
+        'hash = "sha512"', 'hash = "hmac-sha256"\nhash_key = "env:AUTOID_HASH_KEY"'
+    )
+    config.write_text(text)
+    run_autoid(load_settings(config))
+    (row,) = sandbox.rows("autoid")
+    assert len(row["autoid_hash"]) == 64 and row["autoid_hash"] != sha512_hex("PAT1")[:64]
