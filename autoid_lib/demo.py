@@ -1,10 +1,76 @@
-"""``autoid demo``: run the job against a seeded local sandbox (placeholder)."""
+"""``autoid demo``: one recorded live run against the seeded local sandbox; prints the report path.
+
+Starts ``Sandbox(seed="demo")`` on a free loopback port, writes its token files and a kit config
+into a temporary folder, runs the job exactly as ``autoid run`` does (``execute_run``) with the
+reports in the repository's ``reports/`` (or ``--reports-dir``), then stops the sandbox and
+removes the temporary folder. The demo data is fictional. Exit statuses as ``autoid run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from autoid_lib.cli import ExitStatus
+
+_REPO = Path(__file__).resolve().parent.parent
 
 
-def add_arguments(parser):
-    pass
+def default_reports_dir() -> Path:
+    """The checkout's ``reports/`` when running from one, else ``./reports``."""
+    if (_REPO / "notebooks").is_dir() and (_REPO / "pyproject.toml").is_file():
+        return _REPO / "reports"
+    return Path.cwd() / "reports"
 
 
-def run(args) -> int:
-    print("autoid demo: nothing to run yet")
-    return 0
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--reports-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where the run folder goes (default: the repository's reports/)",
+    )
+    parser.add_argument(
+        "--detail",
+        choices=("summary", "full"),
+        default="full",
+        help="report detail (default: full; the demo data is fictional)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="plan and report only")
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+def run(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from autoid_lib.config import load_settings
+    from autoid_lib.errors import ConfigError, LockHeld
+    from autoid_lib.notebook_run import execute_run
+    from autoid_lib.run_cli import configure_logging
+    from autoid_lib.sandbox import Sandbox
+
+    configure_logging(args.quiet)
+    reports_dir = (args.reports_dir or default_reports_dir()).resolve()
+    with (
+        tempfile.TemporaryDirectory(prefix="autoid-demo-") as folder,
+        Sandbox(seed="demo", host="127.0.0.1", port=0) as sandbox,
+    ):
+        if not args.quiet:
+            print(f"autoid demo: sandbox with the demo seed at {sandbox.url}", file=sys.stderr)
+        try:
+            settings = load_settings(sandbox.write_kit_files(folder, reports_dir=reports_dir))
+            record = execute_run(
+                settings, dry_run=args.dry_run, detail=args.detail, progress=not args.quiet
+            )
+        except ConfigError as error:
+            print(f"autoid demo: {error}", file=sys.stderr)
+            return ExitStatus.CONFIG
+        except LockHeld as error:
+            print(f"autoid demo: {error}", file=sys.stderr)
+            return ExitStatus.LOCKED
+    print(f"autoid demo: {record.message}", file=sys.stderr)
+    print(f"autoid demo: summary {record.path / 'summary.json'}", file=sys.stderr)
+    print(record.report)
+    return record.exit_status

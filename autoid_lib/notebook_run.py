@@ -1,0 +1,468 @@
+"""One recorded run: execute the notebook (papermill), export the HTML report, write summary.json.
+
+``execute_run(settings, ...)`` is what ``autoid run`` and ``autoid demo`` call. Under the run lock
+it creates the run folder ``<reports_dir>/<UTC timestamp>-<live|dry>/`` and fills it with::
+
+    run.ipynb     the executed notebook, the run record (parameters: the config *path*, no token)
+    report.html   the notebook's outputs without code, self-contained (lean template, inline PNGs)
+    summary.json  counts and status for monitoring (docs/summary.md)
+    run.log       the kit's log lines from the kernel (no patient data, no tokens)
+
+then rewrites ``<reports_dir>/index.html``. A failed run (REDCap error, or a notebook cell
+raising) still leaves all of these, with the error in the report and ``status: failed``.
+
+The kernel side is ``run_in_kernel``: the notebook's one call that loads the config, runs the job
+and writes ``summary.json``. Tracebacks in the executed notebook are reduced to code locations
+plus, for the kit's own errors, their message (which never holds patient data); any other
+exception text is withheld, since it may quote data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from autoid_lib import errors
+from autoid_lib.cli import ExitStatus
+from autoid_lib.lock import environment_for_child, run_lock
+from autoid_lib.secret import Secret, redact
+
+if TYPE_CHECKING:
+    from autoid_lib.config import Settings
+    from autoid_lib.result import RunResult
+
+log = logging.getLogger("autoid.notebook")
+
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "populate_autoid.ipynb"
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+DETAILS = ("summary", "full")
+HIDE_TAG = "hide"  # cells (and the papermill-injected parameters) left out of the HTML
+REMOVED_TAGS = frozenset({HIDE_TAG, "parameters", "injected-parameters"})
+NOTEBOOK_FILE, REPORT_FILE, SUMMARY_FILE, LOG_FILE = (
+    "run.ipynb",
+    "report.html",
+    "summary.json",
+    "run.log",
+)
+Notify = Callable[[Mapping[str, Any], Path], Mapping[str, Any] | None]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What one ``execute_run`` left behind and how it ended."""
+
+    path: Path  # the run folder
+    summary: dict[str, Any]
+    exit_status: ExitStatus
+    message: str  # one line for the terminal
+
+    @property
+    def report(self) -> Path:
+        return self.path / REPORT_FILE
+
+    @property
+    def notebook(self) -> Path:
+        return self.path / NOTEBOOK_FILE
+
+
+def execute_run(
+    settings: Settings,
+    *,
+    dry_run: bool = False,
+    lookback_days: int = 0,
+    projects: Sequence[str] = (),
+    detail: str = "summary",
+    now: datetime | None = None,
+    output_dir: str | Path | None = None,
+    progress: bool = True,
+    notebook: str | Path | None = None,
+    notify: Notify | None = None,
+) -> RunRecord:
+    """Run the job once as a recorded notebook; raises ``LockHeld`` before creating anything.
+
+    ``output_dir`` replaces ``settings.run.reports_dir``; ``lookback_days`` 0 means the config's
+    value; ``now`` fixes the run's clock (reproducible windows) but never the folder name.
+    ``notify(summary, run_folder)`` is called once summary.json is written (the e-mail hook); what
+    it returns is stored as the summary's ``email`` entry.
+    """
+    if detail not in DETAILS:
+        raise errors.ConfigError(f"detail must be one of {', '.join(DETAILS)}, not {detail!r}")
+    if settings.path is None:
+        raise errors.ConfigError("the run needs settings loaded from a config file")
+    reports_dir = Path(output_dir) if output_dir else Path(settings.run.reports_dir)
+    with run_lock(settings.run.lock_file), _child_environment(settings.run.lock_file):
+        run_dir = _new_run_folder(reports_dir, "dry" if dry_run else "live")
+        log.info("run folder %s", run_dir)
+        parameters = {
+            "config_path": str(settings.path),
+            "lookback_days": int(lookback_days or 0),
+            "dry_run": bool(dry_run),
+            "projects": ",".join(projects),
+            "now": now.isoformat() if now else "",
+            "detail": detail,
+            "output_dir": str(run_dir),
+        }
+        started = datetime.now(UTC)
+        timings, failure = _execute(notebook or NOTEBOOK, run_dir, parameters, progress)
+        secrets = settings.secrets()
+        _scrub_notebook(run_dir / NOTEBOOK_FILE, secrets)
+        clock = time.perf_counter()
+        try:
+            export_html(run_dir / NOTEBOOK_FILE, run_dir / REPORT_FILE)
+        except Exception as error:  # the run's record must still exist
+            log.error("HTML export failed: %s", type(error).__name__)
+            failure = failure or _failure("export", type(error).__name__, "the report not exported")
+            _fallback_report(run_dir / REPORT_FILE, failure)
+        timings["export"] = time.perf_counter() - clock
+        summary = _final_summary(run_dir, started, dry_run, timings, failure, secrets)
+        write_json(run_dir / SUMMARY_FILE, summary)
+        if notify is not None:  # the single place the e-mail step hooks in
+            summary["email"] = notify(summary, run_dir)
+            write_json(run_dir / SUMMARY_FILE, summary)
+        rebuild_index(reports_dir)
+    return _record(run_dir, summary)
+
+
+def _record(run_dir: Path, summary: dict[str, Any]) -> RunRecord:
+    error = summary.get("error")
+    if summary["status"] == "failed":
+        if error:
+            message = f"run failed at {error['step']}: {error['message']}"
+        else:
+            message = (
+                f"run failed: {len(summary.get('verification') or [])} verification problem(s)"
+            )
+        return RunRecord(run_dir, summary, ExitStatus.FAILED, message)
+    return RunRecord(run_dir, summary, ExitStatus.OK, summary.get("headline") or summary["status"])
+
+
+# -- the kernel side ---------------------------------------------------------------------------
+
+
+def run_in_kernel(
+    config_path: str,
+    *,
+    lookback_days: int = 0,
+    dry_run: bool = True,
+    projects: str = "",
+    now: str = "",
+    output_dir: str = "",
+) -> RunResult:
+    """The notebook's run cell: load the config, run the job, write summary.json (if asked)."""
+    from autoid_lib.config import load_settings
+    from autoid_lib.run import run_autoid
+
+    if output_dir:
+        _log_to_file(Path(output_dir) / LOG_FILE)
+    settings = load_settings(config_path)
+    moment = datetime.fromisoformat(now) if now else None
+    if moment is not None and moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    names = [p.strip() for p in projects.split(",") if p.strip()]
+    result = run_autoid(
+        settings,
+        dry_run=dry_run,
+        now=moment,
+        lookback_days=lookback_days or None,
+        projects=names or None,
+    )
+    if output_dir:
+        write_json(Path(output_dir) / SUMMARY_FILE, run_summary(result))
+    return result
+
+
+def run_summary(result: RunResult) -> dict[str, Any]:
+    """``RunResult.summary()`` plus the headline; the parent adds the file names and times."""
+    return {**result.summary(), "headline": result.headline}
+
+
+def _log_to_file(path: Path) -> None:
+    """Send the kit's log lines to run.log instead of the notebook's stderr (and so the report)."""
+    logger = logging.getLogger("autoid")
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+# -- executing ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def _child_environment(lock_file: Path) -> Iterator[None]:
+    """Let the kernel (a direct child) run under the lock this process holds."""
+    entries = environment_for_child(lock_file)
+    saved = {key: os.environ.get(key) for key in entries}
+    os.environ.update(entries)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _new_run_folder(reports_dir: Path, mode: str) -> Path:
+    moment = datetime.now(UTC)
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    path = reports_dir / f"{moment:%Y%m%dT%H%M%S}Z-{mode}"
+    if path.exists():  # two runs in one second: keep both, milliseconds tell them apart
+        path = reports_dir / f"{moment:%Y%m%dT%H%M%S}.{moment.microsecond // 1000:03d}Z-{mode}"
+    path.mkdir()
+    return path
+
+
+def _execute(
+    notebook: str | Path, run_dir: Path, parameters: dict, progress: bool
+) -> tuple[dict[str, float], dict | None]:
+    """Run the notebook into run.ipynb; timings and the failure (None if every cell ran)."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    output = run_dir / NOTEBOOK_FILE
+    clock = time.perf_counter()
+    failure = None
+    try:
+        papermill.execute_notebook(
+            str(notebook),
+            str(output),
+            parameters=parameters,
+            progress_bar=progress,
+            log_output=False,
+            report_mode=False,
+        )
+    except PapermillExecutionError as error:
+        failure = _cell_failure(output, error.ename, error.evalue)
+    except Exception as error:  # kernel died, would not start, timed out …
+        log.error("notebook did not run: %s", type(error).__name__)
+        failure = _failure("notebook", type(error).__name__, "the notebook kernel failed")
+    total = time.perf_counter() - clock
+    timings = {"notebook": total, "kernel": max(0.0, total - _cells_time(output))}
+    log.info("notebook executed in %.1f s", total)
+    return timings, failure
+
+
+def _failure(step: str, error_type: str, message: str) -> dict[str, str]:
+    return {"step": step, "type": error_type, "message": message}
+
+
+def _cell_failure(output: Path, ename: str, evalue: str) -> dict[str, str]:
+    """The failing cell's step (from its ``autoid.step`` metadata) and a safe message."""
+    step = "notebook"
+    try:
+        nb = json.loads(output.read_text(encoding="utf-8"))
+        for cell in nb["cells"]:
+            if any(o.get("output_type") == "error" for o in cell.get("outputs", ())):
+                step = cell.get("metadata", {}).get("autoid", {}).get("step", step)
+    except (OSError, ValueError, KeyError):
+        pass
+    message = evalue if ename in _kit_error_names() else "a notebook cell raised an error"
+    return _failure(step, ename, f"{message} (see run.ipynb)")
+
+
+def _cells_time(output: Path) -> float:
+    try:
+        nb = json.loads(output.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return 0.0
+    return sum(
+        (c.get("metadata", {}).get("papermill", {}).get("duration") or 0.0) for c in nb["cells"]
+    )
+
+
+def _kit_error_names() -> frozenset[str]:
+    """Names of the kit's own exceptions, whose messages are designed to be shown."""
+    names, todo = set(), [errors.AutoIdError]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return frozenset(names)
+
+
+# -- privacy of the record ---------------------------------------------------------------------
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# kept from a traceback: separators, the header, frame locations and the failing line's code
+_FRAME_LINE = re.compile(
+    r"-{5,}|\w+\s+Traceback \(most recent call last\)|File \S.*, in \w.*"
+    r"|Cell In\[\d+\], line \d+|-+> ?\d+ .*|\s*"
+)
+
+
+def _scrub_notebook(path: Path, secrets: list[Secret]) -> None:
+    """Reduce tracebacks to code locations and the kit's messages; mask any secret value."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return
+    nb = json.loads(text)
+    kit_errors = _kit_error_names()
+    for cell in nb.get("cells", ()):
+        for output in cell.get("outputs", ()):
+            if output.get("output_type") == "error":
+                _scrub_error(output, kit_errors)
+    text = redact(json.dumps(nb, indent=1, ensure_ascii=False), secrets)
+    path.write_text(text + "\n", encoding="utf-8")
+
+
+def _scrub_error(output: dict, kit_errors: frozenset[str]) -> None:
+    ename = output.get("ename", "Error")
+    if ename not in kit_errors:
+        output["evalue"] = "(message withheld: it may quote data; see the code location above)"
+    lines = []
+    for chunk in output.get("traceback", ()):
+        kept = [line for line in chunk.split("\n") if _FRAME_LINE.fullmatch(_ANSI.sub("", line))]
+        if any(line.strip() for line in kept):
+            lines.append("\n".join(kept))
+    lines.append(f"{ename}: {output['evalue']}")
+    output["traceback"] = lines
+
+
+# -- report and summary ------------------------------------------------------------------------
+
+
+def export_html(notebook: Path, html_path: Path) -> int:
+    """Write the report: outputs only, hidden cells removed, lean template; returns its size."""
+    import nbformat
+    from nbconvert.preprocessors import TagRemovePreprocessor
+
+    nb = nbformat.read(notebook, as_version=4)
+    for cell in nb.cells:  # an error must show even in a cell that is normally hidden
+        if any(o.get("output_type") == "error" for o in cell.get("outputs", ())):
+            tags = cell.metadata.get("tags", [])
+            cell.metadata["tags"] = [t for t in tags if t not in REMOVED_TAGS]
+    nb.metadata["title"] = "Auto-ID run report"
+    exporter = _report_exporter_class()(
+        template_name="report",
+        extra_template_basedirs=[str(TEMPLATES)],
+        exclude_input=True,
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
+        embed_images=True,
+    )
+    exporter.register_preprocessor(
+        TagRemovePreprocessor(remove_cell_tags=set(REMOVED_TAGS), enabled=True), enabled=True
+    )
+    body, _ = exporter.from_notebook_node(nb)
+    data = body.encode("utf-8")
+    html_path.write_bytes(data)
+    return len(data)
+
+
+def _report_exporter_class():
+    from nbconvert import HTMLExporter, TemplateExporter
+    from nbconvert.filters.highlight import Highlight2HTML
+    from nbconvert.filters.widgetsdatatypefilter import WidgetsDataTypeFilter
+
+    class ReportExporter(HTMLExporter):
+        """HTMLExporter without its final BeautifulSoup pass over the whole page.
+
+        That pass only adds alt texts and lab-template tabindex attributes; our charts carry
+        their own alt text, and on a 10,000-study report it costs ~5 s of a ~7 s export.
+        """
+
+        def from_notebook_node(self, nb, resources=None, **kw):
+            self.register_filter("highlight_code", Highlight2HTML(parent=self))
+            self.register_filter(
+                "filter_data_type",
+                WidgetsDataTypeFilter(notebook_metadata=nb.metadata, parent=self),
+            )
+            return TemplateExporter.from_notebook_node(self, nb, resources, **kw)
+
+    return ReportExporter
+
+
+def _fallback_report(path: Path, failure: dict) -> None:
+    import html
+
+    path.write_text(
+        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>Auto-ID run report"
+        "</title></head><body><h1>Auto-ID run: failed</h1>"
+        f"<p>Failed at <b>{html.escape(failure['step'])}</b> ({html.escape(failure['type'])}): "
+        f"{html.escape(failure['message'])}</p><p>See run.ipynb in this folder.</p></body></html>",
+        encoding="utf-8",
+    )
+
+
+def _final_summary(
+    run_dir: Path,
+    started: datetime,
+    dry_run: bool,
+    timings: dict[str, float],
+    failure: dict | None,
+    secrets: list[Secret],
+) -> dict[str, Any]:
+    try:
+        summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        summary = _unknown_summary(started, dry_run, timings)
+    if failure is not None:
+        summary["status"] = "failed"
+        summary["error"] = summary.get("error") or failure
+        if summary.get("headline") is None or not summary["headline"].startswith("FAILED"):
+            summary["headline"] = f"FAILED at {failure['step']}: {failure['message']}"
+    summary["timings_s"] = {
+        **(summary.get("timings_s") or {}),
+        **{k: round(v, 3) for k, v in timings.items()},
+    }
+    summary["report"] = REPORT_FILE
+    summary["notebook"] = NOTEBOOK_FILE
+    summary["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    summary["email"] = None
+    # the kernel's summary is data-free by construction; mask secrets all the same
+    return json.loads(redact(json.dumps(summary), secrets))
+
+
+def _unknown_summary(started: datetime, dry_run: bool, timings: dict) -> dict[str, Any]:
+    """The summary of a run whose notebook stopped before writing one: counts unknown."""
+    from autoid_lib.result import SUMMARY_SCHEMA
+
+    return {
+        "schema": SUMMARY_SCHEMA,
+        "status": "failed",
+        "mode": "dry" if dry_run else "live",
+        "started": started.isoformat(timespec="seconds"),
+        "duration_s": round(timings.get("notebook", 0.0), 3),
+        "window": None,
+        "api_requests": None,
+        "transfers_created": None,
+        "ids_created": None,
+        "ids_reused": None,
+        "studies_in_window": None,
+        "skipped": {},
+        "anomalies": [],
+        "projects": [],
+        "verification": [],
+        "timings_s": {},
+        "error": None,
+        "headline": None,
+    }
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Write ``data`` atomically (a reader never sees half a file)."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(partial, path)
+
+
+def rebuild_index(reports_dir: Path) -> None:
+    from autoid_lib.report_index import rebuild_index as rebuild
+
+    try:
+        rebuild(reports_dir)
+    except OSError as error:
+        log.warning("index.html not rebuilt: %s", error.strerror)

@@ -1,0 +1,376 @@
+"""Display helpers for the run notebook: status banner, tables and charts of a ``RunResult``.
+
+Each function takes the result (and the detail level) and returns one displayable object —
+``IPython.display.HTML`` or ``IPython.display.Image`` — or ``None`` when there is nothing to
+show. They format; they decide nothing. Tables are plain, escaped HTML with CSS classes that
+the report template styles (``autoid_lib/templates/report/report.css``); the status banner
+carries inline styles so it reads the same in Jupyter and in a mail client.
+
+Nothing here shows a patient ID or name: the result's tables never hold them.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+from collections.abc import Callable, Iterable, Sequence
+
+import pandas as pd
+from IPython.display import HTML, Image
+
+from autoid_lib.plan import SKIPPED, TRANSFER
+from autoid_lib.result import RunResult
+
+LABELS = {"ok": "OK", "attention": "Needs attention", "failed": "Failed"}
+_BANNER_STYLE = {
+    "ok": "background:#edf7ef;border:1px solid #9fd0aa;color:#1e7b34",
+    "attention": "background:#fff6e5;border:1px solid #f0c46e;color:#9a5b00",
+    "failed": "background:#fdeceb;border:1px solid #eea29c;color:#b3261e",
+}
+_BAR_COLOURS = {"ok": "#4c9a5e", "warn": "#e0a030", "bad": "#c8453b", "none": "#b9c0c7"}
+_MAX_BAR_DATES = 45  # more study dates than this: lines instead of stacked bars
+
+
+# -- status ------------------------------------------------------------------------------------
+
+
+def status_banner(result: RunResult) -> HTML:
+    """The first thing a reader sees: status, mode, window, duration and the plan sentence."""
+    status = result.status
+    mode = "dry run (nothing written)" if result.mode == "dry" else "live run"
+    window = f"{result.window_begin:%Y-%m-%d %H:%M} → {result.window_end:%Y-%m-%d %H:%M}"
+    facts = (
+        f"{mode} · window {window} ({result.lookback_days} days, REDCap server time) · "
+        f"started {result.started:%Y-%m-%d %H:%M:%S} UTC · {result.duration_s:.1f} s · "
+        f"{result.api_requests} API requests"
+    )
+    if result.error is not None:
+        what = f"Failed at <b>{_e(result.error.step)}</b>: {_e(result.error.message)}"
+    elif result.problems:
+        what = f"Verification found {len(result.problems)} difference(s); see below."
+    elif result.plan is not None:
+        what = _e(_outcome_sentence(result))
+    else:
+        what = ""
+    return HTML(
+        f'<div class="status {status}" style="{_BANNER_STYLE[status]};border-radius:6px;'
+        f'padding:10px 14px;margin:8px 0">'
+        f'<span class="label" style="font-weight:700;font-size:18px">{LABELS[status]}</span> '
+        f'<span style="color:#1d2329">{what}</span>'
+        f'<div class="facts" style="color:#5b6670;font-size:13px;margin-top:2px">'
+        f"{_e(facts)}</div></div>"
+    )
+
+
+def _outcome_sentence(result: RunResult) -> str:
+    """``Created 11 transfer request(s) and 5 new ID(s); reused 5 known ID(s); …``"""
+    counts = result.counts()
+    verb = "Would create" if result.mode == "dry" else "Created"
+    text = (
+        f"{verb} {counts['transfers_created']:,} transfer request(s) and "
+        f"{counts['ids_created']:,} new ID(s); reused {counts['ids_reused']:,} known ID(s)"
+    )
+    skipped = result.plan.skipped_by_reason() if result.plan else {}
+    if skipped:
+        detail = ", ".join(f"{n:,} {reason}" for reason, n in sorted(skipped.items()))
+        text += f"; skipped {sum(skipped.values()):,} study(ies): {detail}"
+    return text + "."
+
+
+def error_box(result: RunResult) -> HTML | None:
+    """What failed and what to do, or nothing when the run did not fail."""
+    if result.error is None and not result.problems:
+        return None
+    parts = []
+    if result.error is not None:
+        e = result.error
+        parts.append(
+            _facts(
+                [
+                    ("Error", e.type),
+                    ("What was written", _written_after(e.step, result.mode)),
+                    ("What to do", _error_advice(e.type)),
+                ]
+            )
+        )
+    if result.problems:
+        parts.append(
+            "<p>After writing, REDCap did not hold exactly what the run planned:</p>"
+            + _list(result.problems)
+            + '<p class="note">Check these records in REDCap before the next run; the next '
+            "run completes what is missing but never repeats a write.</p>"
+        )
+    return HTML("".join(parts))
+
+
+def _written_after(step: str, mode: str) -> str:
+    if mode == "dry":
+        return "nothing (dry run)"
+    if step.startswith("read") or step in ("plan", "config"):
+        return "nothing: the run stops before any write when a read or the plan fails"
+    return "possibly part of the plan; the next run completes it without duplicates"
+
+
+def _error_advice(error_type: str) -> str:
+    return {
+        "RedcapError": "Check that REDCap answers (web page, API token rights, server load) "
+        "and run again; nothing needs cleaning up.",
+        "ConfigError": "Fix the configuration file named in the message and run again.",
+        "VerificationError": "Compare the listed records in REDCap with this report.",
+        "ExternalGeneratorError": "Check the external ID generator configured in [run].",
+        "LockHeld": "Another run is active; wait for it to finish.",
+    }.get(error_type, "Run again; if it fails the same way, send run.log to the maintainers.")
+
+
+# -- tables ------------------------------------------------------------------------------------
+
+
+def projects_table(result: RunResult) -> HTML:
+    """One row per auto-ID project: what arrived, what the run did, how full the ID space is."""
+    frame = result.projects()
+    if frame.empty:
+        return _note("No auto-ID project was planned (none configured, or the run failed first).")
+    skipped = _skipped_by_project(result)
+    verb = "would create" if result.mode == "dry" else "created"
+    rows = []
+    for r in frame.to_dict("records"):
+        rows.append(
+            [
+                r["project"],
+                r["ae_title"],
+                r["pattern"],
+                r["incoming"],
+                r["already_transferred"],
+                r["transfers_created"],
+                r["ids_reused"],
+                r["ids_created"],
+                skipped.get(r["project"], "0"),
+                _capacity_text(r),
+            ]
+        )
+    header = [
+        "project", "AE title", "pattern", "incoming", "already transferred",
+        f"transfers {verb}", "IDs reused", f"IDs {verb}", "skipped", "capacity used",
+    ]  # fmt: skip
+    return HTML(_table(header, rows, numeric={3, 4, 5, 6, 7}, mono={1, 2}, nowrap={9}))
+
+
+def anomalies_table(result: RunResult) -> HTML:
+    """What a human should look at, each with what to do about it."""
+    frame = result.anomalies()
+    if frame.empty:
+        if result.plan is None:
+            return _note("No anomalies known: the run did not get as far as planning.")
+        return _note("Nothing needs a human.")
+    rows = [
+        [r["project"], _kind_label(r["kind"]), r["count"], r["message"], r["action"]]
+        for r in frame.to_dict("records")
+    ]
+    header = ["project", "what", "count", "details", "what to do"]
+    return HTML(_table(header, rows, numeric={2}))
+
+
+def _kind_label(kind: str) -> str:
+    """``ambiguous_ae_title`` → ``ambiguous AE title``."""
+    words = {"ae": "AE", "autoid": "AutoID", "id": "ID"}
+    return " ".join(words.get(w, w) for w in kind.split("_"))
+
+
+def studies_table(result: RunResult, detail: str = "summary") -> HTML:
+    """Study-level rows (``detail == "full"`` only); a count by action otherwise."""
+    frame = result.studies(detail="full")
+    if frame.empty:
+        return _note("No study in the window was addressed to an auto-ID project.")
+    if detail != "full":
+        counts = frame.groupby(["project", "action"]).size().reset_index(name="studies")
+        rows = [list(r) for r in counts.itertuples(index=False)]
+        return HTML(
+            _p("Study-level rows and study UIDs are left out at detail = summary.")
+            + _table(["project", "action", "studies"], rows, numeric={2})
+        )
+    # what needs a person first, then what the run did, then what was already done
+    order = frame["action"].map({SKIPPED: 0, TRANSFER: 1}).fillna(2)
+    frame = frame.assign(_order=order).sort_values(
+        ["_order", "project", "study_date", "study_ref"], kind="stable"
+    )
+    header = ["project", "study date", "study", "study UID", "pseudonym", "action", "reason"]
+    rows = frame[
+        ["project", "study_date", "study_ref", "study_uid", "pseudonym", "action", "reason"]
+    ].itertuples(index=False)
+    return HTML(_table(header, rows, mono={2, 3, 4}, nowrap={1, 5}))
+
+
+def run_details(result: RunResult) -> HTML:
+    """API requests and where the time went."""
+    steps = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in result.timings.items())
+    return HTML(
+        _facts(
+            [
+                ("API requests", f"{result.api_requests:,}"),
+                ("Duration", f"{result.duration_s:.2f} s" + (f" ({steps})" if steps else "")),
+                ("Look-back", f"{result.lookback_days} days"),
+                ("Studies in window", _studies_in_window(result)),
+            ]
+        )
+    )
+
+
+def _studies_in_window(result: RunResult) -> str:
+    if result.plan is None:
+        return "unknown"
+    return f"{result.plan.studies_in_window:,} (all AE titles)"
+
+
+# -- charts ------------------------------------------------------------------------------------
+
+
+def incoming_chart(result: RunResult) -> Image | HTML:
+    """Studies addressed to each auto-ID project, per study date."""
+    per_day = result.incoming_per_day()
+    if per_day.empty:
+        return _note("No study to chart.")
+    per_day.index = pd.to_datetime(per_day.index, errors="coerce")
+    per_day = per_day[per_day.index.notna()].sort_index()
+    if per_day.empty:
+        return _note("No study with a readable study date to chart.")
+
+    def draw(ax):
+        if len(per_day) <= _MAX_BAR_DATES:
+            bottom = None
+            for column in per_day.columns:
+                ax.bar(per_day.index, per_day[column], bottom=bottom, width=0.8, label=column)
+                bottom = per_day[column] if bottom is None else bottom + per_day[column]
+        else:
+            for column in per_day.columns:
+                ax.plot(per_day.index, per_day[column], marker=".", linewidth=1, label=column)
+        ax.set_ylabel("studies")
+        ax.set_xlabel("study date")
+        ax.figure.legend(loc="outside right upper", fontsize=8, frameon=False)
+        ax.figure.autofmt_xdate()
+
+    return _figure(draw, height=2.6, alt="Incoming studies per study date and project")
+
+
+def capacity_chart(result: RunResult) -> Image | HTML:
+    """How much of each project's ID space is used, after this run."""
+    frame = result.capacity()
+    if frame.empty:
+        return _note("No project to chart.")
+    frame = frame.iloc[::-1]
+
+    def draw(ax):
+        fractions = [0.0 if pd.isna(f) else float(f) for f in frame["fraction"]]
+        colours = [
+            _level_colour(level, f) for level, f in zip(frame["level"], fractions, strict=True)
+        ]
+        ax.barh(frame["project"], fractions, color=colours, height=0.6)
+        for y, (f, used, size) in enumerate(
+            zip(fractions, frame["used"], frame["size"], strict=True)
+        ):
+            text = "invalid pattern" if pd.isna(size) else f"{int(used):,} of {int(size):,}"
+            ax.text(min(f, 1.0) + 0.01, y, text, va="center", fontsize=8)
+        ax.set_xlim(0, 1.25)
+        ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0], ["0", "25%", "50%", "75%", "100%"])
+        ax.axvline(1.0, color="#888", linewidth=0.8)
+        ax.set_xlabel("share of the naming pattern's IDs in use")
+
+    alt = "Share of each project's naming pattern in use"
+    return _figure(draw, height=0.8 + 0.32 * len(frame), alt=alt)
+
+
+def _level_colour(level: str, fraction: float) -> str:
+    if level == "ok":
+        return _BAR_COLOURS["ok"]
+    if level == "invalid pattern":
+        return _BAR_COLOURS["none"]
+    return _BAR_COLOURS["bad"] if fraction >= 1.0 else _BAR_COLOURS["warn"]
+
+
+def _figure(draw: Callable, height: float, alt: str) -> Image:
+    """Draw on a fresh figure (no pyplot state) and return it as a small inline PNG."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7.5, min(max(height, 1.6), 6.0)), dpi=96, layout="constrained")
+    ax = figure.add_subplot()
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.tick_params(labelsize=8)
+    draw(ax)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return Image(data=buffer.getvalue(), format="png", alt=alt)
+
+
+# -- small HTML builders -----------------------------------------------------------------------
+
+
+def _e(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return ""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:,}"
+    return _e(value)
+
+
+def _table(
+    header: Sequence[str],
+    rows: Iterable[Sequence],
+    numeric: set[int] = frozenset(),
+    mono: set[int] = frozenset(),
+    nowrap: set[int] = frozenset(),
+) -> str:
+    def cls(i: int) -> str:
+        names = [n for n, s in (("num", numeric), ("mono", mono), ("nowrap", nowrap)) if i in s]
+        return f' class="{" ".join(names)}"' if names else ""
+
+    head = "".join(f"<th{' class=num' if i in numeric else ''}>{_e(h)}</th>" for i, h in
+                   enumerate(header))  # fmt: skip
+    body = "\n".join(
+        "<tr>" + "".join(f"<td{cls(i)}>{_cell(v)}</td>" for i, v in enumerate(row)) + "</tr>"
+        for row in rows
+    )
+    return (
+        f'<div class="table-wrap"><table class="autoid"><thead><tr>{head}</tr></thead>'
+        f"<tbody>\n{body}\n</tbody></table></div>"
+    )
+
+
+def _facts(pairs: Sequence[tuple[str, str]]) -> str:
+    items = "".join(f"<li><b>{_e(k)}:</b> {_e(v)}</li>" for k, v in pairs)
+    return f'<ul class="facts-list">{items}</ul>'
+
+
+def _list(items: Iterable[str]) -> str:
+    return '<ul class="facts-list">' + "".join(f"<li>{_e(i)}</li>" for i in items) + "</ul>"
+
+
+def _p(text: str) -> str:
+    return f'<p class="note">{_e(text)}</p>'
+
+
+def _note(text: str) -> HTML:
+    return HTML(_p(text))
+
+
+def _capacity_text(row: dict) -> str:
+    size, used, level = row["capacity_size"], row["capacity_used"], row["capacity_level"]
+    if size is None or pd.isna(size):
+        return str(level)
+    share = (used / size) if size else 1.0
+    text = f"{int(used):,} of {int(size):,} ({share:.1%})"
+    return text if level == "ok" else f"{text} — {level}"
+
+
+def _skipped_by_project(result: RunResult) -> dict[str, str]:
+    """``"3: 2 empty patient ID, 1 AutoID conflict"`` per project, for the projects table."""
+    studies = result.studies(detail="full")
+    skipped = studies[studies["action"] == SKIPPED]
+    texts = {}
+    for project, group in skipped.groupby("project"):
+        counts = group["reason"].value_counts()
+        detail = ", ".join(f"{n} {reason}" for reason, n in counts.items())
+        texts[project] = detail if len(counts) == 1 else f"{len(group)}: {detail}"
+    return texts

@@ -1,0 +1,121 @@
+"""``autoid run``: one recorded run — executed notebook, HTML report, summary.json, index.
+
+Exit statuses (``autoid_lib.cli.ExitStatus``, documented in docs/report.md): 0 the run
+succeeded (its report may still ask for attention), 1 the run failed (the message names the
+step; the report shows the error), 2 bad configuration or command line (nothing was done),
+3 another run holds the lock (nothing was done, no report folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from datetime import UTC, datetime
+
+from autoid_lib.cli import ExitStatus
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, metavar="FILE", help="the kit's TOML config")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="plan and report, write nothing to REDCap"
+    )
+    parser.add_argument(
+        "--lookback-days",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="days of Incoming to reconcile (default: the config's [run] lookback_days)",
+    )
+    parser.add_argument(
+        "--output-dir",
+        metavar="DIR",
+        help="reports folder for this run (default: the config's [run] reports_dir)",
+    )
+    parser.add_argument(
+        "--projects",
+        type=_project_list,
+        default=(),
+        metavar="A,B",
+        help="only these auto-ID projects (comma-separated names; default: all)",
+    )
+    parser.add_argument(
+        "--detail",
+        choices=("summary", "full"),
+        default="summary",
+        help="full adds study-level rows and study UIDs to the report (default: summary)",
+    )
+    parser.add_argument(
+        "--now",
+        type=_iso_time,
+        metavar="ISO",
+        help="the run's clock, for reproducible windows (e.g. 2026-11-28T06:30:00Z)",
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress on stderr; only errors and the result"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from autoid_lib.config import load_settings
+    from autoid_lib.errors import ConfigError, LockHeld
+    from autoid_lib.notebook_run import execute_run
+
+    configure_logging(args.quiet)
+    try:
+        settings = load_settings(args.config)
+        record = execute_run(
+            settings,
+            dry_run=args.dry_run,
+            lookback_days=args.lookback_days,
+            projects=args.projects,
+            detail=args.detail,
+            now=args.now,
+            output_dir=args.output_dir,
+            progress=not args.quiet,
+        )
+    except ConfigError as error:
+        print(f"autoid run: {error}", file=sys.stderr)
+        return ExitStatus.CONFIG
+    except LockHeld as error:
+        print(f"autoid run: {error}", file=sys.stderr)
+        return ExitStatus.LOCKED
+    if record.exit_status != ExitStatus.OK:
+        print(f"autoid run: {record.message} (report: {record.report})", file=sys.stderr)
+    elif not args.quiet:
+        print(record.message, file=sys.stderr)
+    print(record.report)
+    return record.exit_status
+
+
+def configure_logging(quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    for name in ("autoid", "papermill"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(logging.WARNING if quiet else logging.INFO)
+        logger.propagate = False
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 (the config's value) or more")
+    return value
+
+
+def _project_list(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def _iso_time(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO time: {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
