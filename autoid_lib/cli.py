@@ -1,8 +1,8 @@
 """The ``autoid`` command: one subcommand per job, each a thin wrapper over the library.
 
-Subcommand modules expose ``add_arguments(parser)`` and ``run(args) -> int`` and keep heavy
-imports inside ``run`` so that ``autoid gen-id`` stays quick. Known errors become one-line
-messages and a documented exit status (see ``ExitStatus``).
+Subcommand modules expose ``add_arguments(parser)`` and ``run(args) -> int``; only the module
+of the command being run is imported, so ``autoid gen-id`` does not pay for pandas or PyCap.
+Known errors become one-line messages and a documented exit status (see ``ExitStatus``).
 """
 
 from __future__ import annotations
@@ -24,25 +24,33 @@ class ExitStatus(IntEnum):
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("autoid_lib.run_cli", "run the job once as a recorded notebook: report, summary.json"),
+    "check": ("autoid_lib.check", "validate the config, reach each database, list projects"),
+    "audit": ("autoid_lib.audit_cli", "check all Incoming/AutoID history; write an audit report"),
     "demo": ("autoid_lib.demo", "run the job on a seeded local sandbox and print the report path"),
     "sandbox": ("autoid_lib.sandbox.cli", "serve a local REDCap-compatible sandbox"),
     "gen-id": ("autoid_lib.gen_id_cli", "generate IDs from a pattern (drop-in for gen-id.py)"),
+    "prune": ("autoid_lib.prune_cli", "remove run reports older than N days, rebuild index.html"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The full parser, or one whose only fully built subcommand is ``only``."""
     parser = argparse.ArgumentParser(prog="autoid", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
         command = sub.add_parser(name, help=help_text, description=help_text)
-        module.add_arguments(command)
-        command.set_defaults(_run=module.run)
+        if only is None or name == only:
+            module = importlib.import_module(module_name)
+            module.add_arguments(command)
+            command.set_defaults(_run=module.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = next((arg for arg in argv if not arg.startswith("-")), None)
+    args = build_parser(only=chosen if chosen in COMMANDS else None).parse_args(argv)
     return int(args._run(args))
 
 

@@ -27,7 +27,7 @@ log = logging.getLogger("autoid.prune")
 _RUN_FOLDER = re.compile(
     r"^(?P<y>\d{4})-?(?P<mo>\d{2})-?(?P<d>\d{2})[T_-]?"
     r"(?P<h>\d{2})[-:]?(?P<mi>\d{2})[-:]?(?P<s>\d{2})(?:[.,](?P<f>\d{1,6}))?Z?"
-    r"-(?P<mode>live|dry)$"
+    r"-(?P<mode>live|dry|audit)$"
 )
 _TRASH_PREFIX = ".pruning-"  # a folder being removed; hidden from index writers
 

@@ -1,0 +1,559 @@
+"""The full-history audit: what all of Incoming and AutoID say about the kit's invariants.
+
+``audit(snapshot, settings)`` takes a ``Snapshot`` of *all* history (the Projects records, every
+Incoming study read with ``history=True`` and the whole AutoID table) and returns an
+``AuditReport``: one ``Finding`` per kind of problem, each with a count, a table and what to do.
+It never talks to REDCap, reads the clock or the environment; ``autoid_lib.audit_cli`` does the
+three reads and runs the audit notebook.
+
+Checks (``Finding.kind``):
+
+- ``missing_transfer``     a study addressed to an auto-ID project, with no transfer request,
+                           whose study date is older than the run window: no run will serve it;
+- ``several_transfers``    a study with more than one transfer request;
+- ``wrong_project``        a study whose transfer requests all go to another project;
+- ``unknown_pseudonym``    a transfer to an auto-ID project whose name is not in AutoID for it;
+- ``wrong_patient``        a transfer whose name is in AutoID, but for another patient's hash;
+- ``hash_several_values``  one patient hash with several IDs in one project;
+- ``value_several_hashes`` one ID stored for several patient hashes in one project;
+- ``pattern_mismatch``     a stored ID that does not fullmatch the project's current pattern (a
+                           notice: the pattern was probably changed on purpose);
+- ``invalid_pattern``      an auto-ID project whose pattern cannot be used at all;
+- ``downstream_error``     a transfer the forwarder marked in ``transfer_error`` (grouped by code).
+
+Tables never carry a patient ID, a patient name, an accession number or a patient hash: a study
+is shown by project, study date and the last 8 characters of its UID (the whole UID only with
+``detail="full"``), an AutoID row by its record ID and value.
+"""
+
+from __future__ import annotations
+
+import html
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import pandas as pd
+
+from autoid_lib.errors import PatternError
+from autoid_lib.hashing import PatientHasher, normalise_patient_id
+from autoid_lib.idgen import as_space
+from autoid_lib.snapshot import AutoIdRow, ExistingTransfer, IncomingStudy, Snapshot
+
+SUMMARY_SCHEMA = 1
+PROBLEM, NOTICE = "problem", "notice"
+DETAILS = ("summary", "full")
+SUMMARY_ROWS = 50  # rows per finding table in a "summary" report
+
+#: transfer_error checkbox codes (Incoming data dictionary) and what each one means.
+ERROR_REASONS = {
+    "1": "anonymization error",
+    "2": "send error to rDMA",
+    "3": "performed pixel anonymization",
+}
+NOTICE_CODES = frozenset({"3"})  # the forwarder did its job, but a human should look
+ERROR_ACTIONS = {
+    "1": "Check the forwarder's anonymization log for these studies, fix the cause, and "
+    "re-request the transfer (a new transfers instance) once fixed.",
+    "2": "Check the connection to the research PACS (rDMA) and re-send these studies.",
+    "3": "Pixel data was anonymized (burned-in text): check the images in the research PACS "
+    "are still usable.",
+}
+
+STUDY_COLUMNS = ["project", "study_date", "study_ref"]
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """What the audit needs besides the snapshot.
+
+    ``window_begin`` is the start of the run's window in REDCap server time (now minus
+    ``lookback_days``): a study dated before it has fallen out of the run's reach.
+    """
+
+    hasher: PatientHasher
+    window_begin: datetime
+    lookback_days: int = 14
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One kind of problem: how many, which (a table without patient data), what to do."""
+
+    kind: str
+    title: str
+    severity: str  # PROBLEM | NOTICE
+    count: int
+    action: str
+    table: pd.DataFrame = field(compare=False, repr=False)
+    groups: pd.DataFrame | None = field(default=None, compare=False, repr=False)
+
+    def as_dict(self) -> dict:
+        return {
+            "kind": self.kind,
+            "project": ", ".join(sorted(set(self.table.get("project", ())))),
+            "severity": self.severity,
+            "count": self.count,
+            "message": self.title,
+            "action": self.action,
+        }
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """The audit's result: findings, a per-project overview and the studies still pending."""
+
+    findings: tuple[Finding, ...]
+    projects: pd.DataFrame = field(compare=False, repr=False)
+    pending: pd.DataFrame = field(compare=False, repr=False)
+    window_begin: datetime
+    lookback_days: int
+    studies: int
+    autoid_rows: int
+
+    @property
+    def problems(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.severity == PROBLEM)
+
+    @property
+    def status(self) -> str:
+        """ok (nothing found), attention (a notice or a problem to look at)."""
+        return "attention" if self.findings else "ok"
+
+    def finding(self, kind: str) -> Finding | None:
+        return next((f for f in self.findings if f.kind == kind), None)
+
+    def counts(self) -> dict[str, int]:
+        return {f.kind: f.count for f in self.findings}
+
+    @property
+    def headline(self) -> str:
+        label = "OK" if self.status == "ok" else "Needs attention"
+        scope = f"{self.studies:,} studies, {self.autoid_rows:,} AutoID rows"
+        if not self.findings:
+            return f"{label} — audit of all history ({scope}): nothing found"
+        found = ", ".join(f"{f.count} {f.title.lower()}" for f in self.findings)
+        return f"{label} — audit of all history ({scope}): {found}"
+
+    def summary(self) -> dict:
+        """summary.json for ``reports/<ts>-audit/``: counts and texts, no study or patient data."""
+        return {
+            "schema": SUMMARY_SCHEMA,
+            "kind": "audit",
+            "mode": "audit",
+            "status": self.status,
+            "headline": self.headline,
+            "window": {
+                "begin": f"{self.window_begin:%Y-%m-%d %H:%M:%S}",
+                "lookback_days": self.lookback_days,
+            },
+            "studies": self.studies,
+            "autoid_rows": self.autoid_rows,
+            "findings": self.counts(),
+            "anomalies": [f.as_dict() for f in self.findings],
+            "projects": self.projects.to_dict("records"),
+            "pending_in_window": len(self.pending),
+        }
+
+
+def audit(snapshot: Snapshot, settings: AuditSettings) -> AuditReport:
+    """Check every invariant the kit promises over all of history."""
+    projects = [p for p in snapshot.projects if p.use_autoid and p.name and p.ae_title]
+    auto_names = {p.name for p in projects}
+    by_ae: dict[str, list[str]] = defaultdict(list)
+    for p in projects:
+        by_ae[p.ae_title.strip()].append(p.name)
+    rows_by_project: dict[str, list[AutoIdRow]] = defaultdict(list)
+    for row in snapshot.autoid_rows:
+        rows_by_project[row.project_name.strip()].append(row)
+
+    findings: list[Finding] = []
+    addressed = [
+        (study, by_ae[study.ae_title.strip()])
+        for study in snapshot.studies
+        if study.ae_title.strip() in by_ae
+    ]
+    missing, pending = _missing_transfers(addressed, settings.window_begin)
+    findings += missing
+    findings += _transfer_counts(addressed)
+    findings += _pseudonyms(snapshot.studies, auto_names, rows_by_project, settings.hasher)
+    findings += _autoid_conflicts(rows_by_project, auto_names)
+    findings += _patterns(projects, rows_by_project)
+    findings += _downstream_errors(snapshot.studies)
+    findings = [f for f in findings if f.count]
+    return AuditReport(
+        findings=tuple(findings),
+        projects=_project_overview(projects, addressed, rows_by_project),
+        pending=pending,
+        window_begin=settings.window_begin,
+        lookback_days=settings.lookback_days,
+        studies=len(snapshot.studies),
+        autoid_rows=len(snapshot.autoid_rows),
+    )
+
+
+# -- the checks ---------------------------------------------------------------------------------
+
+
+def study_ref(uid: str) -> str:
+    """The short form a report shows for a study: its UID's last 8 characters."""
+    return "…" + uid[-8:]
+
+
+def dicom_date(value: str) -> str:
+    """DICOM's YYYYMMDD as YYYY-MM-DD; anything else unchanged."""
+    if len(value) == 8 and value.isdigit():
+        return f"{value[:4]}-{value[4:6]}-{value[6:]}"
+    return value
+
+
+def _study_row(study: IncomingStudy, project: str, **extra) -> dict:
+    return {
+        "project": project,
+        "study_date": dicom_date(study.study_date),
+        "study_ref": study_ref(study.uid),
+        **extra,
+        "study_uid": study.uid,
+    }
+
+
+def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
+    """Study rows as a table (``study_uid`` last), ordered by project and date."""
+    frame = pd.DataFrame(rows, columns=[*columns, "study_uid"])
+    if rows and "study_date" in frame:
+        frame = frame.sort_values(["project", "study_date"], kind="stable", ignore_index=True)
+    return frame
+
+
+def _is_old(study: IncomingStudy, window_begin: datetime) -> bool:
+    """Dated before the window (or not dated at all): no run reads it unless it is modified."""
+    date = study.study_date.strip()
+    if len(date) != 8 or not date.isdigit():
+        return True
+    return date < f"{window_begin:%Y%m%d}"
+
+
+def _missing_transfers(addressed, window_begin: datetime):
+    old, recent = [], []
+    for study, names in addressed:
+        if study.transfer_requests:
+            continue
+        reason = ""
+        if not normalise_patient_id(study.patient_id):
+            reason = "empty patient ID: the run never serves it"
+        elif len(names) > 1:
+            reason = "AE title shared by several auto-ID projects"
+        row = _study_row(study, " / ".join(names), reason=reason)
+        (old if _is_old(study, window_begin) else recent).append(row)
+    columns = [*STUDY_COLUMNS, "reason"]
+    finding = Finding(
+        "missing_transfer",
+        "Studies that fell out of the run window without a transfer",
+        PROBLEM,
+        len(old),
+        "These studies are older than the run's window, so no run will serve them. Fix the "
+        "reason if one is given (fill in the patient ID, give the project its own AE title), "
+        "then run `autoid run --lookback-days N` with N reaching back to the oldest study date "
+        "(a dry run first), or request the transfers by hand.",
+        _frame(old, columns),
+    )
+    return [finding], _frame(recent, columns)
+
+
+def _transfer_counts(addressed) -> list[Finding]:
+    several, wrong = [], []
+    for study, names in addressed:
+        requests = study.transfer_requests
+        to_project = [t for t in requests if t.project_name.strip() in names]
+        extra = {
+            "transfers": len(requests),
+            "requested_projects": ", ".join(t.project_name.strip() for t in requests),
+            "pseudonyms": ", ".join(t.name.strip() or "(empty)" for t in requests),
+        }
+        if len(requests) > 1:
+            several.append(_study_row(study, " / ".join(names), **extra))
+        elif requests and not to_project:
+            wrong.append(_study_row(study, " / ".join(names), **extra))
+    columns = [*STUDY_COLUMNS, "transfers", "requested_projects", "pseudonyms"]
+    return [
+        Finding(
+            "several_transfers",
+            "Studies with more than one transfer request",
+            PROBLEM,
+            len(several),
+            "A study must be requested once. Check in the research PACS which copy arrived; "
+            "delete the surplus transfers instances in Incoming (and the copies in the research "
+            "PACS if they went to the wrong participant).",
+            _frame(several, columns),
+        ),
+        Finding(
+            "wrong_project",
+            "Studies transferred only to another project than the one addressed",
+            PROBLEM,
+            len(wrong),
+            "The sender addressed one project's AE title but the study was requested for "
+            "another: confirm with the project owners which project the study belongs to.",
+            _frame(wrong, columns),
+        ),
+    ]
+
+
+def _pseudonyms(studies, auto_names, rows_by_project, hasher: PatientHasher) -> list[Finding]:
+    hashes_by_value: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for name, rows in rows_by_project.items():
+        for row in rows:
+            if row.value.strip():
+                hashes_by_value[(name, row.value.strip())].add(row.hash.strip())
+    unknown, wrong = [], []
+    for study in studies:
+        normalised = normalise_patient_id(study.patient_id)
+        keys = set(hasher.lookup_keys(study.patient_id, normalised)) if normalised else set()
+        for transfer in study.transfer_requests:
+            project = transfer.project_name.strip()
+            if project not in auto_names:
+                continue  # a project with manual naming: AutoID does not know its IDs
+            hashes = hashes_by_value.get((project, transfer.name.strip()))
+            row = _study_row(
+                study,
+                project,
+                pseudonym=transfer.name.strip() or "(empty)",
+                requested=transfer.requested_date,
+            )
+            if not hashes:
+                unknown.append(row)
+            elif keys and not hashes & keys:
+                wrong.append(row)
+    columns = [*STUDY_COLUMNS, "pseudonym", "requested"]
+    return [
+        Finding(
+            "unknown_pseudonym",
+            "Transfers whose pseudonym is not in AutoID for their project",
+            PROBLEM,
+            len(unknown),
+            "The study went out under an ID the kit does not know, so the patient's next study "
+            "may get another one. If the ID was given by hand and is right, add the AutoID row "
+            "(project, hash, value); otherwise correct transfer_name before the forwarder sends.",
+            _frame(unknown, columns),
+        ),
+        Finding(
+            "wrong_patient",
+            "Transfers whose pseudonym belongs to another patient",
+            PROBLEM,
+            len(wrong),
+            "Two patients' images may be merged under one research ID: stop these transfers, "
+            "check the AutoID rows of these IDs and correct transfer_name (and the research PACS).",
+            _frame(wrong, columns),
+        ),
+    ]
+
+
+def _autoid_conflicts(rows_by_project, auto_names) -> list[Finding]:
+    split, shared = [], []
+    for name in sorted(rows_by_project):
+        rows = [r for r in rows_by_project[name] if r.hash.strip() and r.value.strip()]
+        by_hash: dict[str, list[AutoIdRow]] = defaultdict(list)
+        by_value: dict[str, list[AutoIdRow]] = defaultdict(list)
+        for row in rows:
+            by_hash[row.hash.strip()].append(row)
+            by_value[row.value.strip()].append(row)
+        for group in by_hash.values():
+            if len({r.value.strip() for r in group}) > 1:
+                split.append(_rows_entry(name, group))
+        for group in by_value.values():
+            if len({r.hash.strip() for r in group}) > 1:
+                shared.append(_rows_entry(name, group))
+    columns = ["project", "autoid_records", "values"]
+    return [
+        Finding(
+            "hash_several_values",
+            "Patients with several IDs in one project",
+            PROBLEM,
+            len(split),
+            "One patient must have one ID per project. Decide which ID the patient keeps (the "
+            "one their transferred studies carry), delete the other AutoID rows, and correct "
+            "the transfers that used them. The run skips this patient's studies until then.",
+            pd.DataFrame(split, columns=columns),
+        ),
+        Finding(
+            "value_several_hashes",
+            "IDs stored for several patients in one project",
+            PROBLEM,
+            len(shared),
+            "Two patients share one research ID and their images merge in the research PACS. "
+            "Give all but one patient a new ID (delete their AutoID rows; the next run creates "
+            "new ones) and re-send their studies under the new ID.",
+            pd.DataFrame(shared, columns=columns),
+        ),
+    ]
+
+
+def _rows_entry(project: str, rows: list[AutoIdRow]) -> dict:
+    return {
+        "project": project,
+        "autoid_records": ", ".join(sorted((r.record_id for r in rows), key=_natural)),
+        "values": ", ".join(sorted({r.value.strip() for r in rows})),
+    }
+
+
+def _natural(text: str):
+    return (0, int(text), "") if text.isdigit() else (1, 0, text)
+
+
+def _patterns(projects, rows_by_project) -> list[Finding]:
+    mismatched, invalid = [], []
+    for project in projects:
+        try:
+            space = as_space(project.pattern)
+        except PatternError as error:
+            invalid.append(
+                {"project": project.name, "pattern": project.pattern, "error": str(error)}
+            )
+            continue
+        values = {r.value.strip(): r.record_id for r in rows_by_project.get(project.name, ())}
+        for value, record_id in sorted(values.items()):
+            if value and not space.contains(value):
+                mismatched.append(
+                    {
+                        "project": project.name,
+                        "pattern": project.pattern,
+                        "value": value,
+                        "autoid_record": record_id,
+                    }
+                )
+    return [
+        Finding(
+            "pattern_mismatch",
+            "Stored IDs that do not match their project's current pattern",
+            NOTICE,
+            len(mismatched),
+            "Usually the pattern was changed after these IDs were given: nothing to do, the "
+            "patients keep their IDs. If the pattern was not changed, the IDs were written by "
+            "hand or by the legacy generator's prefix check: check them with the project owner.",
+            pd.DataFrame(mismatched, columns=["project", "pattern", "value", "autoid_record"]),
+        ),
+        Finding(
+            "invalid_pattern",
+            "Auto-ID projects whose pattern cannot generate IDs",
+            PROBLEM,
+            len(invalid),
+            "Fix project_patient_naming in the Projects database (the error gives the position); "
+            "the run skips every new patient of these projects until then.",
+            pd.DataFrame(invalid, columns=["project", "pattern", "error"]),
+        ),
+    ]
+
+
+def _downstream_errors(studies) -> list[Finding]:
+    rows = []
+    for study in studies:
+        for transfer in study.transfer_requests:
+            for code in transfer.error_codes:
+                rows.append(_error_row(study, transfer, code))
+    columns = [*STUDY_COLUMNS, "pseudonym", "transfer_date", "code", "reason"]
+    table = _frame(rows, columns)
+    counts = Counter((r["code"], r["reason"]) for r in rows)
+    groups = pd.DataFrame(
+        [
+            {"code": code, "reason": reason, "transfers": n, "action": ERROR_ACTIONS.get(code, "")}
+            for (code, reason), n in sorted(counts.items())
+        ],
+        columns=["code", "reason", "transfers", "action"],
+    )
+    only_notices = all(r["code"] in NOTICE_CODES for r in rows)
+    return [
+        Finding(
+            "downstream_error",
+            "Transfers the forwarder marked with an error",
+            NOTICE if only_notices else PROBLEM,
+            len(rows),
+            "See the table by reason: each reason has its own next step.",
+            table,
+            groups,
+        )
+    ]
+
+
+def _error_row(study: IncomingStudy, transfer: ExistingTransfer, code: str) -> dict:
+    return _study_row(
+        study,
+        transfer.project_name.strip(),
+        pseudonym=transfer.name.strip(),
+        transfer_date=transfer.transfer_date,
+        code=code,
+        reason=ERROR_REASONS.get(code, f"error code {code}"),
+    )
+
+
+def _project_overview(projects, addressed, rows_by_project) -> pd.DataFrame:
+    per_project: dict[str, Counter] = defaultdict(Counter)
+    for study, names in addressed:
+        key = " / ".join(names)
+        per_project[key]["studies"] += 1
+        if study.transfer_requests:
+            per_project[key]["transferred"] += 1
+    rows = []
+    for project in projects:
+        counts = per_project.get(project.name, Counter())
+        values = {r.value.strip() for r in rows_by_project.get(project.name, ()) if r.value.strip()}
+        rows.append(
+            {
+                "project": project.name,
+                "ae_title": project.ae_title,
+                "pattern": project.pattern,
+                "studies": counts["studies"],
+                "transferred": counts["transferred"],
+                "ids": len(values),
+            }
+        )
+    for key, counts in sorted(per_project.items()):
+        if " / " in key:
+            rows.append(
+                {
+                    "project": key,
+                    "ae_title": "(shared)",
+                    "pattern": "",
+                    "studies": counts["studies"],
+                    "transferred": counts["transferred"],
+                    "ids": 0,
+                }
+            )
+    columns = ["project", "ae_title", "pattern", "studies", "transferred", "ids"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+# -- rendering ----------------------------------------------------------------------------------
+
+
+def finding_table(finding: Finding, detail: str = "summary") -> pd.DataFrame:
+    """The finding's table as a report shows it: no study UID and at most 50 rows in summary."""
+    return shown_table(finding.table, detail)
+
+
+def shown_table(table: pd.DataFrame, detail: str = "summary") -> pd.DataFrame:
+    """A study table for a report: the study UID and rows past the 50th only with detail=full."""
+    if detail != "full":
+        table = table.drop(columns=["study_uid"], errors="ignore").head(SUMMARY_ROWS)
+    return table
+
+
+def findings_html(report: AuditReport, detail: str = "summary") -> str:
+    """Every finding as HTML: title, count, what to do, its table (the report's main part)."""
+    if detail not in DETAILS:
+        raise ValueError(f"detail must be one of {DETAILS}, not {detail!r}")
+    if not report.findings:
+        return "<p><b>Nothing found.</b> Every invariant holds over all history.</p>"
+    parts = []
+    for finding in report.findings:
+        label = "Problem" if finding.severity == PROBLEM else "Notice"
+        parts.append(
+            f"<h3>{html.escape(finding.title)} — {finding.count}</h3>"
+            f"<p><i>{label}.</i> <b>What to do:</b> {html.escape(finding.action)}</p>"
+        )
+        if finding.groups is not None:
+            parts.append(finding.groups.to_html(index=False, border=0))
+        table = finding_table(finding, detail)
+        parts.append(table.to_html(index=False, border=0))
+        hidden = len(finding.table) - len(table)
+        if hidden > 0:
+            parts.append(f"<p>… and {hidden} more (run with <code>--detail full</code>).</p>")
+    return "\n".join(parts)

@@ -1,0 +1,166 @@
+"""``autoid audit``: the full-history audit as a recorded notebook, like ``autoid run``.
+
+``execute_audit(settings, ...)`` runs ``notebooks/audit.ipynb`` with papermill into
+``<reports_dir>/<UTC timestamp>-audit/`` (run.ipynb, report.html, summary.json) and rebuilds the
+reports index, reusing the run's execution, scrubbing and HTML export (``notebook_run``). The
+kernel side is ``audit_in_kernel``: three reads (Projects, all of Incoming with the forwarder's
+fields, the AutoID table), then the pure ``audit.audit``. The audit only reads, so it takes no
+run lock and may run next to the job.
+
+Exit statuses: 0 the audit ran (its report may list findings), 1 it failed (REDCap or notebook
+error; the report says where), 2 bad configuration or command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from autoid_lib.cli import ExitStatus
+
+if TYPE_CHECKING:
+    from autoid_lib.audit import AuditReport
+    from autoid_lib.config import Settings
+    from autoid_lib.notebook_run import RunRecord
+    from autoid_lib.redcap import RedcapGateway
+    from autoid_lib.snapshot import Snapshot
+
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "audit.ipynb"
+MODE = "audit"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, metavar="FILE", help="the kit's TOML config")
+    parser.add_argument(
+        "--output-dir",
+        metavar="DIR",
+        help="reports folder (default: the config's [run] reports_dir)",
+    )
+    parser.add_argument(
+        "--detail",
+        choices=("summary", "full"),
+        default="summary",
+        help="full lists every row of each finding, with study UIDs (default: summary)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+def run(args: argparse.Namespace) -> int:
+    from autoid_lib.config import load_settings
+    from autoid_lib.errors import ConfigError
+    from autoid_lib.run_cli import configure_logging
+
+    configure_logging(args.quiet)
+    try:
+        settings = load_settings(args.config)
+        record = execute_audit(
+            settings, output_dir=args.output_dir, detail=args.detail, progress=not args.quiet
+        )
+    except ConfigError as error:
+        print(f"autoid audit: {error}", file=sys.stderr)
+        return ExitStatus.CONFIG
+    if record.exit_status != ExitStatus.OK:
+        print(f"autoid audit: {record.message} (report: {record.report})", file=sys.stderr)
+    elif not args.quiet:
+        print(record.message, file=sys.stderr)
+    print(record.report)
+    return record.exit_status
+
+
+# -- the parent side ----------------------------------------------------------------------------
+
+
+def execute_audit(
+    settings: Settings,
+    *,
+    output_dir: str | Path | None = None,
+    detail: str = "summary",
+    progress: bool = False,
+    now: datetime | None = None,
+) -> RunRecord:
+    """Run the audit notebook into a new report folder; returns where and how it ended."""
+    from autoid_lib import notebook_run as nr
+    from autoid_lib.errors import ConfigError
+
+    if detail not in nr.DETAILS:
+        raise ConfigError(f"detail must be one of {', '.join(nr.DETAILS)}, not {detail!r}")
+    if settings.path is None:
+        raise ConfigError("the audit needs settings loaded from a config file")
+    reports_dir = Path(output_dir) if output_dir else Path(settings.run.reports_dir)
+    run_dir = nr._new_run_folder(reports_dir, MODE)
+    parameters = {
+        "config_path": str(settings.path),
+        "output_dir": str(run_dir),
+        "detail": detail,
+        "now": now.isoformat() if now else "",
+    }
+    started = datetime.now(UTC)
+    timings, failure = nr._execute(NOTEBOOK, run_dir, parameters, progress)
+    secrets = settings.secrets()
+    nr._scrub_notebook(run_dir / nr.NOTEBOOK_FILE, secrets)
+    clock = time.perf_counter()
+    try:
+        nr.export_html(run_dir / nr.NOTEBOOK_FILE, run_dir / nr.REPORT_FILE)
+    except Exception as error:  # the audit's record must still exist
+        failure = failure or nr._failure("export", type(error).__name__, "report not exported")
+        nr._fallback_report(run_dir / nr.REPORT_FILE, failure)
+    timings["export"] = time.perf_counter() - clock
+    summary = nr._final_summary(run_dir, started, False, timings, failure, secrets)
+    summary["mode"] = MODE
+    nr.write_json(run_dir / nr.SUMMARY_FILE, summary)
+    nr.rebuild_index(reports_dir)
+    return nr._record(run_dir, summary)
+
+
+# -- the kernel side ----------------------------------------------------------------------------
+
+
+def read_history(gateway: RedcapGateway, window_begin: datetime, window_end: datetime) -> Snapshot:
+    """The audit's three reads: Projects, all of Incoming (with history), the AutoID table."""
+    from autoid_lib.snapshot import Snapshot
+
+    projects = gateway.project_records()
+    studies = gateway.incoming_studies(None, None, history=True)
+    rows = gateway.autoid_rows()
+    return Snapshot(tuple(projects), tuple(studies), tuple(rows), window_begin, window_end)
+
+
+def audit_in_kernel(config_path: str, *, output_dir: str = "", now: str = "") -> AuditReport:
+    """The notebook's audit cell: load the config, read, audit, write summary.json (if asked)."""
+    from autoid_lib.audit import AuditSettings, audit
+    from autoid_lib.config import load_settings
+    from autoid_lib.notebook_run import SUMMARY_FILE, write_json
+    from autoid_lib.redcap import RedcapGateway
+    from autoid_lib.run import server_time
+
+    settings = load_settings(config_path)
+    moment = datetime.fromisoformat(now) if now else datetime.now(UTC)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    end = server_time(moment, settings.run.server_timezone)
+    begin = end - timedelta(days=settings.run.lookback_days)
+    gateway = RedcapGateway(settings.redcap)
+    clock = time.perf_counter()
+    snapshot = read_history(gateway, begin, end)
+    report = audit(
+        snapshot,
+        AuditSettings(
+            hasher=settings.run.hasher(),
+            window_begin=begin,
+            lookback_days=settings.run.lookback_days,
+        ),
+    )
+    if output_dir:
+        summary = {
+            **report.summary(),
+            "started": moment.isoformat(timespec="seconds"),
+            "api_requests": gateway.requests,
+            "duration_s": round(time.perf_counter() - clock, 3),
+            "error": None,
+        }
+        write_json(Path(output_dir) / SUMMARY_FILE, summary)
+    return report

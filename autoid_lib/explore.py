@@ -1,0 +1,363 @@
+"""The answers behind the explore notebook's widgets, as pure functions of what was read.
+
+Each function takes plain values (a ``Snapshot``, AutoID rows, a pattern, ``PlanSettings``) and
+returns a small result with tables that carry no patient data: a study is shown by project,
+study date, a short reference (the last 8 characters of its UID), its pseudonym and its state.
+``autoid_lib.widgets`` reads REDCap and draws the widgets; everything it shows is computed here.
+
+- ``project_overview``  a project's studies in a window, each transferred / pending / skipped
+                        (and why, as the run's planner decides it), and the project's capacity;
+- ``lookup_study``      a study by UID, UID ending or accession number: its transfers and what
+                        the next run would do with it;
+- ``lookup_patient``    "known in PROJECT as ID" or "unknown" for a patient ID that is hashed
+                        here and never returned, echoed or kept;
+- ``pattern_workbench`` a pattern's parse error (with position), size, sample IDs and capacity;
+- ``preview_project``   the dry-run plan of one project.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+import pandas as pd
+
+from autoid_lib import idgen
+from autoid_lib.audit import ERROR_REASONS, dicom_date, study_ref
+from autoid_lib.errors import IdSpaceExhausted, PatternError
+from autoid_lib.hashing import PatientHasher, normalise_patient_id
+from autoid_lib.plan import ALREADY_TRANSFERRED, SKIPPED, TRANSFER, Plan, PlanSettings, plan
+from autoid_lib.result import RunResult
+from autoid_lib.snapshot import AutoIdRow, IncomingStudy, Snapshot
+
+TRANSFERRED, PENDING, SKIPPED_STATE = "transferred", "pending", "skipped"
+STATE_COLUMNS = ["project", "study_date", "study_ref", "pseudonym", "state", "detail"]
+TRANSFER_COLUMNS = ["instance", "project", "pseudonym", "requested", "sent", "errors"]
+
+
+def auto_id_projects(snapshot: Snapshot) -> list[str]:
+    """Names of the projects with auto-ID on, for the project pickers."""
+    return sorted({p.name for p in snapshot.projects if p.use_autoid and p.name.strip()})
+
+
+def project_values(rows: tuple[AutoIdRow, ...] | list[AutoIdRow], project: str) -> set[str]:
+    """The IDs a project already uses (its AutoID values)."""
+    return {r.value.strip() for r in rows if r.project_name.strip() == project and r.value.strip()}
+
+
+# -- project overview ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProjectOverview:
+    project: str
+    ae_title: str
+    pattern: str
+    table: pd.DataFrame = field(repr=False)  # STATE_COLUMNS, one row per study
+    capacity: idgen.Capacity | None
+    pattern_error: str = ""
+
+    def counts(self) -> dict[str, int]:
+        return {state: int((self.table["state"] == state).sum()) for state in self.states()}
+
+    @staticmethod
+    def states() -> tuple[str, str, str]:
+        return (TRANSFERRED, PENDING, SKIPPED_STATE)
+
+    def sentence(self) -> str:
+        counts = ", ".join(f"{n} {state}" for state, n in self.counts().items())
+        line = (
+            f"{self.project} (AE title {self.ae_title or '—'}): "
+            f"{len(self.table)} studies — {counts}."
+        )
+        if self.capacity is not None:
+            line += f" Capacity: {self.capacity.description}."
+        elif self.pattern_error:
+            line += f" Pattern unusable: {self.pattern_error}."
+        return line
+
+
+def project_overview(snapshot: Snapshot, project: str, settings: PlanSettings) -> ProjectOverview:
+    """The project's studies in ``snapshot`` (one window) with the state the planner gives them."""
+    record = _project(snapshot, project)
+    result = plan(snapshot, replace(settings, projects=frozenset({project})))
+    by_uid = {s.uid: s for s in snapshot.studies}
+    rows = [
+        _state_row(outcome, by_uid[outcome.study_uid])
+        for outcome in result.studies
+        if project in outcome.project_name.split(" / ") and outcome.study_uid in by_uid
+    ]
+    table = pd.DataFrame(rows, columns=STATE_COLUMNS)
+    if rows:
+        table = table.sort_values(["study_date", "study_ref"], ignore_index=True)
+    state = next((p for p in result.projects if p.name == project), None)
+    return ProjectOverview(
+        project=project,
+        ae_title=record.ae_title,
+        pattern=record.pattern,
+        table=table,
+        capacity=state.capacity if state else None,
+        pattern_error=state.pattern_error if state else "",
+    )
+
+
+def _project(snapshot: Snapshot, name: str):
+    for record in snapshot.projects:
+        if record.name == name:
+            return record
+    raise KeyError(f"no project named {name!r} in the Projects database")
+
+
+def _state_row(outcome, study: IncomingStudy) -> dict:
+    state, pseudonym, detail = _state(outcome, study)
+    return {
+        "project": outcome.project_name,
+        "study_date": dicom_date(study.study_date),
+        "study_ref": study_ref(study.uid),
+        "pseudonym": pseudonym,
+        "state": state,
+        "detail": detail,
+    }
+
+
+def _state(outcome, study: IncomingStudy) -> tuple[str, str, str]:
+    if outcome.action == ALREADY_TRANSFERRED:
+        requests = study.transfer_requests
+        names = ", ".join(t.name for t in requests)
+        return TRANSFERRED, names, "; ".join(_transfer_detail(t) for t in requests)
+    if outcome.action == TRANSFER:
+        if outcome.id_source == "reused":
+            return PENDING, outcome.pseudonym, "the next run requests it under the patient's ID"
+        return PENDING, "(new ID)", "the next run gives the patient a new ID and requests it"
+    return SKIPPED_STATE, "", outcome.reason
+
+
+def _transfer_detail(transfer) -> str:
+    if transfer.error_codes:
+        reasons = ", ".join(ERROR_REASONS.get(c, f"error {c}") for c in transfer.error_codes)
+        return f"to {transfer.project_name}: {reasons}"
+    if transfer.transfer_date:
+        return f"to {transfer.project_name}, sent {transfer.transfer_date}"
+    return f"to {transfer.project_name}, requested {transfer.requested_date}, not sent yet"
+
+
+# -- study lookup -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StudyAnswer:
+    """One study found: where it was addressed, its transfers, what the next run would do."""
+
+    study_ref: str
+    study_date: str
+    ae_title: str
+    transfers: pd.DataFrame = field(repr=False)
+    next_run: str
+    in_window: bool
+
+    def lines(self) -> list[str]:
+        window = "" if self.in_window else " (dated before the run window)"
+        return [
+            f"Study {self.study_ref}, dated {self.study_date or '—'}{window}, "
+            f"addressed to AE title {self.ae_title or '—'}.",
+            f"{len(self.transfers)} transfer request(s).",
+            f"Next run: {self.next_run}",
+        ]
+
+
+def find_studies(studies, query: str) -> list[IncomingStudy]:
+    """Studies whose UID or accession number is ``query``, or whose UID ends with it (8+ chars)."""
+    query = query.strip().lstrip("…").strip()
+    if not query:
+        return []
+    exact = [s for s in studies if s.uid == query or s.accession_number.strip() == query]
+    if exact or len(query) < 8:
+        return exact
+    return [s for s in studies if s.uid.endswith(query)]
+
+
+def lookup_study(
+    snapshot: Snapshot, query: str, settings: PlanSettings, window_begin: datetime
+) -> list[StudyAnswer]:
+    """Every study matching ``query`` (see ``find_studies``) with its transfers and next run."""
+    answers = []
+    for study in find_studies(snapshot.studies, query):
+        one = replace(snapshot, studies=(study,))
+        outcome = next((s for s in plan(one, settings).studies if s.study_uid == study.uid), None)
+        answers.append(
+            StudyAnswer(
+                study_ref=study_ref(study.uid),
+                study_date=dicom_date(study.study_date),
+                ae_title=study.ae_title,
+                transfers=transfer_table(study),
+                next_run=_next_run(outcome, study),
+                in_window=_in_window(study, window_begin),
+            )
+        )
+    return answers
+
+
+def transfer_table(study: IncomingStudy) -> pd.DataFrame:
+    rows = [
+        {
+            "instance": t.instance,
+            "project": t.project_name,
+            "pseudonym": t.name,
+            "requested": t.requested_date,
+            "sent": t.transfer_date,
+            "errors": ", ".join(ERROR_REASONS.get(c, c) for c in t.error_codes),
+        }
+        for t in study.transfer_requests
+    ]
+    return pd.DataFrame(rows, columns=TRANSFER_COLUMNS)
+
+
+def _next_run(outcome, study: IncomingStudy) -> str:
+    if outcome is None:
+        return "nothing: its AE title belongs to no auto-ID project."
+    if outcome.action == ALREADY_TRANSFERRED:
+        return f"nothing: it already has a transfer request ({outcome.project_name})."
+    if outcome.action == TRANSFER:
+        which = "the patient's known ID" if outcome.id_source == "reused" else "a new ID"
+        shown = f" {outcome.pseudonym}" if outcome.id_source == "reused" else ""
+        return f"request it for {outcome.project_name} under {which}{shown}."
+    return f"skip it ({outcome.reason}); nothing is written for it."
+
+
+def _in_window(study: IncomingStudy, window_begin: datetime) -> bool:
+    date = study.study_date.strip()
+    return len(date) == 8 and date.isdigit() and date >= f"{window_begin:%Y%m%d}"
+
+
+# -- patient lookup -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PatientAnswer:
+    """Where a patient is known, without the patient ID: (project, IDs) pairs."""
+
+    known: tuple[tuple[str, tuple[str, ...]], ...]
+    empty: bool = False
+
+    def lines(self) -> list[str]:
+        if self.empty:
+            return ["No patient ID entered (an empty patient ID is never served by the run)."]
+        if not self.known:
+            return ["unknown"]
+        lines = []
+        for project, values in self.known:
+            line = f"known in {project} as {', '.join(values)}"
+            if len(values) > 1:
+                line += " (conflict: several IDs for one patient — run the audit)"
+            lines.append(line)
+        return lines
+
+
+def lookup_patient(raw: str, rows, hasher: PatientHasher) -> PatientAnswer:
+    """Hash ``raw`` the way the run does and look the hashes up in the AutoID rows."""
+    normalised = normalise_patient_id(raw)
+    if not normalised:
+        return PatientAnswer((), empty=True)
+    keys = set(hasher.lookup_keys(raw, normalised))
+    found: dict[str, set[str]] = {}
+    for row in rows:
+        if row.hash.strip() in keys and row.value.strip():
+            found.setdefault(row.project_name.strip(), set()).add(row.value.strip())
+    return PatientAnswer(tuple((p, tuple(sorted(v))) for p, v in sorted(found.items())))
+
+
+# -- pattern workbench --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PatternAnswer:
+    pattern: str
+    error: str = ""
+    position: int | None = None
+    size: int | None = None
+    samples: tuple[str, ...] = ()
+    project: str = ""
+    capacity: idgen.Capacity | None = None
+    not_matching: tuple[str, ...] = ()  # the project's current IDs the pattern does not match
+
+    def lines(self) -> list[str]:
+        if self.error:
+            lines = [f"Pattern error: {self.error}"]
+            if self.position is not None:
+                lines += [f"  {self.pattern}", "  " + " " * self.position + "^"]
+            return lines
+        lines = [f"{self.size:,} possible IDs.", "Samples: " + (", ".join(self.samples) or "—")]
+        if self.project:
+            lines.append(f"Applied to {self.project}: {self.capacity.description}.")
+            if self.not_matching:
+                shown = ", ".join(self.not_matching[:10])
+                more = " …" if len(self.not_matching) > 10 else ""
+                lines.append(
+                    f"{len(self.not_matching)} of its current IDs do not match this pattern "
+                    f"({shown}{more}); they stay valid for their patients but take no room."
+                )
+        return lines
+
+
+def pattern_workbench(
+    pattern: str,
+    in_use=(),
+    *,
+    project: str = "",
+    samples: int = 5,
+    rng: random.Random | int | None = None,
+    warn_at: float = 0.8,
+) -> PatternAnswer:
+    """Parse ``pattern``; its size, sample IDs not in ``in_use``, and capacity for ``project``."""
+    try:
+        space = idgen.as_space(pattern)
+    except PatternError as error:
+        return PatternAnswer(pattern, error=str(error), position=error.position)
+    in_use = set(in_use)
+    count = min(samples, idgen.capacity(space, in_use).free)
+    try:
+        found = tuple(idgen.generate_ids(space, in_use, count, rng=rng)) if count else ()
+    except IdSpaceExhausted:
+        found = ()
+    return PatternAnswer(
+        pattern,
+        size=space.size,
+        samples=found,
+        project=project,
+        capacity=idgen.capacity(space, in_use, warn_at) if project else None,
+        not_matching=tuple(sorted(v for v in in_use if not space.contains(v))) if project else (),
+    )
+
+
+# -- dry-run preview ----------------------------------------------------------------------------
+
+
+def preview_project(
+    snapshot: Snapshot, project: str, settings: PlanSettings, *, lookback_days: int = 14
+) -> RunResult:
+    """The plan a dry run of ``project`` would make, as the run report's tables show it."""
+    result = RunResult(
+        mode="dry",
+        started=snapshot.window_end,
+        window_begin=snapshot.window_begin,
+        window_end=snapshot.window_end,
+        lookback_days=lookback_days,
+    )
+    full = plan(snapshot, replace(settings, projects=frozenset({project})))
+    result.plan = replace(
+        full,  # studies of an AE title shared with other projects are planned in every preview
+        studies=tuple(s for s in full.studies if project in s.project_name.split(" / ")),
+        anomalies=tuple(a for a in full.anomalies if project in a.project.split(", ")),
+    )
+    return result
+
+
+def preview_sentence(result: RunResult) -> str:
+    window = f"{result.window_begin:%Y-%m-%d %H:%M} → {result.window_end:%Y-%m-%d %H:%M}"
+    plan_: Plan = result.plan
+    skipped = sum(1 for s in plan_.studies if s.action == SKIPPED)
+    return (
+        f"Dry run, window {window}: {plan_.describe()} "
+        f"({len(plan_.studies)} studies addressed, {skipped} skipped)."
+    )

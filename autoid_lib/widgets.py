@@ -1,0 +1,325 @@
+"""The explore notebook's widgets: a thin ipywidgets layer over ``autoid_lib.explore``.
+
+``explore_app(config_path)`` builds five panels in tabs; each has its inputs, one button and an
+``ipywidgets.Output`` whose ``outputs`` are set directly (so what a panel shows is plain data a
+test can read). ``ExploreSession`` does the REDCap reads (through ``RedcapGateway``) and caches
+them; everything shown is computed by ``explore``.
+
+Privacy: the patient lookup's input is a ``Password`` field; its value is taken, cleared at once
+and never shown, logged or kept. The study lookup's field (which may hold an accession number)
+is cleared the same way. Outputs carry project, study date, a short study reference, pseudonym
+and state; never a patient ID, a patient name, an accession number or a token. Unexpected errors
+are shown by type only (their text may quote data).
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, date, datetime, time, timedelta
+
+import ipywidgets as widgets
+import pandas as pd
+
+from autoid_lib import explore
+from autoid_lib.config import Settings, load_settings
+from autoid_lib.errors import AutoIdError
+from autoid_lib.plan import PlanSettings
+from autoid_lib.redcap import RedcapGateway
+from autoid_lib.run import server_time
+from autoid_lib.snapshot import Snapshot
+
+NO_PROJECT = "(none)"
+
+
+class ExploreSession:
+    """REDCap reads for the widgets, cached until ``refresh()``; times are REDCap server time."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        gateway: RedcapGateway | None = None,
+        now: datetime | None = None,
+        rng: random.Random | None = None,
+    ):
+        self.settings = settings
+        self.gateway = gateway or RedcapGateway(settings.redcap)
+        self._now = now
+        self.rng = rng
+        self.hasher = settings.run.hasher()
+        self.refresh()
+
+    def refresh(self) -> None:
+        self._projects = self._autoid = self._history = None
+
+    def now(self) -> datetime:
+        return server_time(self._now or datetime.now(UTC), self.settings.run.server_timezone)
+
+    def plan_settings(self) -> PlanSettings:
+        return PlanSettings(
+            hasher=self.hasher,
+            requested_at=f"{self.now():%Y-%m-%d %H:%M}",
+            capacity_warn_at=self.settings.run.capacity_warn_at,
+            rng=self.rng,
+        )
+
+    def projects(self):
+        if self._projects is None:
+            self._projects = tuple(self.gateway.project_records())
+        return self._projects
+
+    def autoid_rows(self):
+        if self._autoid is None:
+            self._autoid = tuple(self.gateway.autoid_rows())
+        return self._autoid
+
+    def project_names(self) -> list[str]:
+        return explore.auto_id_projects(self._snapshot((), self.now(), self.now()))
+
+    def window(self, begin: datetime, end: datetime) -> Snapshot:
+        """Studies created or modified in [begin, end], read as the run reads them."""
+        studies = self.gateway.incoming_studies(begin, end, history=True)
+        return self._snapshot(studies, begin, end)
+
+    def run_window(self, lookback_days: int | None = None) -> Snapshot:
+        end = self.now()
+        days = lookback_days or self.settings.run.lookback_days
+        return self.window(end - timedelta(days=days), end)
+
+    def history(self) -> Snapshot:
+        """All of Incoming (with accession numbers and forwarder fields), read once."""
+        if self._history is None:
+            self._history = tuple(self.gateway.incoming_studies(None, None, history=True))
+        end = self.now()
+        return self._snapshot(self._history, end - timedelta(self.settings.run.lookback_days), end)
+
+    def _snapshot(self, studies, begin: datetime, end: datetime) -> Snapshot:
+        return Snapshot(tuple(self.projects()), tuple(studies), self.autoid_rows(), begin, end)
+
+
+# -- output -------------------------------------------------------------------------------------
+
+
+def show(output: widgets.Output, *parts) -> None:
+    """Replace what ``output`` shows by ``parts``: strings (one line each) and DataFrames."""
+    items = []
+    for part in parts:
+        if isinstance(part, pd.DataFrame):
+            data = {
+                "text/plain": part.to_string(index=False) if len(part) else "(no rows)",
+                "text/html": part.to_html(index=False, border=0)
+                if len(part)
+                else "<p>(no rows)</p>",
+            }
+        else:
+            data = {"text/plain": str(part), "text/html": f"<p>{_escape(str(part))}</p>"}
+        items.append({"output_type": "display_data", "data": data, "metadata": {}})
+    output.outputs = tuple(items)
+
+
+def text_of(output: widgets.Output) -> str:
+    """Everything an Output shows, as plain text (for tests and quick checks)."""
+    return "\n".join(o.get("data", {}).get("text/plain", "") for o in output.outputs)
+
+
+def _escape(text: str) -> str:
+    import html
+
+    return html.escape(text).replace("\n", "<br>")
+
+
+def _guarded(output: widgets.Output, action) -> None:
+    try:
+        action()
+    except AutoIdError as error:  # the kit's messages never hold patient data or tokens
+        show(output, f"Error: {error}")
+    except Exception as error:  # text withheld: it may quote data
+        show(output, f"Unexpected {type(error).__name__}; see the kernel log.")
+
+
+def _button(label: str) -> widgets.Button:
+    return widgets.Button(description=label, button_style="primary")
+
+
+# -- panels -------------------------------------------------------------------------------------
+
+
+class OverviewPanel:
+    """A project and a window → its studies with state, and its capacity."""
+
+    def __init__(self, session: ExploreSession, projects: list[str]):
+        self.session = session
+        today = session.now().date()
+        self.project = widgets.Dropdown(options=projects, description="Project")
+        self.begin = widgets.DatePicker(
+            value=today - timedelta(days=session.settings.run.lookback_days), description="From"
+        )
+        self.end = widgets.DatePicker(value=today, description="To")
+        self.button = _button("Show studies")
+        self.output = widgets.Output()
+        self.button.on_click(lambda _: _guarded(self.output, self.run))
+        self.widget = widgets.VBox(
+            [widgets.HBox([self.project, self.begin, self.end, self.button]), self.output]
+        )
+
+    def run(self) -> None:
+        if not self.project.value:
+            show(self.output, "Pick a project.")
+            return
+        begin = datetime.combine(self.begin.value or date.min, time.min)
+        end = datetime.combine(self.end.value or self.session.now().date(), time.max)
+        snapshot = self.session.window(begin, end.replace(microsecond=0))
+        result = explore.project_overview(
+            snapshot, self.project.value, self.session.plan_settings()
+        )
+        show(self.output, result.sentence(), result.table)
+
+
+class StudyPanel:
+    """A study UID (or its ending) or accession number → transfers and what the run would do."""
+
+    def __init__(self, session: ExploreSession):
+        self.session = session
+        self.query = widgets.Text(
+            description="Study", placeholder="study UID, its last 8+ characters, or accession no."
+        )
+        self.button = _button("Look up study")
+        self.output = widgets.Output()
+        self.button.on_click(lambda _: self.lookup())
+        self.widget = widgets.VBox([widgets.HBox([self.query, self.button]), self.output])
+
+    def lookup(self) -> None:
+        query, self.query.value = self.query.value, ""  # an accession number is not kept
+        _guarded(self.output, lambda: self._answer(query))
+
+    def _answer(self, query: str) -> None:
+        snapshot = self.session.history()
+        answers = explore.lookup_study(
+            snapshot, query, self.session.plan_settings(), snapshot.window_begin
+        )
+        if not answers:
+            show(self.output, "No study found.")
+            return
+        parts: list = [f"{len(answers)} study(ies) found."]
+        for answer in answers:
+            parts += [*answer.lines(), answer.transfers]
+        show(self.output, *parts)
+
+
+class PatientPanel:
+    """A patient ID, hashed here → "known in PROJECT as ID" or "unknown"; the ID is not kept."""
+
+    def __init__(self, session: ExploreSession):
+        self.session = session
+        self.password = widgets.Password(description="Patient ID", placeholder="not stored")
+        self.button = _button("Look up patient")
+        self.output = widgets.Output()
+        self.button.on_click(lambda _: self.lookup())
+        self.widget = widgets.VBox([widgets.HBox([self.password, self.button]), self.output])
+
+    def lookup(self) -> None:
+        raw, self.password.value = self.password.value, ""  # cleared before anything can fail
+        _guarded(self.output, lambda: self._answer(raw))
+
+    def _answer(self, raw: str) -> None:
+        answer = explore.lookup_patient(raw, self.session.autoid_rows(), self.session.hasher)
+        show(self.output, *answer.lines())
+
+
+class PatternPanel:
+    """A pattern (and optionally a project) → parse error, size, samples, capacity."""
+
+    def __init__(self, session: ExploreSession, projects: list[str]):
+        self.session = session
+        self.pattern = widgets.Text(description="Pattern", placeholder=r"e.g. P_0\d{4}")
+        self.project = widgets.Dropdown(options=[NO_PROJECT, *projects], description="Apply to")
+        self.button = _button("Analyse pattern")
+        self.output = widgets.Output()
+        self.project.observe(self._use_project_pattern, names="value")
+        self.button.on_click(lambda _: _guarded(self.output, self.run))
+        self.widget = widgets.VBox(
+            [widgets.HBox([self.pattern, self.project, self.button]), self.output]
+        )
+
+    def _use_project_pattern(self, change) -> None:
+        if change["new"] != NO_PROJECT and not self.pattern.value:
+            record = next((p for p in self.session.projects() if p.name == change["new"]), None)
+            if record is not None:
+                self.pattern.value = record.pattern
+
+    def run(self) -> None:
+        project = "" if self.project.value == NO_PROJECT else self.project.value
+        in_use = explore.project_values(self.session.autoid_rows(), project) if project else ()
+        answer = explore.pattern_workbench(
+            self.pattern.value,
+            in_use,
+            project=project,
+            rng=self.session.rng,
+            warn_at=self.session.settings.run.capacity_warn_at,
+        )
+        show(self.output, *answer.lines())
+
+
+class PreviewPanel:
+    """One project's dry-run plan over the run's window (nothing is written)."""
+
+    def __init__(self, session: ExploreSession, projects: list[str]):
+        self.session = session
+        self.project = widgets.Dropdown(options=projects, description="Project")
+        self.days = widgets.BoundedIntText(
+            value=session.settings.run.lookback_days, min=1, max=3650, description="Days back"
+        )
+        self.button = _button("Preview run")
+        self.output = widgets.Output()
+        self.button.on_click(lambda _: _guarded(self.output, self.run))
+        self.widget = widgets.VBox(
+            [widgets.HBox([self.project, self.days, self.button]), self.output]
+        )
+
+    def run(self) -> None:
+        if not self.project.value:
+            show(self.output, "Pick a project.")
+            return
+        snapshot = self.session.run_window(self.days.value)
+        result = explore.preview_project(
+            snapshot,
+            self.project.value,
+            self.session.plan_settings(),
+            lookback_days=self.days.value,
+        )
+        show(
+            self.output,
+            explore.preview_sentence(result),
+            result.studies(detail="summary"),
+            result.anomalies(),
+            result.capacity(),
+        )
+
+
+class ExploreApp:
+    """The five panels in tabs; display it (it is the notebook's one output)."""
+
+    TITLES = ("Project", "Study", "Patient", "Pattern", "Dry run")
+
+    def __init__(self, session: ExploreSession):
+        self.session = session
+        projects = session.project_names()
+        self.overview = OverviewPanel(session, projects)
+        self.study = StudyPanel(session)
+        self.patient = PatientPanel(session)
+        self.pattern = PatternPanel(session, projects)
+        self.preview = PreviewPanel(session, projects)
+        panels = (self.overview, self.study, self.patient, self.pattern, self.preview)
+        self.widget = widgets.Tab(children=[p.widget for p in panels], titles=self.TITLES)
+
+    def outputs(self) -> list[widgets.Output]:
+        return [self.overview.output, self.study.output, self.patient.output,
+                self.pattern.output, self.preview.output]  # fmt: skip
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+
+def explore_app(config_path: str, *, now: datetime | None = None) -> ExploreApp:
+    """Load the config (tokens stay behind env:/file: references) and build the widgets."""
+    return ExploreApp(ExploreSession(load_settings(config_path), now=now))

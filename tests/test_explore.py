@@ -1,0 +1,248 @@
+"""The explore notebook: its answers as library functions, through the widget objects, and the
+saved notebook — no outputs in the repository copy, no patient ID left after a lookup."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from datetime import datetime
+from pathlib import Path
+
+import nbformat
+import pytest
+from test_audit import OLD, PATIENTS, PID, autoid, clean_history, study, transfer
+
+from autoid_lib import explore
+from autoid_lib.config import load_settings
+from autoid_lib.hashing import PatientHasher, sha512_hex
+from autoid_lib.plan import PlanSettings
+from autoid_lib.snapshot import AutoIdRow, ExistingTransfer, IncomingStudy, ProjectRecord, Snapshot
+from autoid_lib.widgets import ExploreApp, ExploreSession, text_of
+
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "explore.ipynb"
+NOW = datetime(2026, 11, 28, 8, 0)
+SETTINGS = PlanSettings(
+    hasher=PatientHasher(), requested_at="2026-11-28 08:00", rng=random.Random(3)
+)
+ALPHA = ProjectRecord("1", "Alpha", True, "ALPHA", r"A\d{3}")
+ROWS = (AutoIdRow("1", "Alpha", sha512_hex("PAT1"), "A001"),)
+
+
+def snap(studies, rows=ROWS, projects=(ALPHA,)):
+    return Snapshot(tuple(projects), tuple(studies), tuple(rows), datetime(2026, 11, 14), NOW)
+
+
+def incoming(uid, patient, date="20261127", transfers=(), accession=""):
+    return IncomingStudy(uid, "ALPHA", patient, date, tuple(transfers), accession)
+
+
+# -- library functions ---------------------------------------------------------------------------
+
+
+def test_overview_gives_each_study_its_state_and_reason():
+    studies = [
+        incoming("9.1", "PAT1", transfers=[ExistingTransfer(1, "Alpha", "A001", "x", "y")]),
+        incoming("9.2", "PAT1"),
+        incoming("9.3", "NEW"),
+        incoming("9.4", "  "),
+    ]
+    result = explore.project_overview(snap(studies), "Alpha", SETTINGS)
+    states = {r["study_ref"]: (r["state"], r["pseudonym"]) for r in result.table.to_dict("records")}
+    assert states == {
+        "…9.1": ("transferred", "A001"),
+        "…9.2": ("pending", "A001"),
+        "…9.3": ("pending", "(new ID)"),
+        "…9.4": ("skipped", ""),
+    }
+    assert result.counts() == {"transferred": 1, "pending": 2, "skipped": 1}
+    assert result.capacity.size == 1000
+    assert list(result.table.columns) == explore.STATE_COLUMNS
+
+
+def test_study_lookup_by_uid_ending_or_accession_says_what_the_run_would_do():
+    studies = [incoming("1.2.3.456789012", "PAT1", accession="ACC1"), incoming("1.2.3.4", "NEW")]
+    (answer,) = explore.lookup_study(snap(studies), "ACC1", SETTINGS, datetime(2026, 11, 14))
+    assert answer.study_ref == "…56789012"
+    assert "under the patient's known ID A001" in answer.next_run
+    assert explore.find_studies(studies, "…56789012")[0].uid == "1.2.3.456789012"
+    assert explore.find_studies(studies, "1.2.3.4")[0].uid == "1.2.3.4"
+    assert explore.find_studies(studies, "9012") == []  # too short to be an ending
+    (old,) = explore.lookup_study(snap([incoming("5.5", "X", OLD)]), "5.5", SETTINGS, NOW)
+    assert not old.in_window and "new ID" in old.next_run
+
+
+def test_patient_lookup_answers_known_unknown_and_empty_without_the_id():
+    rows = (*ROWS, AutoIdRow("2", "Beta", sha512_hex("PAT1 "), "B07"))
+    answer = explore.lookup_patient("PAT1 ", rows, PatientHasher())
+    assert answer.lines() == ["known in Alpha as A001", "known in Beta as B07"]
+    assert explore.lookup_patient("PAT2", rows, PatientHasher()).lines() == ["unknown"]
+    assert "empty" in explore.lookup_patient(" \x00", rows, PatientHasher()).lines()[0]
+    split = (*ROWS, AutoIdRow("3", "Alpha", sha512_hex("PAT1"), "A002"))
+    assert "conflict" in explore.lookup_patient("PAT1", split, PatientHasher()).lines()[0]
+    assert "PAT1" not in repr(answer)
+
+
+def test_pattern_workbench_reports_errors_with_position_size_samples_and_capacity():
+    broken = explore.pattern_workbench("P_(ab")
+    assert broken.position == 2 and broken.lines()[-1] == "    ^"
+    answer = explore.pattern_workbench(r"S\d", {"S1", "S2", "X9"}, project="SmallPilot", rng=1)
+    assert answer.size == 10
+    assert len(answer.samples) == 5
+    assert all(re.fullmatch(r"S\d", s) and s not in {"S1", "S2"} for s in answer.samples)
+    assert (answer.capacity.used, answer.not_matching) == (2, ("X9",))
+    full = explore.pattern_workbench("Q[12]", {"Q1", "Q2"}, project="Tiny")
+    assert full.samples == () and "no ID left" in full.lines()[2]
+
+
+def test_preview_plans_only_the_chosen_project():
+    beta = ProjectRecord("2", "Beta", True, "BETA", r"B\d{2}")
+    studies = [incoming("7.1", "NEW"), IncomingStudy("7.2", "BETA", "OTHER", "20261127")]
+    result = explore.preview_project(snap(studies, projects=(ALPHA, beta)), "Alpha", SETTINGS)
+    assert [s.study_uid for s in result.plan.studies] == ["7.1"]
+    assert len(result.plan.new_ids) == 1
+    assert "study_uid" not in result.studies(detail="summary")
+    assert len(result.plan.transfers) == 1
+    assert result.plan.describe() in explore.preview_sentence(result)
+
+
+# -- through the widget objects ------------------------------------------------------------------
+
+
+@pytest.fixture
+def app(sandbox, tmp_path):
+    clean_history(sandbox)
+    sandbox.add_rows(
+        "incoming",
+        [
+            study("4.1", "ALPHA", PID[0]),  # known patient, no transfer yet: pending
+            study("4.2", "ALPHA", PID[7], OLD),
+            transfer("4.2", 1, "Alpha", "A007", transfer_error___1="1"),
+        ],
+    )
+    sandbox.add_rows("autoid", [autoid(5, "Alpha", PID[7], "A007")])
+    settings = load_settings(sandbox.write_kit_files(tmp_path))
+    return ExploreApp(ExploreSession(settings, rng=random.Random(5)))
+
+
+def test_patient_widget_clears_the_field_and_shows_only_the_pseudonym(app):
+    panel = app.patient
+    panel.password.value = PID[0]
+    panel.button.click()
+    assert panel.password.value == ""
+    assert text_of(panel.output) == "known in Alpha as A001"
+    panel.password.value = "999999"
+    panel.button.click()
+    assert (panel.password.value, text_of(panel.output)) == ("", "unknown")
+    assert PID[0] not in json.dumps(panel.output.get_state(), default=str)
+
+
+def test_study_widget_finds_by_accession_without_echoing_it(app):
+    accession = PATIENTS[PID[7]]
+    app.study.query.value = accession
+    app.study.button.click()
+    shown = text_of(app.study.output)
+    assert app.study.query.value == ""
+    assert accession not in shown and PID[7] not in shown
+    assert "…4.2" in shown and "anonymization error" in shown and "A007" in shown
+    app.study.query.value = "no-such-study"
+    app.study.button.click()
+    assert text_of(app.study.output) == "No study found."
+
+
+def test_overview_pattern_and_preview_widgets_show_their_answers(app):
+    assert app.overview.project.options == ("Alpha", "Beta")
+    app.overview.project.value = "Alpha"
+    app.overview.button.click()
+    shown = text_of(app.overview.output)
+    assert "Alpha (AE title ALPHA)" in shown and "1 pending" in shown
+    assert "…4.1" in shown and PID[0] not in shown
+
+    app.pattern.project.value = "Alpha"  # fills in the project's pattern
+    assert app.pattern.pattern.value == r"A\d{3}"
+    app.pattern.button.click()
+    assert "1,000 possible IDs." in text_of(app.pattern.output)
+    assert "Applied to Alpha: 2 of 1,000 IDs used" in text_of(app.pattern.output)
+    app.pattern.pattern.value = "A[0-9"
+    app.pattern.button.click()
+    assert "Pattern error" in text_of(app.pattern.output)
+
+    app.preview.project.value = "Alpha"
+    app.preview.button.click()
+    shown = text_of(app.preview.output)
+    assert shown.startswith("Dry run, window") and "…4.1" in shown
+    assert "A001" in shown
+
+
+def test_a_redcap_failure_is_shown_as_the_kits_message(app, sandbox):
+    sandbox.inject_fault("http500", database="incoming", times=None)
+    app.overview.project.value = "Alpha"
+    app.overview.button.click()
+    assert text_of(app.overview.output).startswith("Error: REDCap incoming")
+
+
+# -- the notebook file ---------------------------------------------------------------------------
+
+
+def test_the_saved_explore_notebook_has_no_outputs_and_no_widget_state():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(c.outputs == [] and c.execution_count is None for c in code)
+    assert "widgets" not in nb.metadata
+    assert "explore_app(config_path)" in code[-1].source
+
+
+DRIVE_CELL = """
+import os, pathlib
+secrets = json.loads(pathlib.Path(os.environ["EXPLORE_TEST_INPUT"]).read_text())
+app.patient.password.value = secrets["patient"]
+app.patient.button.click()
+app.study.query.value = secrets["accession"]
+app.study.button.click()
+del secrets
+app.overview.project.value = "Alpha"
+app.overview.button.click()
+app.pattern.project.value = "Alpha"
+app.pattern.button.click()
+app.preview.project.value = "Alpha"
+app.preview.button.click()
+print(app.patient.password.value == "", app.study.query.value == "")
+"""
+
+
+@pytest.mark.slow
+def test_a_patient_lookup_in_the_notebook_leaves_no_trace_in_the_saved_file(
+    app, sandbox, tmp_path, monkeypatch
+):
+    """Run the notebook in a real kernel, drive its widgets with a patient ID and an accession
+    number the notebook never sees in code (they come from a file), save, search the file."""
+    import papermill
+
+    config = tmp_path / "autoid.toml"  # written by the app fixture
+    patient, accession = PID[7], PATIENTS[PID[7]]
+    secret_file = tmp_path / "input.json"
+    secret_file.write_text(json.dumps({"patient": patient, "accession": accession}))
+    monkeypatch.setenv("EXPLORE_TEST_INPUT", str(secret_file))
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("import json\n" + DRIVE_CELL))
+    source = tmp_path / "explore-driven.ipynb"
+    nbformat.write(nb, source)
+    saved = tmp_path / "explore-saved.ipynb"
+    papermill.execute_notebook(
+        str(source), str(saved), parameters={"config_path": str(config)}, progress_bar=False
+    )
+
+    text = saved.read_text()
+    state = json.loads(text)["metadata"]["widgets"]["application/vnd.jupyter.widget-state+json"]
+    models = state["state"].values()
+    passwords = [m["state"] for m in models if m["model_name"] == "PasswordModel"]
+    assert [p["value"] for p in passwords] == [""]
+    outputs = json.dumps(
+        [m["state"].get("outputs") for m in models if m["model_name"] == "OutputModel"]
+    )
+    assert "known in Alpha as A007" in outputs  # the lookup ran and its answer was saved
+    assert "anonymization error" in outputs  # so did the study lookup
+    assert "True True" in text  # both fields were cleared in the kernel
+    identifiers = [patient, accession, sha512_hex(patient), *sandbox.tokens.values()]
+    assert [v for v in identifiers if v in text] == []
+    assert not any(pid in text for pid in PATIENTS)
