@@ -27,7 +27,14 @@ from autoid_lib import idgen
 from autoid_lib.audit import ERROR_REASONS, dicom_date, study_ref
 from autoid_lib.errors import IdSpaceExhausted, PatternError
 from autoid_lib.hashing import PatientHasher, normalise_patient_id
-from autoid_lib.plan import ALREADY_TRANSFERRED, SKIPPED, TRANSFER, Plan, PlanSettings, plan
+from autoid_lib.plan import (
+    ALREADY_TRANSFERRED,
+    SKIPPED,
+    TRANSFER,
+    Plan,
+    PlanSettings,
+    plan,
+)
 from autoid_lib.result import RunResult
 from autoid_lib.snapshot import AutoIdRow, IncomingStudy, Snapshot
 
@@ -86,7 +93,7 @@ def project_overview(snapshot: Snapshot, project: str, settings: PlanSettings) -
     rows = [
         _state_row(outcome, by_uid[outcome.study_uid])
         for outcome in result.studies
-        if project in outcome.project_name.split(" / ") and outcome.study_uid in by_uid
+        if project in outcome.projects and outcome.study_uid in by_uid
     ]
     table = pd.DataFrame(rows, columns=STATE_COLUMNS)
     if rows:
@@ -347,7 +354,7 @@ def preview_project(
     full = plan(snapshot, replace(settings, projects=frozenset({project})))
     result.plan = replace(
         full,  # studies of an AE title shared with other projects are planned in every preview
-        studies=tuple(s for s in full.studies if project in s.project_name.split(" / ")),
+        studies=tuple(s for s in full.studies if project in s.projects),
         anomalies=tuple(a for a in full.anomalies if project in a.project.split(", ")),
     )
     return result

@@ -38,6 +38,9 @@ INVALID_PATTERN = "invalid pattern"
 ID_SPACE_EXHAUSTED = "ID space exhausted"
 AUTOID_CONFLICT = "AutoID conflict"
 
+# A study addressed to an AE title several projects share names all of them, joined by this.
+SHARED_AE_TITLE_JOIN = " / "
+
 IdGenerator = Callable[[str, Collection[str], int], list[str]]
 
 
@@ -85,6 +88,11 @@ class StudyOutcome:
     reason: str = ""
     pseudonym: str = ""
     id_source: str = ""  # "new" | "reused" | ""
+
+    @property
+    def projects(self) -> tuple[str, ...]:
+        """The project(s) the study was addressed to (several for a shared AE title)."""
+        return tuple(self.project_name.split(SHARED_AE_TITLE_JOIN))
 
 
 @dataclass(frozen=True)
@@ -153,7 +161,7 @@ def plan(snapshot: Snapshot, settings: PlanSettings) -> Plan:
         if not candidates:
             continue
         if len(candidates) > 1:
-            names = " / ".join(p.name for p in candidates)
+            names = SHARED_AE_TITLE_JOIN.join(p.name for p in candidates)
             outcomes.append(_outcome(study, names, SKIPPED, AMBIGUOUS_AE_TITLE))
             continue
         project = candidates[0]

@@ -14,7 +14,7 @@ from datetime import datetime
 
 import pandas as pd
 
-from autoid_lib.plan import ALREADY_TRANSFERRED, SKIPPED, TRANSFER, Plan
+from autoid_lib.plan import ALREADY_TRANSFERRED, SHARED_AE_TITLE_JOIN, SKIPPED, TRANSFER, Plan
 
 SUMMARY_SCHEMA = 1
 
@@ -144,8 +144,9 @@ class RunResult:
         studies = self.studies()
         ids = self.ids()
         rows = []
+        addressed_to = studies["project"].str.split(SHARED_AE_TITLE_JOIN, regex=False)
         for p in self.plan.projects if self.plan else ():
-            mine = studies[studies["project"] == p.name]
+            mine = studies[addressed_to.map(lambda names, name=p.name: name in names)]
             my_ids = ids[ids["project"] == p.name]
             c = p.capacity
             rows.append(
