@@ -224,3 +224,21 @@ def test_hmac_run_stores_keyed_hashes(sandbox, tmp_path, monkeypatch):  # legacy
     run_autoid(load_settings(config))
     (row,) = sandbox.rows("autoid")
     assert len(row["autoid_hash"]) == 64 and row["autoid_hash"] != sha512_hex("PAT1")[:64]
+
+
+def test_transfers_in_their_own_database_are_read_and_written_there(demo_sandbox, tmp_path):
+    """A [redcap.urls] transfers override that differs from incoming takes the separate path."""
+    config = demo_sandbox.write_kit_files(tmp_path)
+    other_url = demo_sandbox.url.replace("127.0.0.1", "localhost")
+    config.write_text(config.read_text() + f'\n[redcap.urls]\ntransfers = "{other_url}"\n')
+    settings = load_settings(config)
+    assert not settings.redcap.same_database("incoming", "transfers")
+    expected = run_autoid(settings, dry_run=True).plan
+    demo_sandbox.reset_counts()
+    result = run_autoid(settings)
+    assert result.error is None and result.problems == []
+    assert len(result.plan.transfers) == len(expected.transfers) > 0
+    assert (
+        demo_sandbox.total_requests() == 8
+    )  # one more read: the transfers of the window's studies
+    assert run_autoid(settings).plan.is_empty
