@@ -357,28 +357,34 @@ class _ProjectPlanner:
         name = self.project.name
         new_patients: dict[str, list[IncomingStudy]] = {}
         known: list[tuple[IncomingStudy, str]] = []
-        mismatched = 0
+        mismatched = empty = 0
         for study in studies:
             normalised = normalise_patient_id(study.patient_id)
-            if not normalised:
-                self.outcomes.append(_outcome(study, name, SKIPPED, EMPTY_PATIENT_ID))
-                continue
-            keys = self.settings.hasher.lookup_keys(study.patient_id, normalised)
-            value, conflict = self._known_id(keys)
-            requests = study.transfer_requests
-            if requests:
-                if value and [(t.project_name.strip(), t.name.strip()) for t in requests] != [
-                    (name, value)
-                ]:
-                    mismatched += 1
+            keys = (
+                self.settings.hasher.lookup_keys(study.patient_id, normalised) if normalised else ()
+            )
+            value, conflict = self._known_id(keys) if keys else ("", False)
+            if study.transfer_requests:
+                requested = [(t.project_name, t.name) for t in study.transfer_requests]
+                mismatched += bool(value) and requested != [(name, value)]
                 self.outcomes.append(_outcome(study, name, ALREADY_TRANSFERRED))
-                continue
-            if conflict:
+            elif not normalised:
+                empty += 1
+                self.outcomes.append(_outcome(study, name, SKIPPED, EMPTY_PATIENT_ID))
+            elif conflict:
                 self.outcomes.append(_outcome(study, name, SKIPPED, AUTOID_CONFLICT))
             elif value:
                 known.append((study, value))
             else:
                 new_patients.setdefault(keys[0], []).append(study)
+        if empty:
+            self._anomaly(
+                "empty_patient_id",
+                f"{empty} study(ies) arrived without a patient ID and cannot get a pseudonym",
+                "Have the sender fix PatientID and resend the study; nothing is written for "
+                "it until then.",
+                empty,
+            )
         if mismatched:
             self._anomaly(
                 "transfer_mismatch",

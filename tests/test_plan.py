@@ -84,6 +84,13 @@ def test_empty_patient_ids_are_skipped_and_never_share_an_id():  # legacy defect
     result = plan(snapshot([project()], studies), SETTINGS)
     assert result.new_ids == () and result.transfers == ()
     assert {s.reason for s in result.studies} == {EMPTY_PATIENT_ID}
+    assert [(a.kind, a.count) for a in result.anomalies] == [("empty_patient_id", 3)]
+
+
+def test_an_empty_patient_id_with_a_transfer_is_already_transferred_not_skipped():
+    done = study("3.4", " ", transfers=(ExistingTransfer(1, "KNEE", "K001"),))
+    result = plan(snapshot([project()], [done]), SETTINGS)
+    assert [(s.action, s.reason) for s in result.studies] == [(ALREADY_TRANSFERRED, "")]
 
 
 def test_legacy_rows_hashed_with_trailing_spaces_still_match():
