@@ -1,8 +1,9 @@
 """``autoid audit``: the full-history audit as a recorded notebook, like ``autoid run``.
 
 ``execute_audit(settings, ...)`` runs ``notebooks/audit.ipynb`` with papermill into
-``<reports_dir>/<UTC timestamp>-audit/`` (run.ipynb, report.html, summary.json) and rebuilds the
-reports index, reusing the run's execution, scrubbing and HTML export (``notebook_run``). The
+``<reports_dir>/<UTC timestamp>-audit/`` (run.ipynb, report.html titled "Auto-ID audit report",
+summary.json) and rebuilds the reports index through the run's public entry point,
+``notebook_run.execute_notebook`` (execution, scrubbing, HTML export, summary). The
 kernel side is ``audit_in_kernel``: three reads (Projects, all of Incoming with the forwarder's
 fields, the AutoID table), then the pure ``audit.audit``. The audit only reads, so it takes no
 run lock and may run next to the job.
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "audit.ipynb"
 MODE = "audit"
+TITLE = "Auto-ID audit report"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,37 +85,27 @@ def execute_audit(
     now: datetime | None = None,
 ) -> RunRecord:
     """Run the audit notebook into a new report folder; returns where and how it ended."""
-    from autoid_lib import notebook_run as nr
     from autoid_lib.errors import ConfigError
+    from autoid_lib.notebook_run import DETAILS, execute_notebook
 
-    if detail not in nr.DETAILS:
-        raise ConfigError(f"detail must be one of {', '.join(nr.DETAILS)}, not {detail!r}")
+    if detail not in DETAILS:
+        raise ConfigError(f"detail must be one of {', '.join(DETAILS)}, not {detail!r}")
     if settings.path is None:
         raise ConfigError("the audit needs settings loaded from a config file")
-    reports_dir = Path(output_dir) if output_dir else Path(settings.run.reports_dir)
-    run_dir = nr._new_run_folder(reports_dir, MODE)
     parameters = {
         "config_path": str(settings.path),
-        "output_dir": str(run_dir),
         "detail": detail,
         "now": now.isoformat() if now else "",
     }
-    started = datetime.now(UTC)
-    timings, failure = nr._execute(NOTEBOOK, run_dir, parameters, progress)
-    secrets = settings.secrets()
-    nr._scrub_notebook(run_dir / nr.NOTEBOOK_FILE, secrets)
-    clock = time.perf_counter()
-    try:
-        nr.export_html(run_dir / nr.NOTEBOOK_FILE, run_dir / nr.REPORT_FILE)
-    except Exception as error:  # the audit's record must still exist
-        failure = failure or nr._failure("export", type(error).__name__, "report not exported")
-        nr._fallback_report(run_dir / nr.REPORT_FILE, failure)
-    timings["export"] = time.perf_counter() - clock
-    summary = nr._final_summary(run_dir, started, False, timings, failure, secrets)
-    summary["mode"] = MODE
-    nr.write_json(run_dir / nr.SUMMARY_FILE, summary)
-    nr.rebuild_index(reports_dir)
-    return nr._record(run_dir, summary)
+    return execute_notebook(
+        NOTEBOOK,
+        parameters,
+        mode=MODE,
+        reports_dir=Path(output_dir) if output_dir else Path(settings.run.reports_dir),
+        title=TITLE,
+        secrets=settings.secrets(),
+        progress=progress,
+    )
 
 
 # -- the kernel side ----------------------------------------------------------------------------

@@ -1,15 +1,18 @@
-"""One recorded run: execute the notebook (papermill), export the HTML report, write summary.json.
+"""Recorded notebook runs: execute (papermill), export the HTML report, write summary.json.
 
-``execute_run(settings, ...)`` is what ``autoid run`` and ``autoid demo`` call. Under the run lock
-it creates the run folder ``<reports_dir>/<UTC timestamp>-<live|dry>/`` and fills it with::
+``execute_notebook(notebook, parameters, mode=..., reports_dir=..., title=...)`` is the one
+entry point for every recorded notebook: ``execute_run`` (``autoid run``, ``autoid demo``)
+wraps it under the run lock, ``audit_cli.execute_audit`` (``autoid audit``) calls it directly.
+It creates the run folder ``<reports_dir>/<UTC timestamp>-<mode>/`` and fills it with::
 
     run.ipynb     the executed notebook, the run record (parameters: the config *path*, no token)
-    report.html   the notebook's outputs without code, self-contained (lean template, inline PNGs)
+    report.html   the notebook's outputs without code, self-contained (``html_export``)
     summary.json  counts and status for monitoring (docs/summary.md)
     run.log       the kit's log lines from the kernel (no patient data, no tokens)
 
-then rewrites ``<reports_dir>/index.html``. A failed run (REDCap error, or a notebook cell
-raising) still leaves all of these, with the error in the report and ``status: failed``.
+then calls the ``notify`` hook (the e-mail step) and rewrites ``<reports_dir>/index.html``. A
+failed run (REDCap error, or a notebook cell raising) still leaves all of these, with the error
+in the report and ``status: failed``.
 
 The kernel side is ``run_in_kernel``: the notebook's one call that loads the config, runs the job
 and writes ``summary.json``. Tracebacks in the executed notebook are reduced to code locations
@@ -33,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from autoid_lib import errors
 from autoid_lib.cli import ExitStatus
+from autoid_lib.html_export import RUN_TITLE, export_html, fallback_report
 from autoid_lib.lock import environment_for_child, run_lock
 from autoid_lib.secret import Secret, redact
 
@@ -43,10 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("autoid.notebook")
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "populate_autoid.ipynb"
-TEMPLATES = Path(__file__).resolve().parent / "templates"
 DETAILS = ("summary", "full")
-HIDE_TAG = "hide"  # cells (and the papermill-injected parameters) left out of the HTML
-REMOVED_TAGS = frozenset({HIDE_TAG, "parameters", "injected-parameters"})
 NOTEBOOK_FILE, REPORT_FILE, SUMMARY_FILE, LOG_FILE = (
     "run.ipynb",
     "report.html",
@@ -58,7 +59,7 @@ Notify = Callable[[Mapping[str, Any], Path], Mapping[str, Any] | None]
 
 @dataclass(frozen=True)
 class RunRecord:
-    """What one ``execute_run`` left behind and how it ended."""
+    """What one recorded notebook run left behind and how it ended."""
 
     path: Path  # the run folder
     summary: dict[str, Any]
@@ -72,6 +73,55 @@ class RunRecord:
     @property
     def notebook(self) -> Path:
         return self.path / NOTEBOOK_FILE
+
+
+def execute_notebook(
+    notebook: str | Path,
+    parameters: Mapping[str, Any],
+    *,
+    mode: str,
+    reports_dir: str | Path,
+    title: str = RUN_TITLE,
+    secrets: Sequence[Secret] = (),
+    progress: bool = True,
+    notify: Notify | None = None,
+) -> RunRecord:
+    """Execute ``notebook`` into a new run folder and record it; returns where and how it ended.
+
+    The folder is ``<reports_dir>/<UTC timestamp>-<mode>/``; the notebook gets ``parameters``
+    plus ``output_dir`` (that folder), where its kernel side writes summary.json. Then:
+    tracebacks scrubbed and ``secrets`` masked in run.ipynb, report.html exported with
+    ``title`` (a minimal page naming the error if the export fails), the final summary.json
+    (``mode`` set, timings, file names, ``email: null``), the ``notify`` hook, index.html.
+    ``notify(summary, run_folder)`` is called once summary.json is written (the e-mail hook);
+    what it returns is stored as the summary's ``email`` entry and summary.json rewritten. A
+    hook that raises is logged and recorded there; it never changes how the run ended.
+    Takes no lock: ``execute_run`` holds the run lock around this call.
+    """
+    reports_dir = Path(reports_dir)
+    run_dir = _new_run_folder(reports_dir, mode)
+    log.info("run folder %s", run_dir)
+    started = datetime.now(UTC)
+    timings, failure = _execute(
+        notebook, run_dir, {**parameters, "output_dir": str(run_dir)}, progress
+    )
+    secrets = list(secrets)
+    _scrub_notebook(run_dir / NOTEBOOK_FILE, secrets)
+    clock = time.perf_counter()
+    try:
+        export_html(run_dir / NOTEBOOK_FILE, run_dir / REPORT_FILE, title=title)
+    except Exception as error:  # the run's record must still exist
+        log.error("HTML export failed: %s", type(error).__name__)
+        failure = failure or _failure("export", type(error).__name__, "the report not exported")
+        fallback_report(run_dir / REPORT_FILE, failure, title=title)
+    timings["export"] = time.perf_counter() - clock
+    summary = _final_summary(run_dir, started, mode, timings, failure, secrets)
+    write_json(run_dir / SUMMARY_FILE, summary)
+    if notify is not None:  # the single place the e-mail step hooks in
+        summary["email"] = _notified(notify, summary, run_dir)
+        write_json(run_dir / SUMMARY_FILE, summary)
+    rebuild_index(reports_dir)
+    return _record(run_dir, summary)
 
 
 def execute_run(
@@ -91,45 +141,42 @@ def execute_run(
 
     ``output_dir`` replaces ``settings.run.reports_dir``; ``lookback_days`` 0 means the config's
     value; ``now`` fixes the run's clock (reproducible windows) but never the folder name.
-    ``notify(summary, run_folder)`` is called once summary.json is written (the e-mail hook); what
-    it returns is stored as the summary's ``email`` entry.
+    ``notify`` is ``execute_notebook``'s hook (``autoid run --email``).
     """
     if detail not in DETAILS:
         raise errors.ConfigError(f"detail must be one of {', '.join(DETAILS)}, not {detail!r}")
     if settings.path is None:
         raise errors.ConfigError("the run needs settings loaded from a config file")
     reports_dir = Path(output_dir) if output_dir else Path(settings.run.reports_dir)
+    parameters = {
+        "config_path": str(settings.path),
+        "lookback_days": int(lookback_days or 0),
+        "dry_run": bool(dry_run),
+        "projects": ",".join(projects),
+        "now": now.isoformat() if now else "",
+        "detail": detail,
+    }
     with run_lock(settings.run.lock_file), _child_environment(settings.run.lock_file):
-        run_dir = _new_run_folder(reports_dir, "dry" if dry_run else "live")
-        log.info("run folder %s", run_dir)
-        parameters = {
-            "config_path": str(settings.path),
-            "lookback_days": int(lookback_days or 0),
-            "dry_run": bool(dry_run),
-            "projects": ",".join(projects),
-            "now": now.isoformat() if now else "",
-            "detail": detail,
-            "output_dir": str(run_dir),
-        }
-        started = datetime.now(UTC)
-        timings, failure = _execute(notebook or NOTEBOOK, run_dir, parameters, progress)
-        secrets = settings.secrets()
-        _scrub_notebook(run_dir / NOTEBOOK_FILE, secrets)
-        clock = time.perf_counter()
-        try:
-            export_html(run_dir / NOTEBOOK_FILE, run_dir / REPORT_FILE)
-        except Exception as error:  # the run's record must still exist
-            log.error("HTML export failed: %s", type(error).__name__)
-            failure = failure or _failure("export", type(error).__name__, "the report not exported")
-            _fallback_report(run_dir / REPORT_FILE, failure)
-        timings["export"] = time.perf_counter() - clock
-        summary = _final_summary(run_dir, started, dry_run, timings, failure, secrets)
-        write_json(run_dir / SUMMARY_FILE, summary)
-        if notify is not None:  # the single place the e-mail step hooks in
-            summary["email"] = notify(summary, run_dir)
-            write_json(run_dir / SUMMARY_FILE, summary)
-        rebuild_index(reports_dir)
-    return _record(run_dir, summary)
+        return execute_notebook(
+            notebook or NOTEBOOK,
+            parameters,
+            mode="dry" if dry_run else "live",
+            reports_dir=reports_dir,
+            title=RUN_TITLE,
+            secrets=settings.secrets(),
+            progress=progress,
+            notify=notify,
+        )
+
+
+def _notified(notify: Notify, summary: dict[str, Any], run_dir: Path) -> Any:
+    """The hook's ``email`` entry; a hook that raises is reported, never propagated."""
+    try:
+        entry = notify(summary, run_dir)
+    except Exception as error:  # the run's work is done: the hook cannot undo or fail it
+        log.error("the notify hook raised %s", type(error).__name__, exc_info=True)
+        return {"sent": False, "reason": None, "error": f"notify hook: {type(error).__name__}"}
+    return dict(entry) if entry is not None else None
 
 
 def _record(run_dir: Path, summary: dict[str, Any]) -> RunRecord:
@@ -215,6 +262,8 @@ def _child_environment(lock_file: Path) -> Iterator[None]:
 
 
 def _new_run_folder(reports_dir: Path, mode: str) -> Path:
+    if not re.fullmatch(r"[a-z]+", mode):  # the index and prune read it from the folder name
+        raise ValueError(f"a run mode is a lowercase word like 'live', not {mode!r}")
     moment = datetime.now(UTC)
     reports_dir.mkdir(parents=True, exist_ok=True)
     path = reports_dir / f"{moment:%Y%m%dT%H%M%S}Z-{mode}"
@@ -334,73 +383,10 @@ def _scrub_error(output: dict, kit_errors: frozenset[str]) -> None:
 # -- report and summary ------------------------------------------------------------------------
 
 
-def export_html(notebook: Path, html_path: Path) -> int:
-    """Write the report: outputs only, hidden cells removed, lean template; returns its size."""
-    import nbformat
-    from nbconvert.preprocessors import TagRemovePreprocessor
-
-    nb = nbformat.read(notebook, as_version=4)
-    for cell in nb.cells:  # an error must show even in a cell that is normally hidden
-        if any(o.get("output_type") == "error" for o in cell.get("outputs", ())):
-            tags = cell.metadata.get("tags", [])
-            cell.metadata["tags"] = [t for t in tags if t not in REMOVED_TAGS]
-    nb.metadata["title"] = "Auto-ID run report"
-    exporter = _report_exporter_class()(
-        template_name="report",
-        extra_template_basedirs=[str(TEMPLATES)],
-        exclude_input=True,
-        exclude_input_prompt=True,
-        exclude_output_prompt=True,
-        embed_images=True,
-    )
-    exporter.register_preprocessor(
-        TagRemovePreprocessor(remove_cell_tags=set(REMOVED_TAGS), enabled=True), enabled=True
-    )
-    body, _ = exporter.from_notebook_node(nb)
-    data = body.encode("utf-8")
-    html_path.write_bytes(data)
-    return len(data)
-
-
-def _report_exporter_class():
-    from nbconvert import HTMLExporter, TemplateExporter
-    from nbconvert.filters.highlight import Highlight2HTML
-    from nbconvert.filters.widgetsdatatypefilter import WidgetsDataTypeFilter
-
-    class ReportExporter(HTMLExporter):
-        """HTMLExporter without its final BeautifulSoup pass over the whole page.
-
-        That pass only adds alt texts and lab-template tabindex attributes; our charts carry
-        their own alt text, and on a 10,000-study report it costs ~5 s of a ~7 s export.
-        """
-
-        def from_notebook_node(self, nb, resources=None, **kw):
-            self.register_filter("highlight_code", Highlight2HTML(parent=self))
-            self.register_filter(
-                "filter_data_type",
-                WidgetsDataTypeFilter(notebook_metadata=nb.metadata, parent=self),
-            )
-            return TemplateExporter.from_notebook_node(self, nb, resources, **kw)
-
-    return ReportExporter
-
-
-def _fallback_report(path: Path, failure: dict) -> None:
-    import html
-
-    path.write_text(
-        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>Auto-ID run report"
-        "</title></head><body><h1>Auto-ID run: failed</h1>"
-        f"<p>Failed at <b>{html.escape(failure['step'])}</b> ({html.escape(failure['type'])}): "
-        f"{html.escape(failure['message'])}</p><p>See run.ipynb in this folder.</p></body></html>",
-        encoding="utf-8",
-    )
-
-
 def _final_summary(
     run_dir: Path,
     started: datetime,
-    dry_run: bool,
+    mode: str,
     timings: dict[str, float],
     failure: dict | None,
     secrets: list[Secret],
@@ -408,7 +394,8 @@ def _final_summary(
     try:
         summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        summary = _unknown_summary(started, dry_run, timings)
+        summary = _unknown_summary(started, mode, timings)
+    summary["mode"] = mode
     if failure is not None:
         summary["status"] = "failed"
         summary["error"] = summary.get("error") or failure
@@ -426,14 +413,14 @@ def _final_summary(
     return json.loads(redact(json.dumps(summary), secrets))
 
 
-def _unknown_summary(started: datetime, dry_run: bool, timings: dict) -> dict[str, Any]:
+def _unknown_summary(started: datetime, mode: str, timings: dict) -> dict[str, Any]:
     """The summary of a run whose notebook stopped before writing one: counts unknown."""
     from autoid_lib.result import SUMMARY_SCHEMA
 
     return {
         "schema": SUMMARY_SCHEMA,
         "status": "failed",
-        "mode": "dry" if dry_run else "live",
+        "mode": mode,
         "started": started.isoformat(timespec="seconds"),
         "duration_s": round(timings.get("notebook", 0.0), 3),
         "window": None,

@@ -4,6 +4,11 @@ Exit statuses (``autoid_lib.cli.ExitStatus``, documented in docs/report.md): 0 t
 succeeded (its report may still ask for attention), 1 the run failed (the message names the
 step; the report shows the error), 2 bad configuration or command line (nothing was done),
 3 another run holds the lock (nothing was done, no report folder).
+
+``--email`` checks the config's ``[email]`` table before anything else (a missing table or a bad
+setting is exit 2) and mails the run's summary once summary.json is written
+(``autoid_lib.mail.notify``); the mail's outcome is summary.json's ``email`` entry and never
+changes the exit status.
 """
 
 from __future__ import annotations
@@ -12,8 +17,13 @@ import argparse
 import logging
 import sys
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from autoid_lib.cli import ExitStatus
+
+if TYPE_CHECKING:
+    from autoid_lib.config import Settings
+    from autoid_lib.notebook_run import Notify
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,6 +63,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the run's clock, for reproducible windows (e.g. 2026-11-28T06:30:00Z)",
     )
     parser.add_argument(
+        "--email",
+        action="store_true",
+        help="mail the run's summary as the config's [email] table says (docs/operations.md)",
+    )
+    parser.add_argument(
         "--quiet", action="store_true", help="no progress on stderr; only errors and the result"
     )
 
@@ -65,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(args.quiet)
     try:
         settings = load_settings(args.config)
+        notify = email_hook(settings) if args.email else None
         record = execute_run(
             settings,
             dry_run=args.dry_run,
@@ -74,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
             now=args.now,
             output_dir=args.output_dir,
             progress=not args.quiet,
+            notify=notify,
         )
     except ConfigError as error:
         print(f"autoid run: {error}", file=sys.stderr)
@@ -87,6 +104,24 @@ def run(args: argparse.Namespace) -> int:
         print(record.message, file=sys.stderr)
     print(record.report)
     return record.exit_status
+
+
+def email_hook(settings: Settings) -> Notify:
+    """The ``notify`` hook that mails a run's summary; checks ``[email]`` now, not after the run.
+
+    Raises ``ConfigError`` if the config has no ``[email]`` table or a bad setting in it
+    (including a password reference that does not resolve).
+    """
+    from autoid_lib.errors import ConfigError
+    from autoid_lib.mail import email_settings_from_config, notify
+
+    if not settings.email:
+        raise ConfigError(
+            "--email needs an [email] table in the config (smtp_host, sender, recipients, …); "
+            "see docs/operations.md"
+        )
+    email_settings = email_settings_from_config(settings.email)
+    return lambda summary, run_dir: notify(summary, run_dir, email_settings)
 
 
 def configure_logging(quiet: bool) -> None:

@@ -1,8 +1,11 @@
-"""Shared fixtures: a clean environment for every test and REDCap sandboxes on loopback ports."""
+"""Shared fixtures: a clean environment, REDCap sandboxes and SMTP servers on loopback ports."""
 
 from __future__ import annotations
 
+import email
+import email.policy
 import os
+import socket
 
 import pytest
 
@@ -45,3 +48,56 @@ def sandbox(sandbox_factory) -> Sandbox:
 def demo_sandbox(sandbox_factory) -> Sandbox:
     """A sandbox with the deterministic demo seed, fresh in memory for each test."""
     return sandbox_factory(seed="demo")
+
+
+class SmtpInbox:
+    """aiosmtpd handler for ``smtp_server``: keeps what it receives, or answers DATA with
+    ``reply``."""
+
+    def __init__(self, reply: str = "250 OK"):
+        self.reply = reply
+        self.envelopes = []
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.reply.startswith("250"):
+            self.envelopes.append(envelope)
+        return self.reply
+
+    def messages(self) -> list[email.message.EmailMessage]:
+        return [
+            email.message_from_bytes(e.original_content, policy=email.policy.default)
+            for e in self.envelopes
+        ]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port nothing listens on: connecting to it is refused."""
+    return _free_port()
+
+
+@pytest.fixture
+def smtp_server():
+    """Start a real SMTP server (aiosmtpd) on 127.0.0.1: ``start(reply="250 OK",
+    **controller_options) -> (inbox, port)``; every server stops at the end of the test."""
+    from aiosmtpd.controller import Controller
+
+    controllers = []
+
+    def start(reply: str = "250 OK", **options):
+        inbox = SmtpInbox(reply)
+        port = _free_port()
+        controller = Controller(inbox, hostname="127.0.0.1", port=port, **options)
+        controller.start()
+        controllers.append(controller)
+        return inbox, port
+
+    yield start
+    for controller in controllers:
+        controller.stop()

@@ -12,17 +12,15 @@ import email.policy
 import json
 import logging
 import shutil
-import socket
 import ssl
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -106,50 +104,7 @@ ATTENTION = summary(
 FAILED = summary(status="failed", transfers_created=0, ids_created=0, error=ERROR)
 
 
-# --- a real SMTP server -------------------------------------------------------------------
-
-
-class Inbox:
-    """aiosmtpd handler that keeps what it receives, or answers every DATA with ``reply``."""
-
-    def __init__(self, reply: str = "250 OK"):
-        self.reply = reply
-        self.envelopes = []
-
-    async def handle_DATA(self, server, session, envelope):
-        if self.reply.startswith("250"):
-            self.envelopes.append(envelope)
-        return self.reply
-
-    def messages(self) -> list[email.message.EmailMessage]:
-        return [
-            email.message_from_bytes(e.original_content, policy=email.policy.default)
-            for e in self.envelopes
-        ]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture
-def smtp_server() -> Iterator:
-    """Start a local SMTP server: ``start(**controller_options) -> (inbox, port)``."""
-    controllers = []
-
-    def start(reply: str = "250 OK", **options):
-        inbox = Inbox(reply)
-        port = free_port()
-        controller = Controller(inbox, hostname="127.0.0.1", port=port, **options)
-        controller.start()
-        controllers.append(controller)
-        return inbox, port
-
-    yield start
-    for controller in controllers:
-        controller.stop()
+# The real SMTP server is the ``smtp_server`` fixture of conftest.py.
 
 
 def mail_settings(port: int, **changes) -> EmailSettings:
@@ -263,8 +218,8 @@ def test_refusing_server_is_reported_not_raised(smtp_server, run_dir):
     assert "550" in result["error"] and "rejected by policy" in result["error"]
 
 
-def test_unreachable_server_is_reported_without_the_password(run_dir, caplog):
-    settings = mail_settings(free_port(), username="autoid", password=_secret())
+def test_unreachable_server_is_reported_without_the_password(run_dir, caplog, closed_port):
+    settings = mail_settings(closed_port, username="autoid", password=_secret())
     with caplog.at_level(logging.INFO, logger="autoid.mail"):
         result = notify(FAILED, run_dir, settings)
     assert result["sent"] is False

@@ -18,8 +18,9 @@ import pytest
 from autoid_lib import notebook_run, report, report_index, run_cli
 from autoid_lib.cli import ExitStatus
 from autoid_lib.config import load_settings
+from autoid_lib.html_export import export_html, fallback_report
 from autoid_lib.lock import run_lock
-from autoid_lib.notebook_run import NOTEBOOK, execute_run, export_html
+from autoid_lib.notebook_run import NOTEBOOK, execute_run
 from autoid_lib.run import run_autoid
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -245,7 +246,24 @@ def test_export_drops_code_and_hidden_cells_but_keeps_errors(tmp_path):
     page = (tmp_path / "report.html").read_text()
     assert size == len(page.encode()) < 30_000
     assert "RedcapError: boom" in page and "Projects" in page
+    assert "<title>Auto-ID run report</title>" in page
     assert_lean_self_contained(page)
+
+    export_html(path, tmp_path / "audit.html", title="Auto-ID audit <report>")
+    assert "<title>Auto-ID audit &lt;report&gt;</title>" in (tmp_path / "audit.html").read_text()
+
+
+def test_fallback_report_names_the_failure_under_its_title(tmp_path):
+    failure = {"step": "export", "type": "OSError", "message": "the report not exported"}
+    fallback_report(tmp_path / "run.html", failure)
+    fallback_report(tmp_path / "audit.html", failure, title="Auto-ID audit report")
+    run_page = (tmp_path / "run.html").read_text()
+    audit_page = (tmp_path / "audit.html").read_text()
+    assert "<title>Auto-ID run report</title>" in run_page
+    assert "<h1>Auto-ID run: failed</h1>" in run_page and "<b>export</b>" in run_page
+    assert "<title>Auto-ID audit report</title><" in audit_page
+    assert "<h1>Auto-ID audit: failed</h1>" in audit_page
+    assert_lean_self_contained(run_page)
 
 
 def test_tracebacks_keep_code_locations_and_drop_quoted_data():
