@@ -11,7 +11,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from test_audit import OLD, PATIENTS, PID, autoid, clean_history, study, transfer
+from scenarios import OLD, PATIENTS, PID, autoid, clean_history, study, transfer
 
 from autoid_lib import explore
 from autoid_lib.config import load_settings

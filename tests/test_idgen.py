@@ -13,7 +13,7 @@ import textwrap
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_patterns import small_patterns, small_space  # the pattern strategy
+from strategies import small_patterns, small_space
 
 from autoid_lib.errors import ExternalGeneratorError, IdSpaceExhausted, PatternError
 from autoid_lib.idgen import Capacity, ExternalGenerator, IdAllocator, capacity, generate_ids

@@ -1,0 +1,354 @@
+"""The syntax tree of an ID pattern: one node class per construct the pattern language allows.
+
+Every node knows its number of derivations (``count``), its possible lengths and first/last
+characters (used by ``patterns`` to prove unambiguity), and how to unrank, match (rank) and
+expand itself. ``env`` carries the text of each closed capturing group, for back-references.
+Nodes are built by ``pattern_syntax.parse`` and read by ``patterns``; they never raise
+``PatternError`` themselves.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass, field
+
+#: DICOM PatientID is an LO value (at most 64 characters): a longer ID cannot be written.
+MAX_ID_LENGTH = 64
+
+Env = tuple  # captured group texts, indexed by group number (0 unused)
+EMPTY_ENV: Env = (None,) * 10
+
+
+def sumset(a: frozenset[int], b: frozenset[int]) -> frozenset[int]:
+    """Lengths of a concatenation, clamped so that absurd patterns stay cheap to analyse."""
+    return frozenset(min(x + y, MAX_ID_LENGTH + 1) for x in a for y in b)
+
+
+@dataclass(frozen=True)
+class Literal:
+    text: str
+    pos: int = field(default=0, compare=False)
+    count = 1
+
+    @functools.cached_property
+    def lengths(self):
+        return frozenset({len(self.text)})
+
+    @functools.cached_property
+    def first(self):
+        return frozenset(self.text[:1])
+
+    @functools.cached_property
+    def last(self):
+        return frozenset(self.text[-1:])
+
+    def unrank(self, index, env):
+        return self.text, env
+
+    def match(self, s, pos, env):
+        if s.startswith(self.text, pos):
+            yield pos + len(self.text), 0, env
+
+    def expand(self, env):
+        yield self.text, env
+
+    def regex(self):
+        return re.escape(self.text)
+
+
+@dataclass(frozen=True)
+class CharClass:
+    chars: str  # sorted, distinct
+    pos: int = field(default=0, compare=False)
+    lengths = frozenset({1})
+
+    @functools.cached_property
+    def count(self):
+        return len(self.chars)
+
+    @functools.cached_property
+    def first(self):
+        return frozenset(self.chars)
+
+    @property
+    def last(self):
+        return self.first
+
+    @functools.cached_property
+    def _index(self):
+        return {c: i for i, c in enumerate(self.chars)}
+
+    def unrank(self, index, env):
+        return self.chars[index], env
+
+    def match(self, s, pos, env):
+        if pos < len(s) and (k := self._index.get(s[pos])) is not None:
+            yield pos + 1, k, env
+
+    def expand(self, env):
+        for c in self.chars:
+            yield c, env
+
+    def regex(self):
+        out, codes, i = [], [ord(c) for c in self.chars], 0
+        while i < len(codes):
+            j = i
+            while j + 1 < len(codes) and codes[j + 1] == codes[j] + 1:
+                j += 1
+            lo, hi = re.escape(chr(codes[i])), re.escape(chr(codes[j]))
+            out.append(
+                f"{lo}-{hi}" if j - i >= 2 else "".join(map(re.escape, self.chars[i : j + 1]))
+            )
+            i = j + 1
+        return "[" + "".join(out) + "]"
+
+
+@dataclass(frozen=True)
+class Sequence:
+    items: tuple
+    pos: int = field(default=0, compare=False)
+
+    @functools.cached_property
+    def count(self):
+        return functools.reduce(lambda a, n: a * n.count, self.items, 1)
+
+    @functools.cached_property
+    def _blocks(self):  # mixed-radix weights: the first item is the most significant digit
+        blocks, acc = [], 1
+        for item in reversed(self.items):
+            blocks.append(acc)
+            acc *= item.count
+        return tuple(reversed(blocks))
+
+    @functools.cached_property
+    def lengths(self):
+        return functools.reduce(lambda a, n: sumset(a, n.lengths), self.items, frozenset({0}))
+
+    @functools.cached_property
+    def first(self):
+        return _edge(self.items, "first")
+
+    @functools.cached_property
+    def last(self):
+        return _edge(tuple(reversed(self.items)), "last")
+
+    def unrank(self, index, env):
+        parts = []
+        for item, block in zip(self.items, self._blocks, strict=True):
+            digit, index = divmod(index, block)
+            text, env = item.unrank(digit, env)
+            parts.append(text)
+        return "".join(parts), env
+
+    def match(self, s, pos, env, k=0):
+        if k == len(self.items):
+            yield pos, 0, env
+            return
+        for mid, digit, env1 in self.items[k].match(s, pos, env):
+            for end, rest, env2 in self.match(s, mid, env1, k + 1):
+                yield end, digit * self._blocks[k] + rest, env2
+
+    def expand(self, env, k=0):
+        if k == len(self.items):
+            yield "", env
+            return
+        for head, env1 in self.items[k].expand(env):
+            for tail, env2 in self.expand(env1, k + 1):
+                yield head + tail, env2
+
+    def regex(self):
+        return "".join(item.regex() for item in self.items)
+
+
+def _edge(items, side):
+    """First (or last) characters of a concatenation: skip over parts that may be empty."""
+    chars = frozenset()
+    for item in items:
+        chars |= getattr(item, side)
+        if 0 not in item.lengths:
+            break
+    return chars
+
+
+@dataclass(frozen=True)
+class Alternation:
+    options: tuple
+    pos: int = field(default=0, compare=False)
+
+    @functools.cached_property
+    def count(self):
+        return sum(o.count for o in self.options)
+
+    @functools.cached_property
+    def lengths(self):
+        return frozenset().union(*(o.lengths for o in self.options))
+
+    @functools.cached_property
+    def first(self):
+        return frozenset().union(*(o.first for o in self.options))
+
+    @functools.cached_property
+    def last(self):
+        return frozenset().union(*(o.last for o in self.options))
+
+    def unrank(self, index, env):
+        for option in self.options:
+            if index < option.count:
+                return option.unrank(index, env)
+            index -= option.count
+        raise IndexError(index)
+
+    def match(self, s, pos, env):
+        offset = 0
+        for option in self.options:
+            for end, index, env1 in option.match(s, pos, env):
+                yield end, offset + index, env1
+            offset += option.count
+
+    def expand(self, env):
+        for option in self.options:
+            yield from option.expand(env)
+
+    def regex(self):
+        return "(?:" + "|".join(o.regex() for o in self.options) + ")"
+
+
+@dataclass(frozen=True)
+class Repeat:
+    item: object
+    min: int
+    max: int
+    pos: int = field(default=0, compare=False)
+
+    @functools.cached_property
+    def _offsets(self):  # index where the block of k copies starts, for k = min..max+1
+        offsets, acc = [], 0
+        for k in range(self.min, self.max + 2):
+            offsets.append(acc)
+            acc += self.item.count**k
+        return offsets
+
+    @functools.cached_property
+    def count(self):
+        return self._offsets[-1]
+
+    @functools.cached_property
+    def lengths(self):
+        out, cur = set(), frozenset({0})
+        for k in range(self.max + 1):
+            if k >= self.min:
+                out |= cur
+            cur = sumset(cur, self.item.lengths)
+        return frozenset(out)
+
+    @functools.cached_property
+    def first(self):
+        return self.item.first if self.max else frozenset()
+
+    @functools.cached_property
+    def last(self):
+        return self.item.last if self.max else frozenset()
+
+    def unrank(self, index, env):
+        base = self.item.count
+        for k in range(self.min, self.max + 1):
+            block = base**k
+            if index < block:
+                parts = []
+                for j in range(k - 1, -1, -1):
+                    digit, index = divmod(index, base**j)
+                    text, env = self.item.unrank(digit, env)
+                    parts.append(text)
+                return "".join(parts), env
+            index -= block
+        raise IndexError(index)
+
+    def match(self, s, pos, env, k=0, acc=0):
+        if k >= self.min:
+            yield pos, self._offsets[k - self.min] + acc, env
+        if k < self.max:
+            for mid, digit, env1 in self.item.match(s, pos, env):
+                yield from self.match(s, mid, env1, k + 1, acc * self.item.count + digit)
+
+    def expand(self, env):
+        for k in range(self.min, self.max + 1):
+            yield from Sequence((self.item,) * k).expand(env)
+
+    def regex(self):
+        inner = self.item.regex()
+        if not isinstance(self.item, CharClass | Group) and len(inner) != 1:
+            inner = f"(?:{inner})"
+        return f"{inner}{{{self.min},{self.max}}}"
+
+
+@dataclass(frozen=True)
+class Group:
+    index: int
+    body: object
+    pos: int = field(default=0, compare=False)
+
+    def __getattr__(self, name):  # count, lengths, first, last are the body's
+        if name in ("count", "lengths", "first", "last"):
+            return getattr(self.body, name)
+        raise AttributeError(name)
+
+    def _capture(self, text, env):
+        return (*env[: self.index], text, *env[self.index + 1 :]) if self.index < 10 else env
+
+    def unrank(self, index, env):
+        text, env = self.body.unrank(index, env)
+        return text, self._capture(text, env)
+
+    def match(self, s, pos, env):
+        for end, index, env1 in self.body.match(s, pos, env):
+            yield end, index, self._capture(s[pos:end], env1)
+
+    def expand(self, env):
+        for text, env1 in self.body.expand(env):
+            yield text, self._capture(text, env1)
+
+    def regex(self):
+        return f"({self.body.regex()})"
+
+
+@dataclass(frozen=True)
+class BackRef:
+    index: int
+    group: Group = field(compare=False, repr=False)
+    pos: int = field(default=0, compare=False)
+    count = 1
+
+    def __getattr__(self, name):  # a copy has the lengths and edges the group can have
+        if name in ("lengths", "first", "last"):
+            return getattr(self.group, name)
+        raise AttributeError(name)
+
+    def unrank(self, index, env):
+        return env[self.index], env
+
+    def match(self, s, pos, env):
+        if s.startswith(env[self.index], pos):
+            yield pos + len(env[self.index]), 0, env
+
+    def expand(self, env):
+        yield env[self.index], env
+
+    def regex(self):
+        return f"(?:\\{self.index})"
+
+
+Node = Literal | CharClass | Sequence | Alternation | Repeat | Group | BackRef
+
+
+def children(node) -> tuple:
+    """The direct sub-nodes of ``node`` (none for a leaf)."""
+    if isinstance(node, Sequence):
+        return node.items
+    if isinstance(node, Alternation):
+        return node.options
+    if isinstance(node, Repeat):
+        return (node.item,)
+    if isinstance(node, Group):
+        return (node.body,)
+    return ()
