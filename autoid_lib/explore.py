@@ -12,7 +12,8 @@ study date, a short reference (the last 8 characters of its UID), its pseudonym 
 - ``lookup_patient``    "known in PROJECT as ID" or "unknown" for a patient ID that is hashed
                         here and never returned, echoed or kept;
 - ``pattern_workbench`` a pattern's parse error (with position), size, sample IDs and capacity;
-- ``preview_project``   the dry-run plan of one project.
+- ``preview_project``   the dry-run plan of one project;
+- ``project_runs``      what the recent recorded runs did for one project (from summary.json).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from autoid_lib.snapshot import AutoIdRow, IncomingStudy, Snapshot
 TRANSFERRED, PENDING, SKIPPED_STATE = "transferred", "pending", "skipped"
 STATE_COLUMNS = ["project", "study_date", "study_ref", "pseudonym", "state", "detail"]
 TRANSFER_COLUMNS = ["instance", "project", "pseudonym", "requested", "sent", "errors"]
+RUN_COLUMNS = ["started", "mode", "status", "incoming", "transfers_created", "ids_created",
+               "skipped", "report"]  # fmt: skip
 
 
 def auto_id_projects(snapshot: Snapshot) -> list[str]:
@@ -368,3 +371,24 @@ def preview_sentence(result: RunResult) -> str:
         f"Dry run, window {window}: {plan_.describe()} "
         f"({len(plan_.studies)} studies addressed, {skipped} skipped)."
     )
+
+
+def project_runs(summaries: list[dict], project: str) -> pd.DataFrame:
+    """One row per recorded run (newest first) with what it did for ``project``.
+
+    ``summaries`` are summary.json contents (``report_index.recent_summaries``); a run that did
+    not reach the project (failed early, filtered out) shows its status and empty counts.
+    """
+    rows = []
+    for summary in summaries:
+        mine = next((p for p in summary.get("projects") or () if p.get("project") == project), {})
+        rows.append(
+            {
+                "started": summary.get("started", ""),
+                "mode": summary.get("mode", ""),
+                "status": summary.get("status", "unknown"),
+                **{key: mine.get(key) for key in RUN_COLUMNS[3:7]},
+                "report": f"{summary.get('folder', '')}/{summary.get('report', '')}",
+            }
+        )
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)

@@ -87,6 +87,12 @@ def _row(folder: Path, started: datetime, mode: str) -> str:
     return f"<tr{css}>{''.join(cells)}</tr>"
 
 
+def recent_summaries(reports_dir: Path | str, limit: int = 10) -> list[dict[str, Any]]:
+    """The summary.json of the newest ``limit`` run folders, newest first (unreadable: {})."""
+    folders = run_folders(reports_dir)[::-1][:limit]
+    return [{**_read_summary(path), "folder": path.name} for path, _ in folders]
+
+
 def _read_summary(folder: Path) -> dict[str, Any]:
     try:
         data = json.loads((folder / "summary.json").read_text(encoding="utf-8"))

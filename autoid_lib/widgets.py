@@ -25,6 +25,7 @@ from autoid_lib.config import Settings, load_settings
 from autoid_lib.errors import AutoIdError
 from autoid_lib.plan import PlanSettings
 from autoid_lib.redcap import RedcapGateway
+from autoid_lib.report_index import recent_summaries
 from autoid_lib.run import server_time
 from autoid_lib.snapshot import Snapshot
 
@@ -51,6 +52,10 @@ class ExploreSession:
 
     def refresh(self) -> None:
         self._projects = self._autoid = self._history = None
+
+    def recent_runs(self, limit: int = 10) -> list[dict]:
+        """The newest recorded runs' summaries (reports_dir of the config)."""
+        return recent_summaries(self.settings.run.reports_dir, limit)
 
     def now(self) -> datetime:
         return server_time(self._now or datetime.now(UTC), self.settings.run.server_timezone)
@@ -172,7 +177,8 @@ class OverviewPanel:
         result = explore.project_overview(
             snapshot, self.project.value, self.session.plan_settings()
         )
-        show(self.output, result.sentence(), result.table)
+        runs = explore.project_runs(self.session.recent_runs(), self.project.value)
+        show(self.output, result.sentence(), result.table, "Recent runs:", runs)
 
 
 class StudyPanel:

@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 from scenarios import OLD, PATIENTS, PID, autoid, clean_history, study, transfer
 
@@ -246,3 +247,54 @@ def test_a_patient_lookup_in_the_notebook_leaves_no_trace_in_the_saved_file(
     identifiers = [patient, accession, sha512_hex(patient), *sandbox.tokens.values()]
     assert [v for v in identifiers if v in text] == []
     assert not any(pid in text for pid in PATIENTS)
+
+
+def test_project_runs_lists_what_each_recent_run_did_for_the_project():
+    summaries = [
+        {
+            "started": "2026-11-28T07:00:00+00:00",
+            "mode": "live",
+            "status": "ok",
+            "report": "report.html",
+            "folder": "20261128T070000Z-live",
+            "projects": [
+                {
+                    "project": "Alpha",
+                    "incoming": 4,
+                    "transfers_created": 2,
+                    "ids_created": 1,
+                    "skipped": 0,
+                },
+                {"project": "Beta", "incoming": 9},
+            ],
+        },
+        {
+            "started": "2026-11-28T06:55:00+00:00",
+            "mode": "live",
+            "status": "failed",
+            "projects": None,
+        },
+    ]
+    table = explore.project_runs(summaries, "Alpha")
+    assert list(table.columns) == explore.RUN_COLUMNS
+    first, failed = table.to_dict("records")
+    assert (first["incoming"], first["transfers_created"], first["ids_created"]) == (4, 2, 1)
+    assert first["report"] == "20261128T070000Z-live/report.html"
+    assert failed["status"] == "failed" and pd.isna(failed["incoming"])
+
+
+def test_overview_widget_shows_the_projects_recent_runs(app):
+    run_dir = app.overview.session.settings.run.reports_dir / "20261128T070000Z-live"
+    run_dir.mkdir(parents=True)
+    summary = {
+        "started": "2026-11-28T07:00:00+00:00",
+        "mode": "live",
+        "status": "attention",
+        "report": "report.html",
+        "projects": [{"project": "Alpha", "transfers_created": 17}],
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    app.overview.project.value = "Alpha"
+    app.overview.button.click()
+    shown = text_of(app.overview.output)
+    assert "Recent runs:" in shown and "attention" in shown and "17" in shown
