@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from autoid_lib.config import load_settings
     from autoid_lib.errors import ConfigError
-    from autoid_lib.run_cli import configure_logging
+    from autoid_lib.run_cli import configure_logging, print_outcome
 
     configure_logging(args.quiet)
     try:
@@ -65,12 +65,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"autoid audit: {error}", file=sys.stderr)
         return ExitStatus.CONFIG
-    if record.exit_status != ExitStatus.OK:
-        print(f"autoid audit: {record.message} (report: {record.report})", file=sys.stderr)
-    elif not args.quiet:
-        print(record.message, file=sys.stderr)
-    print(record.report)
-    return record.exit_status
+    return print_outcome("autoid audit", record, quiet=args.quiet)
 
 
 # -- the parent side ----------------------------------------------------------------------------

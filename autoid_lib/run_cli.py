@@ -23,7 +23,7 @@ from autoid_lib.cli import ExitStatus
 
 if TYPE_CHECKING:
     from autoid_lib.config import Settings
-    from autoid_lib.notebook_run import Notify
+    from autoid_lib.notebook_run import Notify, RunRecord
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,9 +98,14 @@ def run(args: argparse.Namespace) -> int:
     except LockHeld as error:
         print(f"autoid run: {error}", file=sys.stderr)
         return ExitStatus.LOCKED
+    return print_outcome("autoid run", record, quiet=args.quiet)
+
+
+def print_outcome(command: str, record: RunRecord, *, quiet: bool) -> ExitStatus:
+    """The report path on stdout (the one line scripts read), how it ended on stderr."""
     if record.exit_status != ExitStatus.OK:
-        print(f"autoid run: {record.message} (report: {record.report})", file=sys.stderr)
-    elif not args.quiet:
+        print(f"{command}: {record.message} (report: {record.report})", file=sys.stderr)
+    elif not quiet:
         print(record.message, file=sys.stderr)
     print(record.report)
     return record.exit_status
