@@ -242,3 +242,24 @@ def test_transfers_in_their_own_database_are_read_and_written_there(demo_sandbox
         demo_sandbox.total_requests() == 8
     )  # one more read: the transfers of the window's studies
     assert run_autoid(settings).plan.is_empty
+
+
+@pytest.mark.parametrize("database", ["autoid", "incoming"])
+def test_an_import_whose_answer_is_lost_is_completed_by_the_next_run(
+    demo_sandbox, tmp_path, database
+):
+    """REDCap wrote the import but the client timed out: the next run must not write it again."""
+    settings = settings_for(demo_sandbox, tmp_path, timeout_s=0.5)
+    expected = run_autoid(settings, dry_run=True).plan
+    before, stored = transfer_requests(demo_sandbox), len(demo_sandbox.rows("autoid"))
+    demo_sandbox.inject_fault("lost_answer", database=database, action="import", delay_s=1)
+    failed = run_autoid(settings)
+    assert failed.error.step == "write" and "timed out" in failed.error.message
+    assert len(demo_sandbox.rows("autoid")) == stored + len(expected.new_ids)  # it was written
+    demo_sandbox.clear_faults()
+    final = run_autoid(settings)
+    assert final.error is None and final.problems == []
+    assert len(demo_sandbox.rows("autoid")) == stored + len(expected.new_ids)
+    assert sum((transfer_requests(demo_sandbox) - before).values()) == len(expected.transfers)
+    assert max(transfer_requests(demo_sandbox).values()) == 1
+    assert_one_to_one(demo_sandbox)

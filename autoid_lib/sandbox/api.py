@@ -125,7 +125,9 @@ class RedcapApp:
             return fault_bodies.http500()
         if fault.kind == "oom":
             return fault_bodies.out_of_memory()
-        if fault.kind == "timeout":
+        if fault.kind in ("timeout", "lost_answer"):
+            if fault.kind == "lost_answer":  # the work is done; only its answer never arrives
+                self._answer(database, params, commit=True)
             self.stopping.wait(fault.delay_s)
             return fault_bodies.gateway_timeout()
         return fault_bodies.truncated(self._answer(database, params, commit=False))

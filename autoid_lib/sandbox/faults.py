@@ -2,10 +2,13 @@
 
 A fault replaces a request entirely: the request is counted but never reaches the data, so
 a faulted import writes nothing (a ``truncated`` import is computed without being committed,
-to cut a realistic answer). Kinds, each what a real REDCap or its web server has done:
+to cut a realistic answer) — except ``lost_answer``, whose whole point is that the work was
+done. Kinds, each what a real REDCap or its web server has done:
 
 ``http500``    HTTP 500 with an HTML error page (PHP fatal error, proxy error)
 ``timeout``    the server sleeps ``delay_s`` seconds, then answers HTTP 504 with HTML
+``lost_answer`` the request is carried out (an import is written), then the server sleeps
+               ``delay_s`` seconds and answers HTTP 504: the client cannot know it worked
 ``truncated``  HTTP 200 with the real JSON answer cut off half way (dropped connection)
 ``oom``        HTTP 200 with PHP's HTML "Allowed memory size exhausted" block followed by
                REDCap's JSON error, as REDCap answers when it runs out of memory
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 
 from .protocol import JSON_TYPE, TEXT_TYPE, Response
 
-FAULT_KINDS = ("http500", "timeout", "truncated", "oom")
+FAULT_KINDS = ("http500", "timeout", "truncated", "oom", "lost_answer")
 
 _HTTP500 = """<!DOCTYPE HTML PUBLIC "-//IETF//DTD HTML 2.0//EN">
 <html><head>
