@@ -125,11 +125,16 @@ def _error_advice(error_type: str) -> str:
 # -- tables ------------------------------------------------------------------------------------
 
 
+NOT_PLANNED = "Nothing to show: the run stopped before planning."
+
+
 def projects_table(result: RunResult) -> HTML:
     """One row per auto-ID project: what arrived, what the run did, how full the ID space is."""
+    if result.plan is None:
+        return _note(NOT_PLANNED)
     frame = result.projects()
     if frame.empty:
-        return _note("No auto-ID project was planned (none configured, or the run failed first).")
+        return _note("No auto-ID project is configured in the Projects database.")
     skipped = _skipped_by_project(result)
     verb = "would create" if result.mode == "dry" else "created"
     rows = []
@@ -157,10 +162,10 @@ def projects_table(result: RunResult) -> HTML:
 
 def anomalies_table(result: RunResult) -> HTML:
     """What a human should look at, each with what to do about it."""
+    if result.plan is None:
+        return _note(NOT_PLANNED)
     frame = result.anomalies()
     if frame.empty:
-        if result.plan is None:
-            return _note("No anomalies known: the run did not get as far as planning.")
         return _note("Nothing needs a human.")
     rows = [
         [r["project"], _kind_label(r["kind"]), r["count"], r["message"], r["action"]]
@@ -178,6 +183,8 @@ def _kind_label(kind: str) -> str:
 
 def studies_table(result: RunResult, detail: str = "summary") -> HTML:
     """Study-level rows (``detail == "full"`` only); a count by action otherwise."""
+    if result.plan is None:
+        return _note(NOT_PLANNED)
     frame = result.studies(detail="full")
     if frame.empty:
         return _note("No study in the window was addressed to an auto-ID project.")
@@ -226,6 +233,8 @@ def _studies_in_window(result: RunResult) -> str:
 
 def incoming_chart(result: RunResult) -> Image | HTML:
     """Studies addressed to each auto-ID project, per study date."""
+    if result.plan is None:
+        return _note(NOT_PLANNED)
     per_day = result.incoming_per_day()
     if per_day.empty:
         return _note("No study to chart.")
@@ -253,6 +262,8 @@ def incoming_chart(result: RunResult) -> Image | HTML:
 
 def capacity_chart(result: RunResult) -> Image | HTML:
     """How much of each project's ID space is used, after this run."""
+    if result.plan is None:
+        return _note(NOT_PLANNED)
     frame = result.capacity()
     if frame.empty:
         return _note("No project to chart.")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import nbformat
@@ -308,3 +309,19 @@ def test_display_helpers_render_every_section(demo_sandbox, tmp_path):
     assert parts[4].count("<tr>") == len(result.studies()) + 1
     for chart in (report.incoming_chart(result), report.capacity_chart(result)):
         assert chart.data[:8] == b"\x89PNG\r\n\x1a\n" and len(chart.data) < 80_000
+
+
+def test_a_run_stopped_before_planning_says_so_in_every_section(sandbox, tmp_path):
+    sandbox.inject_fault("http500", database="projects", times=None)
+    settings = load_settings(kit_config(sandbox, tmp_path))
+    result = run_autoid(replace(settings, redcap=replace(settings.redcap, read_retries=0)))
+    assert result.plan is None and result.status == "failed"
+    assert "read projects" in report.status_banner(result).data
+    sections = [
+        report.projects_table(result),
+        report.anomalies_table(result),
+        report.studies_table(result, "full"),
+        report.incoming_chart(result),
+        report.capacity_chart(result),
+    ]
+    assert all(report.NOT_PLANNED in section.data for section in sections)
