@@ -38,6 +38,7 @@ import pandas as pd
 from autoid_lib.errors import PatternError
 from autoid_lib.hashing import PatientHasher, normalise_patient_id
 from autoid_lib.idgen import as_space
+from autoid_lib.result import dicom_date, study_ref
 from autoid_lib.snapshot import AutoIdRow, ExistingTransfer, IncomingStudy, Snapshot
 
 SUMMARY_SCHEMA = 1
@@ -193,18 +194,6 @@ def audit(snapshot: Snapshot, settings: AuditSettings) -> AuditReport:
 
 
 # -- the checks ---------------------------------------------------------------------------------
-
-
-def study_ref(uid: str) -> str:
-    """The short form a report shows for a study: its UID's last 8 characters."""
-    return "…" + uid[-8:]
-
-
-def dicom_date(value: str) -> str:
-    """DICOM's YYYYMMDD as YYYY-MM-DD; anything else unchanged."""
-    if len(value) == 8 and value.isdigit():
-        return f"{value[:4]}-{value[4:6]}-{value[6:]}"
-    return value
 
 
 def _study_row(study: IncomingStudy, project: str, **extra) -> dict:

@@ -25,7 +25,7 @@ from datetime import datetime
 import pandas as pd
 
 from autoid_lib import idgen
-from autoid_lib.audit import ERROR_REASONS, dicom_date, study_ref
+from autoid_lib.audit import ERROR_REASONS
 from autoid_lib.errors import IdSpaceExhausted, PatternError
 from autoid_lib.hashing import PatientHasher, normalise_patient_id
 from autoid_lib.plan import (
@@ -36,7 +36,7 @@ from autoid_lib.plan import (
     PlanSettings,
     plan,
 )
-from autoid_lib.result import RunResult
+from autoid_lib.result import RunResult, dicom_date, study_ref
 from autoid_lib.snapshot import AutoIdRow, IncomingStudy, Snapshot
 
 TRANSFERRED, PENDING, SKIPPED_STATE = "transferred", "pending", "skipped"

@@ -95,8 +95,8 @@ class RunResult:
             rows.append(
                 {
                     "project": s.project_name,
-                    "study_date": _dicom_date(s.study_date),
-                    "study_ref": "…" + s.study_uid[-8:],
+                    "study_date": dicom_date(s.study_date),
+                    "study_ref": study_ref(s.study_uid),
                     "study_uid": s.study_uid,
                     "pseudonym": s.pseudonym,
                     "action": s.action,
@@ -221,7 +221,12 @@ def _records(frame: pd.DataFrame) -> list[dict]:
     ]
 
 
-def _dicom_date(value: str) -> str:
+def study_ref(uid: str) -> str:
+    """The short form reports show for a study: its UID's last 8 characters."""
+    return "…" + uid[-8:]
+
+
+def dicom_date(value: str) -> str:
     """DICOM's YYYYMMDD as YYYY-MM-DD; anything else unchanged."""
     if len(value) == 8 and value.isdigit():
         return f"{value[:4]}-{value[4:6]}-{value[6:]}"
