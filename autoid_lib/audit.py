@@ -4,7 +4,7 @@
 Incoming study read with ``history=True`` and the whole AutoID table) and returns an
 ``AuditReport``: one ``Finding`` per kind of problem, each with a count, a table and what to do.
 It never talks to REDCap, reads the clock or the environment; ``autoid_lib.audit_cli`` does the
-three reads and runs the audit notebook.
+four reads and runs the audit notebook.
 
 Checks (``Finding.kind``):
 
@@ -69,12 +69,15 @@ class AuditSettings:
     """What the audit needs besides the snapshot.
 
     ``window_begin`` is the start of the run's window in REDCap server time (now minus
-    ``lookback_days``): a study dated before it has fallen out of the run's reach.
+    ``lookback_days``). ``in_window`` holds the UIDs of the studies a run would read now (created
+    or modified in the window); a study outside it has fallen out of the run's reach. Without
+    it, a study dated before ``window_begin`` counts as out of reach.
     """
 
     hasher: PatientHasher
     window_begin: datetime
     lookback_days: int = 14
+    in_window: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -174,7 +177,7 @@ def audit(snapshot: Snapshot, settings: AuditSettings) -> AuditReport:
         for study in snapshot.studies
         if study.ae_title.strip() in by_ae
     ]
-    missing, pending = _missing_transfers(addressed, settings.window_begin)
+    missing, pending = _missing_transfers(addressed, settings)
     findings += missing
     findings += _transfer_counts(addressed)
     findings += _pseudonyms(snapshot.studies, auto_names, rows_by_project, settings.hasher)
@@ -214,15 +217,17 @@ def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
     return frame
 
 
-def _is_old(study: IncomingStudy, window_begin: datetime) -> bool:
-    """Dated before the window (or not dated at all): no run reads it unless it is modified."""
+def _out_of_reach(study: IncomingStudy, settings: AuditSettings) -> bool:
+    """No run reads the study again unless it is modified."""
+    if settings.in_window is not None:
+        return study.uid not in settings.in_window
     date = study.study_date.strip()
     if len(date) != 8 or not date.isdigit():
         return True
-    return date < f"{window_begin:%Y%m%d}"
+    return date < f"{settings.window_begin:%Y%m%d}"
 
 
-def _missing_transfers(addressed, window_begin: datetime):
+def _missing_transfers(addressed, settings: AuditSettings):
     old, recent = [], []
     for study, names in addressed:
         if study.transfer_requests:
@@ -233,7 +238,7 @@ def _missing_transfers(addressed, window_begin: datetime):
         elif len(names) > 1:
             reason = "AE title shared by several auto-ID projects"
         row = _study_row(study, " / ".join(names), reason=reason)
-        (old if _is_old(study, window_begin) else recent).append(row)
+        (old if _out_of_reach(study, settings) else recent).append(row)
     columns = [*STUDY_COLUMNS, "reason"]
     finding = Finding(
         "missing_transfer",

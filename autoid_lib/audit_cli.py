@@ -4,9 +4,9 @@
 ``<reports_dir>/<UTC timestamp>-audit/`` (run.ipynb, report.html titled "Auto-ID audit report",
 summary.json) and rebuilds the reports index through the run's public entry point,
 ``notebook_run.execute_notebook`` (execution, scrubbing, HTML export, summary). The
-kernel side is ``audit_in_kernel``: three reads (Projects, all of Incoming with the forwarder's
-fields, the AutoID table), then the pure ``audit.audit``. The audit only reads, so it takes no
-run lock and may run next to the job.
+kernel side is ``audit_in_kernel``: four reads (Projects, all of Incoming with the forwarder's
+fields, the AutoID table, the UIDs a run would read now), then the pure ``audit.audit``. The
+audit only reads, so it takes no run lock and may run next to the job.
 
 Exit statuses: 0 the audit ran (its report may list findings), 1 it failed (REDCap or notebook
 error; the report says where), 2 bad configuration or command line.
@@ -106,14 +106,19 @@ def execute_audit(
 # -- the kernel side ----------------------------------------------------------------------------
 
 
-def read_history(gateway: RedcapGateway, window_begin: datetime, window_end: datetime) -> Snapshot:
-    """The audit's three reads: Projects, all of Incoming (with history), the AutoID table."""
+def read_history(
+    gateway: RedcapGateway, window_begin: datetime, window_end: datetime
+) -> tuple[Snapshot, frozenset[str]]:
+    """The audit's four reads: Projects, all of Incoming (with history), the AutoID table, and
+    which studies a run would read now (their UIDs only)."""
     from autoid_lib.snapshot import Snapshot
 
     projects = gateway.project_records()
     studies = gateway.incoming_studies(None, None, history=True)
     rows = gateway.autoid_rows()
-    return Snapshot(tuple(projects), tuple(studies), tuple(rows), window_begin, window_end)
+    in_window = gateway.study_uids(window_begin, window_end)
+    snapshot = Snapshot(tuple(projects), tuple(studies), tuple(rows), window_begin, window_end)
+    return snapshot, in_window
 
 
 def audit_in_kernel(config_path: str, *, output_dir: str = "", now: str = "") -> AuditReport:
@@ -132,13 +137,14 @@ def audit_in_kernel(config_path: str, *, output_dir: str = "", now: str = "") ->
     begin = end - timedelta(days=settings.run.lookback_days)
     gateway = RedcapGateway(settings.redcap)
     clock = time.perf_counter()
-    snapshot = read_history(gateway, begin, end)
+    snapshot, in_window = read_history(gateway, begin, end)
     report = audit(
         snapshot,
         AuditSettings(
             hasher=settings.run.hasher(),
             window_begin=begin,
             lookback_days=settings.run.lookback_days,
+            in_window=in_window,
         ),
     )
     if output_dir:

@@ -116,6 +116,14 @@ class RedcapGateway:
         _require_fields(rows, study_fields, "incoming", operation)
         return _collapse_studies(rows, transfer_rows)
 
+    def study_uids(self, begin: datetime, end: datetime) -> frozenset[str]:
+        """UIDs of the studies created or modified in [begin, end]: what a run would read."""
+        operation = f"export study UIDs since {begin:%Y-%m-%d %H:%M}"
+        rows = self._export(
+            "incoming", operation, fields=["study_instance_uid"], date_begin=begin, date_end=end
+        )
+        return frozenset(row.get("study_instance_uid", "") for row in rows) - {""}
+
     def transfers_of(self, study_uids: Sequence[str]) -> dict[str, list[ExistingTransfer]]:
         """The transfer instances REDCap now holds for these studies (for verification)."""
         by_study: dict[str, list[ExistingTransfer]] = {uid: [] for uid in study_uids}

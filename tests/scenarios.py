@@ -87,10 +87,12 @@ def clean_history(sb):
 
 def plant_problems(sb):
     """One of each problem the audit must find, on top of the clean history."""
+    sb.advance(timedelta(days=-60))  # recorded 60 days ago, untouched since: out of every window
+    sb.add_rows("incoming", [study("2.1", "ALPHA", PID[4], OLD)])  # no transfer
+    sb.advance(timedelta(days=60))
     sb.add_rows(
         "incoming",
         [
-            study("2.1", "ALPHA", PID[4], OLD),  # fell out of the window, no transfer
             study("2.2", "ALPHA", PID[5]),  # two transfers
             transfer("2.2", 1, "Alpha", "A005"),
             transfer("2.2", 2, "Alpha", "A005"),

@@ -8,7 +8,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from scenarios import PATIENTS, PID, autoid, clean_history, plant_problems, study, transfer
+from scenarios import OLD, PATIENTS, PID, autoid, clean_history, plant_problems, study, transfer
 
 from autoid_lib import audit_cli
 from autoid_lib.audit import findings_html
@@ -104,7 +104,7 @@ def test_autoid_audit_writes_a_report_folder_like_a_run(sandbox, config, tmp_pat
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["mode"] == "audit" and summary["status"] == "attention"
     assert summary["findings"]["several_transfers"] == 1
-    assert summary["api_requests"] == 3  # projects, all of Incoming, AutoID
+    assert summary["api_requests"] == 4  # projects, all of Incoming, AutoID, UIDs in the window
     html = (folder / "report.html").read_text()
     assert "<title>Auto-ID audit report</title>" in html
     assert "Studies with more than one transfer request" in html
@@ -116,3 +116,12 @@ def test_autoid_audit_writes_a_report_folder_like_a_run(sandbox, config, tmp_pat
     assert [v for v in secrets if v in text] == []
     assert "DOE^" not in text
     assert (out / "index.html").is_file()
+
+
+def test_an_old_study_modified_in_the_window_is_pending_not_lost(sandbox, config):
+    """Reach is decided by REDCap's modification time, as the run's export decides it."""
+    clean_history(sandbox)
+    sandbox.add_rows("incoming", [study("3.1", "ALPHA", PID[4], OLD)])  # old date, recorded now
+    report = audit_in_kernel(str(config))
+    assert report.finding("missing_transfer") is None
+    assert list(report.pending["study_ref"]) == ["…3.1"]
