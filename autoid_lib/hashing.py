@@ -49,7 +49,8 @@ class PatientHasher:
 
     def lookup_keys(self, raw: str, normalised: str) -> tuple[str, ...]:
         """Hashes under which this patient may already be known, preferred first."""
-        keys = [self.primary(normalised), sha512_hex(normalised)]
+        legacy = sha512_hex(normalised)
+        keys = [legacy] if self.scheme == "sha512" else [self.primary(normalised), legacy]
         if raw != normalised:
             keys.append(sha512_hex(raw))
-        return tuple(dict.fromkeys(keys))
+        return tuple(keys)
