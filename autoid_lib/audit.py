@@ -246,8 +246,8 @@ def _missing_transfers(addressed, settings: AuditSettings):
         PROBLEM,
         len(old),
         "These studies were not created or modified within the run's window, so no run will "
-        "serve them. Fix the reason if one is given (fill in the patient ID, give the project its own AE title), "
-        "then run `autoid run --lookback-days N` with N reaching back to the oldest study date "
+        "serve them. Fix the reason if one is given (fill in the patient ID, give the project "
+        "its own AE title), then run `autoid run --lookback-days N` with N reaching back to the oldest study date "
         "(a dry run first), or request the transfers by hand.",
         _frame(old, columns),
     )
