@@ -247,8 +247,8 @@ def _missing_transfers(addressed, settings: AuditSettings):
         len(old),
         "These studies were not created or modified within the run's window, so no run will "
         "serve them. Fix the reason if one is given (fill in the patient ID, give the project "
-        "its own AE title), then run `autoid run --lookback-days N` with N reaching back to the oldest study date "
-        "(a dry run first), or request the transfers by hand.",
+        "its own AE title), then run `autoid run --lookback-days N` with N reaching back to "
+        "the oldest study (a dry run first), or request the transfers by hand.",
         _frame(old, columns),
     )
     return [finding], _frame(recent, columns)
