@@ -8,6 +8,11 @@ kernel side is ``audit_in_kernel``: four reads (Projects, all of Incoming with t
 fields, the AutoID table, the UIDs a run would read now), then the pure ``audit.audit``. The
 audit only reads, so it takes no run lock and may run next to the job.
 
+``--email`` works as for ``autoid run`` (``run_cli.email_hook``): the config's ``[email]`` table is
+checked before anything runs (missing or bad: exit 2), and the audit's summary is mailed once
+summary.json is written; the mail's outcome is summary.json's ``email`` entry and never changes
+the exit status. ``on-change`` compares with the previous audit.
+
 Exit statuses: 0 the audit ran (its report may list findings), 1 it failed (REDCap or notebook
 error; the report says where), 2 bad configuration or command line.
 """
@@ -26,7 +31,7 @@ from autoid_lib.cli import ExitStatus
 if TYPE_CHECKING:
     from autoid_lib.audit import AuditReport
     from autoid_lib.config import Settings
-    from autoid_lib.notebook_run import RunRecord
+    from autoid_lib.notebook_run import Notify, RunRecord
     from autoid_lib.redcap import RedcapGateway
     from autoid_lib.snapshot import Snapshot
 
@@ -48,19 +53,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="summary",
         help="full lists every row of each finding, with study UIDs (default: summary)",
     )
+    parser.add_argument(
+        "--email",
+        action="store_true",
+        help="mail the audit's summary as the config's [email] table says (docs/operations.md)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
 def run(args: argparse.Namespace) -> int:
     from autoid_lib.config import load_settings
     from autoid_lib.errors import ConfigError
-    from autoid_lib.run_cli import configure_logging, print_outcome
+    from autoid_lib.run_cli import configure_logging, email_hook, print_outcome
 
     configure_logging(args.quiet)
     try:
         settings = load_settings(args.config)
+        notify = email_hook(settings) if args.email else None
         record = execute_audit(
-            settings, output_dir=args.output_dir, detail=args.detail, progress=not args.quiet
+            settings,
+            output_dir=args.output_dir,
+            detail=args.detail,
+            progress=not args.quiet,
+            notify=notify,
         )
     except ConfigError as error:
         print(f"autoid audit: {error}", file=sys.stderr)
@@ -78,8 +93,12 @@ def execute_audit(
     detail: str = "summary",
     progress: bool = False,
     now: datetime | None = None,
+    notify: Notify | None = None,
 ) -> RunRecord:
-    """Run the audit notebook into a new report folder; returns where and how it ended."""
+    """Run the audit notebook into a new report folder; returns where and how it ended.
+
+    ``notify`` is ``execute_notebook``'s hook (``autoid audit --email``).
+    """
     from autoid_lib.errors import ConfigError
     from autoid_lib.notebook_run import DETAILS, execute_notebook
 
@@ -100,6 +119,7 @@ def execute_audit(
         title=TITLE,
         secrets=settings.secrets(),
         progress=progress,
+        notify=notify,
     )
 
 

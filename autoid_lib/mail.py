@@ -1,10 +1,11 @@
-"""E-mailed run reports: the ``[email]`` settings, when to send, SMTP delivery and ``notify``.
+"""E-mailed run and audit reports: the ``[email]`` settings, when to send, SMTP delivery and
+``notify``.
 
-``notify(summary, run_dir, settings)`` is the one call ``autoid run --email`` makes after the
-REDCap work is done: it decides (``should_send``), composes from ``summary.json`` alone
-(``autoid_lib.mail_compose``), sends with ``smtplib`` and returns the ``email`` entry for
-``summary.json``. It never raises on SMTP or network trouble: a mail failure is logged on
-``autoid.mail`` and reported, and never fails or repeats the run.
+``notify(summary, run_dir, settings)`` is the one call ``autoid run --email`` and
+``autoid audit --email`` make after the REDCap work is done: it decides (``should_send``),
+composes from ``summary.json`` alone (``autoid_lib.mail_compose``), sends with ``smtplib`` and
+returns the ``email`` entry for ``summary.json``. It never raises on SMTP or network trouble:
+a mail failure is logged on ``autoid.mail`` and reported, and never fails or repeats the run.
 """
 
 from __future__ import annotations
@@ -163,7 +164,8 @@ def should_send(
 
     *Changed* means, against the previous run of the same mode: a live run created transfers
     or IDs (a dry run: its planned counts differ); an anomaly (kind, project, message)
-    appeared or disappeared; the status differs; or there is no previous run to compare with.
+    appeared or disappeared; an audit's count of a finding differs from the previous audit's;
+    the status differs; or there is no previous run to compare with.
     """
     if policy not in SEND_POLICIES:
         raise ConfigError(f"send policy must be one of {', '.join(SEND_POLICIES)}, not {policy!r}")
@@ -191,6 +193,8 @@ def _changed(summary: Mapping[str, Any], previous: Mapping[str, Any] | None) -> 
             return True, "the planned changes differ from the previous dry run"
     elif any(created.values()):
         return True, "{transfers_created} transfers and {ids_created} IDs created".format(**created)
+    if summary.get("mode") == "audit" and _finding_counts(summary) != _finding_counts(previous):
+        return True, "the findings' counts differ from the previous audit"
     now, before = _anomaly_keys(summary), _anomaly_keys(previous)
     if now != before:
         return True, f"{len(now - before)} anomalies appeared, {len(before - now)} disappeared"
@@ -206,6 +210,14 @@ def _anomaly_keys(summary: Mapping[str, Any]) -> frozenset[tuple[str, str, str]]
         for a in anomalies
         if isinstance(a, Mapping)
     )
+
+
+def _finding_counts(summary: Mapping[str, Any]) -> dict[str, int]:
+    """An audit summary's ``findings``: count per kind (kinds not found are absent)."""
+    findings = summary.get("findings")
+    if not isinstance(findings, Mapping):
+        return {}
+    return {str(kind): _count(count) for kind, count in findings.items() if _count(count)}
 
 
 def _count(value: Any) -> int:
@@ -273,7 +285,8 @@ def notify(
     *,
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """Decide, compose and send the mail for one run; the ``email`` entry for summary.json.
+    """Decide, compose and send the mail for one run or audit; the ``email`` entry for
+    summary.json.
 
     ``run_dir`` is the run's folder (``reports/<timestamp>-<mode>/``); its report is linked
     or attached, and the previous run's summary is looked up beside it unless ``previous`` is

@@ -1,11 +1,14 @@
-"""Compose the run-report e-mail from ``summary.json`` alone.
+"""Compose the report e-mail of a run or an audit from its ``summary.json`` alone.
 
 The composer never sees the notebook or the report: it reads a fixed list of keys from the
-summary (``summary_view``), so a key that should never be there (a study row, a patient ID)
-cannot reach a mail even if a future writer puts it into the summary. The HTML part is
-rendered with jinja2, its CSS inlined with ``css_inline`` (no ``<style>``, no scripts, no
-``data:`` URIs), and kept under ``HTML_BUDGET`` bytes (Gmail clips bodies over ~100 KB) by
-showing fewer projects and anomalies, each list ending with "… and N more".
+summary (``summary_view`` for a run, ``audit_view`` for an audit), so a key that should never
+be there (a study row, a patient ID) cannot reach a mail even if a future writer puts it into
+the summary. Which of the two a summary is gets decided once, in ``_composer``
+(``mode == "audit"``); each has its own view, subject and template pair (``mail.*.j2``,
+``mail_audit.*.j2``). The HTML part is rendered with jinja2, its CSS inlined with
+``css_inline`` (no ``<style>``, no scripts, no ``data:`` URIs), and kept under ``HTML_BUDGET``
+bytes (Gmail clips bodies over ~100 KB) by showing fewer projects and anomalies (findings),
+each list ending with "… and N more".
 """
 
 from __future__ import annotations
@@ -13,12 +16,12 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
 
 if TYPE_CHECKING:
@@ -28,6 +31,7 @@ HTML_BUDGET = 90_000  # bytes of the HTML part; Gmail clips at ~102 KB
 _LIMITS = ((60, 50), (30, 25), (15, 10), (5, 5), (0, 0))  # (projects, anomalies) shown
 _MAX_SKIPPED_REASONS = 20
 _MAX_TEXT = 300  # characters of any one string taken from the summary
+_MAX_ACTION = 1000  # an audit finding's "what to do" is the kit's own text: show it whole
 
 # status -> (label, banner text colour, banner background)
 _STATUS = {
@@ -46,7 +50,26 @@ _PROJECT_INTS = (
     "capacity_size",
     "capacity_used",
 )
+_AUDIT_PROJECT_INTS = ("studies", "transferred", "ids")
+_AUDIT_MODE = "audit"
+_NOTICE = "notice"  # an audit finding's severity that needs no action; anything else is a problem
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+class _Composer(NamedTuple):
+    """How one kind of summary becomes a mail: its view, its subject, its templates."""
+
+    view: Callable[[Mapping[str, Any]], dict[str, Any]]
+    subject: Callable[[Mapping[str, Any], str], str]
+    template: str  # <template>.html.j2 and <template>.txt.j2
+    rows: str  # the view's second trimmed list (after "projects")
+
+
+def _composer(summary: Mapping[str, Any]) -> _Composer:
+    """The one place a run's summary and an audit's summary part ways."""
+    if summary.get("mode") == _AUDIT_MODE:
+        return _Composer(audit_view, audit_subject_line, "mail_audit", "findings")
+    return _Composer(summary_view, subject_line, "mail", "anomalies")
 
 
 def compose_message(
@@ -56,20 +79,23 @@ def compose_message(
     *,
     now: datetime | None = None,
 ) -> EmailMessage:
-    """The whole mail for one run: subject, plain text + HTML alternatives, optional attachment.
+    """The whole mail for one run or audit: subject, plain text + HTML alternatives, optional
+    attachment.
 
     ``report_path`` is the run's ``report.html`` on the server; the body links it through
     ``settings.report_url_base`` when set, else shows the path. The report is attached only if
-    ``settings.attach_report`` is true and the file exists and is small enough.
+    ``settings.attach_report`` is true and the file exists and is small enough. An audit's
+    summary (``mode: "audit"``) gets the audit's view, subject and templates.
     """
     report_path = Path(report_path)
-    view = summary_view(summary)
+    composer = _composer(summary)
+    view = composer.view(summary)
     view["links"] = _links(report_path, settings.report_url_base)
-    subject = subject_line(view, settings.subject_prefix)
+    subject = composer.subject(view, settings.subject_prefix)
     attachment, attach_note = _attachment(report_path, settings)
     view["attach_note"] = attach_note
 
-    text, html = _render_within_budget(view, subject)
+    text, html = _render_within_budget(view, subject, composer.template, composer.rows)
 
     message = EmailMessage()
     message["Subject"] = subject
@@ -146,23 +172,79 @@ def summary_view(summary: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _render_within_budget(view: dict[str, Any], subject: str) -> tuple[str, str]:
-    """Render both parts, showing fewer rows until the HTML part fits ``HTML_BUDGET``."""
+def audit_subject_line(view: Mapping[str, Any], prefix: str = "[autoid]") -> str:
+    """``[autoid] AUDIT NEEDS ATTENTION: 3 problem(s), 1 notice(s)`` and its variants.
+
+    Problems and notices count findings (kinds of problem), not the studies or rows in them.
+    """
+    label = f"AUDIT {view['status_label']}"
+    if view["status"] == "failed":
+        step = view["error"]["step"] if view["error"] else ""
+        return f"{prefix} {label} at {step}" if step else f"{prefix} {label}"
+    if view["status"] == "ok" and not view["findings"]:
+        return f"{prefix} {label}: no findings"
+    return (
+        f"{prefix} {label}: {view['problem_count']:,} problem(s), "
+        f"{view['notice_count']:,} notice(s)"
+    )
+
+
+def audit_view(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The only keys of an audit's ``summary.json`` a mail may show, cleaned and typed.
+
+    The findings are the summary's ``anomalies`` (one per kind found), problems before
+    notices; anything else in the summary is ignored on purpose (see the module docstring).
+    """
+    status = _text(summary.get("status")) or "failed"
+    if status not in _STATUS:
+        status = "attention"  # an unknown status is something a human should look at
+    label, colour, background = _STATUS[status]
+    window = summary.get("window") if isinstance(summary.get("window"), Mapping) else {}
+    findings = sorted(
+        (_finding(f) for f in _list(summary.get("anomalies"))), key=lambda f: not f["problem"]
+    )
+    problems = sum(1 for f in findings if f["problem"])
+    return {
+        "status": status,
+        "status_label": label,
+        "status_colour": colour,
+        "status_background": background,
+        "started": _when(summary.get("started")),
+        "duration": _duration(summary.get("duration_s")),
+        "window_begin": _text(window.get("begin")),
+        "lookback_days": _int(window.get("lookback_days")),
+        "api_requests": _int(summary.get("api_requests")),
+        "studies": _int(summary.get("studies")),
+        "autoid_rows": _int(summary.get("autoid_rows")),
+        "pending_in_window": _int(summary.get("pending_in_window")),
+        "findings": findings,
+        "problem_count": problems,
+        "notice_count": len(findings) - problems,
+        "projects": [_audit_project(p) for p in _list(summary.get("projects"))],
+        "error": _error(summary.get("error")),
+    }
+
+
+def _render_within_budget(
+    view: dict[str, Any], subject: str, template: str = "mail", rows: str = "anomalies"
+) -> tuple[str, str]:
+    """Render both parts of ``template``, showing fewer projects and ``rows`` (the view's
+    anomalies or findings) until the HTML part fits ``HTML_BUDGET``; ``<list>_more`` says how
+    many each list left out."""
     env = _environment()
-    all_projects, all_anomalies = view["projects"], view["anomalies"]
-    for max_projects, max_anomalies in _LIMITS:
+    all_projects, all_rows = view["projects"], view[rows]
+    for max_projects, max_rows in _LIMITS:
         shown = dict(
             view,
             subject=subject,
             projects=all_projects[:max_projects],
             projects_more=max(0, len(all_projects) - max_projects),
-            anomalies=all_anomalies[:max_anomalies],
-            anomalies_more=max(0, len(all_anomalies) - max_anomalies),
+            **{rows: all_rows[:max_rows], f"{rows}_more": max(0, len(all_rows) - max_rows)},
         )
-        html = _inline(env.get_template("mail.html.j2").render(shown))
+        html = _inline(env.get_template(f"{template}.html.j2").render(shown))
         if len(html.encode("utf-8")) <= HTML_BUDGET:
             break
-    text = env.get_template("mail.txt.j2").render(shown)
+    text = env.get_template(f"{template}.txt.j2").render(shown)
     return text, html
 
 
@@ -252,6 +334,23 @@ def _project(raw: Any) -> dict[str, Any]:
     fraction = raw.get("capacity_fraction")
     project["capacity_percent"] = f"{fraction * 100:.0f}%" if _finite(fraction) else ""
     return project
+
+
+def _audit_project(raw: Any) -> dict[str, Any]:
+    raw = raw if isinstance(raw, Mapping) else {}
+    project: dict[str, Any] = {key: _int(raw.get(key)) for key in _AUDIT_PROJECT_INTS}
+    for key in ("project", "ae_title", "pattern"):
+        project[key] = _text(raw.get(key))
+    return project
+
+
+def _finding(raw: Any) -> dict[str, Any]:
+    raw = raw if isinstance(raw, Mapping) else {}
+    finding: dict[str, Any] = {key: _text(raw.get(key)) for key in ("kind", "project", "message")}
+    finding["action"] = _text(raw.get("action"), _MAX_ACTION)
+    finding["problem"] = _text(raw.get("severity")).lower() != _NOTICE
+    finding["count"] = _int(raw.get("count"))
+    return finding
 
 
 def _anomaly(raw: Any) -> dict[str, str]:

@@ -103,6 +103,81 @@ ATTENTION = summary(
 )
 FAILED = summary(status="failed", transfers_created=0, ids_created=0, error=ERROR)
 
+AUDIT_RUN = "20261128T070000Z-audit"
+MISSING = {
+    "kind": "missing_transfer",
+    "project": "KNEE, HIP",
+    "severity": "problem",
+    "count": 17,
+    "message": "Studies that fell out of the run window without a transfer",
+    "action": "Run `autoid run --lookback-days N` reaching back to the oldest study date",
+}
+MISMATCH = {
+    "kind": "pattern_mismatch",
+    "project": "HIP",
+    "severity": "notice",
+    "count": 2,
+    "message": "Stored IDs that do not match their project's current pattern",
+    "action": "Usually the pattern was changed on purpose: nothing to do",
+}
+SEVERAL = dict(
+    MISSING,
+    kind="several_transfers",
+    project="KNEE",
+    count=1,
+    message="Studies with more than one transfer request",
+    action="Delete the surplus transfers instances in Incoming",
+)
+AUDIT = {  # as AuditReport.summary() plus what audit_in_kernel and execute_notebook add
+    "schema": 1,
+    "kind": "audit",
+    "mode": "audit",
+    "status": "attention",
+    "headline": "Needs attention — audit of all history: 17 studies that fell out …",
+    "window": {"begin": "2026-11-14 07:00:00", "lookback_days": 14},
+    "studies": 4321,
+    "autoid_rows": 987,
+    "findings": {"pattern_mismatch": 2, "missing_transfer": 17, "several_transfers": 1},
+    "anomalies": [MISMATCH, MISSING, SEVERAL],
+    "projects": [
+        {
+            "project": "KNEE",
+            "ae_title": "KNEEAE",
+            "pattern": "K\\d{3}",
+            "studies": 3210,
+            "transferred": 3193,
+            "ids": 812,
+        },
+        {
+            "project": "HIP",
+            "ae_title": "HIPAE",
+            "pattern": "H\\d{4}",
+            "studies": 1100,
+            "transferred": 1100,
+            "ids": 175,
+        },
+    ],
+    "pending_in_window": 3,
+    "started": "2026-11-28T07:00:00+00:00",
+    "api_requests": 4,
+    "duration_s": 8.2,
+    "error": None,
+    "timings_s": {"notebook": 9.0},
+    "report": "report.html",
+    "notebook": "run.ipynb",
+    "finished": "2026-11-28T07:00:10+00:00",
+    "email": None,
+}
+
+
+def audit_summary(**changes) -> dict:
+    result = copy.deepcopy(AUDIT)
+    result.update(changes)
+    return result
+
+
+AUDIT_OK = audit_summary(status="ok", findings={}, anomalies=[])
+
 
 # The real SMTP server is the ``smtp_server`` fixture of conftest.py.
 
@@ -456,6 +531,45 @@ def test_on_change_without_a_previous_run_sends():
     )
 
 
+def test_previous_audit_is_found_among_runs_by_its_mode(tmp_path):
+    reports = tmp_path / "reports"
+    runs = {
+        "20261121T070000Z-audit": {"n": 1},
+        "20261128T065500Z-live": {"n": 2},  # a run after the last audit: not comparable
+        AUDIT_RUN: {"n": 3},
+    }
+    for name, content in runs.items():
+        (reports / name).mkdir(parents=True)
+        (reports / name / "summary.json").write_text(json.dumps(content))
+    assert find_previous_summary(reports, reports / AUDIT_RUN) == {"n": 1}
+
+
+def test_on_change_compares_an_audit_with_the_previous_audit():
+    assert should_send(AUDIT, AUDIT, "on-change") == (
+        False,
+        "nothing changed since the previous run",
+    )
+    assert should_send(AUDIT_OK, AUDIT_OK, "on-change")[0] is False
+    assert should_send(AUDIT, None, "on-change") == (True, "no previous run to compare with")
+    assert should_send(AUDIT, AUDIT_OK, "on-change")[0] is True  # status and findings
+    more = audit_summary(findings=dict(AUDIT["findings"], missing_transfer=18))
+    more["anomalies"][1]["count"] = 18
+    assert should_send(more, AUDIT, "on-change") == (
+        True,
+        "the findings' counts differ from the previous audit",
+    )
+    fixed = audit_summary(findings={"missing_transfer": 17}, anomalies=[MISSING])
+    assert should_send(fixed, AUDIT, "on-change")[0] is True  # two findings disappeared
+
+
+def test_on_attention_treats_an_audit_as_a_run():
+    assert should_send(AUDIT_OK, None, "on-attention") == (
+        False,
+        "status ok and send = on-attention",
+    )
+    assert should_send(AUDIT, AUDIT, "on-attention") == (True, "status attention")
+
+
 def test_unknown_policy_is_a_config_error():
     with pytest.raises(ConfigError, match="on-change"):
         should_send(SUMMARY, None, "sometimes")
@@ -582,7 +696,7 @@ hostile_text = st.lists(
     st.fixed_dictionaries(
         {
             "status": st.sampled_from(["ok", "attention", "failed", "weird"]),
-            "mode": st.sampled_from(["live", "dry", None]),
+            "mode": st.sampled_from(["live", "dry", "audit", None]),
             "transfers_created": st.integers(-5, 10**9) | st.none() | hostile_text,
             "duration_s": st.floats(allow_nan=True, allow_infinity=True) | st.none(),
             "anomalies": st.lists(
@@ -611,6 +725,150 @@ def test_any_summary_composes_into_mail_safe_html(data):
     message = _compose(data)
     assert_mail_safe(parts(message)[1])
     assert "\n" not in message["Subject"]
+
+
+# --- the audit's mail -----------------------------------------------------------------------
+
+
+def _compose_audit(data: Mapping, **changes) -> email.message.EmailMessage:
+    settings = replace(mail_settings(25), **changes)
+    return compose_message(
+        data,
+        settings,
+        Path("/srv/reports") / AUDIT_RUN / "report.html",
+        now=datetime(2026, 11, 28, tzinfo=UTC),
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "subject"),
+    [
+        (AUDIT_OK, "[autoid] AUDIT OK: no findings"),
+        (AUDIT, "[autoid] AUDIT NEEDS ATTENTION: 2 problem(s), 1 notice(s)"),
+        (
+            audit_summary(anomalies=[MISMATCH], findings={"pattern_mismatch": 2}),
+            "[autoid] AUDIT NEEDS ATTENTION: 0 problem(s), 1 notice(s)",
+        ),
+        (
+            audit_summary(status="failed", error=dict(ERROR, step="audit")),
+            "[autoid] AUDIT FAILED at audit",
+        ),
+        (audit_summary(status="failed", error=None), "[autoid] AUDIT FAILED"),
+    ],
+)
+def test_audit_subject_shows_status_and_findings(data, subject):
+    assert _compose_audit(data)["Subject"] == subject
+
+
+def test_audit_mail_lists_findings_with_counts_and_what_to_do_and_projects():
+    message = _compose_audit(AUDIT)
+    text, html = parts(message)
+    assert_mail_safe(html)
+    assert 'style="' in html and "#fef3c7" in html  # inlined, the amber banner
+    for body in (text, html):
+        assert "AUDIT" in body and "NEEDS ATTENTION" in body
+        for finding in (MISSING, MISMATCH, SEVERAL):
+            assert finding["message"] in body
+        assert "Delete the surplus transfers instances in Incoming" in body
+        assert "4,321" in body and "987" in body  # studies audited, AutoID rows
+        assert "3,193" in body and "812" in body and "HIPAE" in body  # per-project counts
+        assert str(Path("/srv/reports") / AUDIT_RUN / "report.html") in body
+        assert "transfers created" not in body.lower()  # no run fields
+    assert "Run `autoid run --lookback-days N`" in text
+    assert "K\\d{3}" in text and "K\\d{3}" in html
+    assert (
+        "PROBLEM [KNEE, HIP] Studies that fell out of the run window without a transfer: 17" in text
+    )
+    assert "NOTICE [HIP] Stored IDs that do not match their project's current pattern: 2" in text
+    # problems before notices, in summary order otherwise
+    order = [text.index(f["message"]) for f in (MISSING, SEVERAL, MISMATCH)]
+    assert order == sorted(order)
+    assert "built from the audit's summary only" in text
+    assert "built from the audit's summary only" in html
+
+
+def test_audit_finding_shows_its_whole_what_to_do():
+    action = "Fix the reason, then run autoid run --lookback-days N. " * 8 + "END OF ACTION"
+    assert len(action) > 400
+    text, html = parts(_compose_audit(audit_summary(anomalies=[dict(MISSING, action=action)])))
+    assert action in text and action in html
+
+
+def test_clean_audit_mail_says_nothing_was_found():
+    text, html = parts(_compose_audit(AUDIT_OK))
+    assert_mail_safe(html)
+    assert "#dcfce7" in html  # the green banner
+    for body in (text, html):
+        assert "Nothing found" in body and "KNEEAE" in body
+        assert "What to do" not in body
+
+
+def test_failed_audit_mail_names_the_step_and_error():
+    failed = audit_summary(status="failed", anomalies=[], projects=[], error=ERROR)
+    text, html = parts(_compose_audit(failed))
+    assert_mail_safe(html)
+    for body in (text, html):
+        assert "The audit only reads: nothing was written" in body
+        assert "REDCap incoming: export records failed: HTTP 500" in body
+        assert "Nothing found" not in body
+    assert "#fee2e2" in html
+
+
+def test_large_audit_stays_under_100_kb_and_says_what_was_left_out():
+    projects = [
+        dict(AUDIT["projects"][0], project=f"PROJECT_{i:03d}_" + "X" * 40) for i in range(400)
+    ]
+    findings = [
+        dict(MISSING, kind=f"kind_{i}", message="m" * 290, action="a" * 290) for i in range(80)
+    ]
+    text, html = parts(_compose_audit(audit_summary(projects=projects, anomalies=findings)))
+    assert_mail_safe(html)
+    assert "more projects in the full report" in html and "more in the full report" in text
+
+
+def test_audit_composer_reads_only_contract_keys_and_ignores_planted_patient_data():
+    planted = audit_summary(anomalies=[dict(MISSING, patient_id=CANARY_PATIENT)])
+    planted["studies_table"] = [
+        {"patient_id": CANARY_PATIENT, "study_instance_uid": CANARY_UID, "name": CANARY_NAME}
+    ]
+    planted["pending"] = [{"study_uid": CANARY_UID}]
+    planted["projects"][0]["patient_ids"] = [CANARY_PATIENT]
+    planted["projects"][1]["study_uid"] = CANARY_UID
+    planted["window"]["patient"] = CANARY_NAME
+    planted["findings"][CANARY_UID] = 1  # a count keyed by a UID: counts are not shown
+    planted["headline"] = f"audit of {CANARY_NAME}"
+    planted["error"] = dict(ERROR, traceback=f"KeyError: {CANARY_UID}")
+    recorded = _Recording(planted)
+
+    message = _compose_audit(recorded, attach_report=False)
+
+    raw = message.as_string()
+    text, html = parts(message)
+    for canary in (CANARY_PATIENT, CANARY_UID, CANARY_NAME):
+        assert canary not in raw and canary not in text and canary not in html
+    assert recorded.read <= AUDIT_CONTRACT_KEYS, recorded.read - AUDIT_CONTRACT_KEYS
+    assert "Studies that fell out of the run window without a transfer" in text  # real output
+
+
+AUDIT_CONTRACT_KEYS = {
+    "mode",
+    "status",
+    "started",
+    "duration_s",
+    "window",
+    "window.begin",
+    "window.lookback_days",
+    "api_requests",
+    "studies",
+    "autoid_rows",
+    "pending_in_window",
+    "anomalies",
+    "projects",
+    "error",
+    *(f"anomalies.{k}" for k in MISSING),
+    *(f"projects.{k}" for k in AUDIT["projects"][0]),
+    *(f"error.{k}" for k in ERROR),
+}
 
 
 # --- settings -------------------------------------------------------------------------------
