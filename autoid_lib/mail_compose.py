@@ -133,10 +133,6 @@ def summary_view(summary: Mapping[str, Any]) -> dict[str, Any]:
 
     Anything else in the summary is ignored on purpose (see the module docstring).
     """
-    status = _text(summary.get("status")) or "failed"
-    if status not in _STATUS:
-        status = "attention"  # an unknown status is something a human should look at
-    label, colour, background = _STATUS[status]
     window = summary.get("window") if isinstance(summary.get("window"), Mapping) else {}
     anomalies = [_anomaly(a) for a in _list(summary.get("anomalies"))]
     projects = [_project(p) for p in _list(summary.get("projects"))]
@@ -146,10 +142,7 @@ def summary_view(summary: Mapping[str, Any]) -> dict[str, Any]:
         key=lambda item: (-item[1], item[0]),
     )
     return {
-        "status": status,
-        "status_label": label,
-        "status_colour": colour,
-        "status_background": background,
+        **_status_fields(summary),
         "dry_run": _text(summary.get("mode")) == "dry",
         "mode": _text(summary.get("mode")) or "unknown",
         "started": _when(summary.get("started")),
@@ -169,6 +162,20 @@ def summary_view(summary: Mapping[str, Any]) -> dict[str, Any]:
         "attention_count": len(anomalies),
         "projects": _attention_first(projects),
         "error": _error(summary.get("error")),
+    }
+
+
+def _status_fields(summary: Mapping[str, Any]) -> dict[str, str]:
+    """The status and how the banner shows it; an unknown status asks for a human."""
+    status = _text(summary.get("status")) or "failed"
+    if status not in _STATUS:
+        status = "attention"
+    label, colour, background = _STATUS[status]
+    return {
+        "status": status,
+        "status_label": label,
+        "status_colour": colour,
+        "status_background": background,
     }
 
 
@@ -195,20 +202,13 @@ def audit_view(summary: Mapping[str, Any]) -> dict[str, Any]:
     The findings are the summary's ``anomalies`` (one per kind found), problems before
     notices; anything else in the summary is ignored on purpose (see the module docstring).
     """
-    status = _text(summary.get("status")) or "failed"
-    if status not in _STATUS:
-        status = "attention"  # an unknown status is something a human should look at
-    label, colour, background = _STATUS[status]
     window = summary.get("window") if isinstance(summary.get("window"), Mapping) else {}
     findings = sorted(
         (_finding(f) for f in _list(summary.get("anomalies"))), key=lambda f: not f["problem"]
     )
     problems = sum(1 for f in findings if f["problem"])
     return {
-        "status": status,
-        "status_label": label,
-        "status_colour": colour,
-        "status_background": background,
+        **_status_fields(summary),
         "started": _when(summary.get("started")),
         "duration": _duration(summary.get("duration_s")),
         "window_begin": _text(window.get("begin")),
