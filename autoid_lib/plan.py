@@ -222,7 +222,18 @@ def _auto_id_projects(records: Iterable[ProjectRecord], anomalies: list[Anomaly]
             )
             continue
         projects.append(record)
-    return projects
+    names = Counter(p.name.strip() for p in projects)
+    for name in sorted(n for n, count in names.items() if count > 1):
+        anomalies.append(
+            Anomaly(
+                "project_misconfigured",
+                name,
+                f"{names[name]} auto-ID projects are named {name}; AutoID rows and transfers "
+                "are keyed by name, so none of them is served",
+                "Give each project its own project_name in the Projects database.",
+            )
+        )
+    return [p for p in projects if names[p.name.strip()] == 1]
 
 
 def _projects_by_ae_title(projects: list[ProjectRecord], anomalies: list[Anomaly]):

@@ -163,6 +163,14 @@ def test_hmac_writes_keyed_hashes_and_legacy_patients_keep_their_id():  # legacy
     assert new.hash == hasher.primary("FRESH") != sha512_hex("FRESH")
 
 
+def test_two_auto_id_projects_with_one_name_are_reported_and_not_served():
+    projects = [project("KNEE", ae="AE1"), project("KNEE", ae="AE2"), project("HIP", ae="AE3")]
+    studies = [study("14.1", "P", ae="AE1"), study("14.2", "P", ae="AE3")]
+    result = plan(snapshot(projects, studies), SETTINGS)
+    assert [t.project_name for t in result.transfers] == ["HIP"]
+    assert [(a.kind, a.project) for a in result.anomalies] == [("project_misconfigured", "KNEE")]
+
+
 def test_studies_of_other_ae_titles_and_disabled_projects_are_ignored():
     projects = [project(), project("OFF", ae="OFF_AE", use=False)]
     studies = [study("11.1", "P", ae="OFF_AE"), study("11.2", "P", ae="UNKNOWN")]
