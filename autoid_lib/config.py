@@ -32,6 +32,17 @@ from autoid_lib.hashing import PatientHasher
 from autoid_lib.secret import Secret, resolve_secret
 
 DATABASES = ("projects", "incoming", "autoid", "transfers")
+# Every key the kit reads; anything else is a typo worth stopping for (docs/run.md lists them).
+KNOWN_KEYS = {
+    "": ("redcap", "run", "email"),
+    "redcap": ("url", "urls", "verify", "timeout_s", "read_retries", "chunk_size", "tokens"),
+    "redcap.urls": DATABASES,
+    "redcap.tokens": DATABASES,
+    "run": (
+        "lookback_days", "hash", "hash_key", "lock_file", "reports_dir", "capacity_warn_at",
+        "server_timezone", "external_generator",
+    ),
+}  # fmt: skip
 _TOKEN_SHAPE = re.compile(r"[0-9A-Za-z]{32}")
 
 
@@ -86,6 +97,7 @@ def load_settings(path: str | Path) -> Settings:
         raise ConfigError(f"cannot read config {path}: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"config {path} is not valid TOML: {error}") from None
+    _refuse_unknown_keys(data)
     base = path.parent.resolve()
     return Settings(
         redcap=_redcap_settings(_table(data, "redcap"), base),
@@ -93,6 +105,21 @@ def load_settings(path: str | Path) -> Settings:
         email=_table(data, "email", required=False),
         path=path.resolve(),
     )
+
+
+def _refuse_unknown_keys(data: dict) -> None:
+    for where, known in KNOWN_KEYS.items():
+        table = data
+        for part in filter(None, where.split(".")):
+            table = table.get(part) if isinstance(table, dict) else None
+        if not isinstance(table, dict):
+            continue
+        unknown = sorted(set(table) - set(known))
+        if unknown:
+            shown = f"[{where}] " if where else ""
+            raise ConfigError(
+                f"unknown config key {shown}{unknown[0]}; known keys: {', '.join(known)}"
+            )
 
 
 def _table(data: dict, name: str, required: bool = True) -> dict:

@@ -142,3 +142,12 @@ def test_a_direct_child_runs_under_its_parents_lock_and_a_stranger_does_not(tmp_
                                   capture_output=True)  # fmt: skip
     assert inherited.stdout.strip() == "ran"
     assert stranger.stdout.strip() == "locked"
+
+
+def test_a_misspelt_key_is_refused_with_the_known_ones(tmp_path, monkeypatch):
+    path = write_config(tmp_path, env_tokens(monkeypatch), "lookback_day = 30")
+    with pytest.raises(ConfigError, match=r"unknown config key \[run\] lookback_day; known keys"):
+        load_settings(path)
+    path.write_text(path.read_text().replace("lookback_day = 30", "") + "\n[reddcap]\n")
+    with pytest.raises(ConfigError, match="unknown config key reddcap"):
+        load_settings(path)
