@@ -119,6 +119,7 @@ def execute_audit(
         title=TITLE,
         secrets=settings.secrets(),
         progress=progress,
+        cell_timeout_s=settings.run.cell_timeout_s,
         notify=notify,
     )
 

@@ -40,7 +40,7 @@ KNOWN_KEYS = {
     "redcap.tokens": DATABASES,
     "run": (
         "lookback_days", "hash", "hash_key", "lock_file", "reports_dir", "capacity_warn_at",
-        "server_timezone", "external_generator",
+        "server_timezone", "external_generator", "cell_timeout_s",
     ),
 }  # fmt: skip
 _TOKEN_SHAPE = re.compile(r"[0-9A-Za-z]{32}")
@@ -69,6 +69,7 @@ class RunSettings:
     capacity_warn_at: float = 0.8
     server_timezone: str = ""  # REDCap's clock for dateRangeBegin; default: this machine's
     external_generator: tuple[str, ...] = ()  # argv with {pattern} and {exclusion_file}
+    cell_timeout_s: float = 900.0  # a notebook cell running longer fails the run
 
     def hasher(self) -> PatientHasher:
         return PatientHasher(self.hash, self.hash_key)
@@ -193,6 +194,7 @@ def _run_settings(table: dict, base: Path) -> RunSettings:
         capacity_warn_at=float(_positive(table, "capacity_warn_at", 0.8, "[run]")),
         server_timezone=str(table.get("server_timezone", "")),
         external_generator=tuple(generator),
+        cell_timeout_s=float(_positive(table, "cell_timeout_s", 900.0, "[run]")),
     )
     settings.hasher()  # validates the scheme and key now, not mid-run
     return settings

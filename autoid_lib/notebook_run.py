@@ -85,6 +85,7 @@ def execute_notebook(
     secrets: Sequence[Secret] = (),
     progress: bool = True,
     notify: Notify | None = None,
+    cell_timeout_s: float | None = None,
 ) -> RunRecord:
     """Execute ``notebook`` into a new run folder and record it; returns where and how it ended.
 
@@ -103,7 +104,7 @@ def execute_notebook(
     log.info("run folder %s", run_dir)
     started = datetime.now(UTC)
     timings, failure = _execute(
-        notebook, run_dir, {**parameters, "output_dir": str(run_dir)}, progress
+        notebook, run_dir, {**parameters, "output_dir": str(run_dir)}, progress, cell_timeout_s
     )
     secrets = list(secrets)
     _scrub_notebook(run_dir / NOTEBOOK_FILE, secrets)
@@ -166,6 +167,7 @@ def execute_run(
             secrets=settings.secrets(),
             progress=progress,
             notify=notify,
+            cell_timeout_s=settings.run.cell_timeout_s,
         )
 
 
@@ -274,7 +276,11 @@ def _new_run_folder(reports_dir: Path, mode: str) -> Path:
 
 
 def _execute(
-    notebook: str | Path, run_dir: Path, parameters: dict, progress: bool
+    notebook: str | Path,
+    run_dir: Path,
+    parameters: dict,
+    progress: bool,
+    cell_timeout_s: float | None,
 ) -> tuple[dict[str, float], dict | None]:
     """Run the notebook into run.ipynb; timings and the failure (None if every cell ran)."""
     import papermill
@@ -291,9 +297,15 @@ def _execute(
             progress_bar=progress,
             log_output=False,
             report_mode=False,
+            execution_timeout=cell_timeout_s,  # a hung cell fails the run instead of the lock
         )
     except PapermillExecutionError as error:
         failure = _cell_failure(output, error.ename, error.evalue)
+    except TimeoutError as error:  # nbclient's CellTimeoutError: the cell was interrupted
+        log.error("a notebook cell ran longer than %s s", cell_timeout_s)
+        failure = _failure(
+            "notebook", type(error).__name__, f"a cell ran longer than {cell_timeout_s:g} s"
+        )
     except Exception as error:  # kernel died, would not start, timed out …
         log.error("notebook did not run: %s", type(error).__name__)
         failure = _failure("notebook", type(error).__name__, "the notebook kernel failed")

@@ -325,3 +325,27 @@ def test_a_run_stopped_before_planning_says_so_in_every_section(sandbox, tmp_pat
         report.capacity_chart(result),
     ]
     assert all(report.NOT_PLANNED in section.data for section in sections)
+
+
+@pytest.mark.slow
+def test_a_hung_cell_fails_the_run_and_frees_the_lock(sandbox, tmp_path):
+    """A run that never ends would hold the lock for ever: every later run would exit 3."""
+    notebook = tmp_path / "hangs.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    parameters = nbformat.v4.new_code_cell('config_path = ""\noutput_dir = ""')
+    parameters.metadata["tags"] = ["parameters"]
+    nb.cells = [parameters, nbformat.v4.new_code_cell("import time\ntime.sleep(60)")]
+    nbformat.write(nb, notebook)
+    settings = load_settings(kit_config(sandbox, tmp_path))
+    settings = replace(settings, run=replace(settings.run, cell_timeout_s=2))
+    record = execute_run(settings, notebook=notebook, progress=False)
+    assert record.exit_status == ExitStatus.FAILED
+    assert record.summary["error"]["message"] == "a cell ran longer than 2 s"
+    assert record.report.exists()
+    with run_lock(settings.run.lock_file):  # released
+        pass
