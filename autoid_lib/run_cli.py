@@ -98,6 +98,12 @@ def run(args: argparse.Namespace) -> int:
     except LockHeld as error:
         print(f"autoid run: {error}", file=sys.stderr)
         return ExitStatus.LOCKED
+    except OSError as error:  # the lock file or the report folder cannot be written
+        print(
+            f"autoid run: cannot record the run: {error.strerror}: {error.filename}",
+            file=sys.stderr,
+        )
+        return ExitStatus.FAILED
     return print_outcome("autoid run", record, quiet=args.quiet)
 
 

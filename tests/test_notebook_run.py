@@ -349,3 +349,13 @@ def test_a_hung_cell_fails_the_run_and_frees_the_lock(sandbox, tmp_path):
     assert record.report.exists()
     with run_lock(settings.run.lock_file):  # released
         pass
+
+
+def test_an_unwritable_reports_dir_exits_1_with_one_line(sandbox, tmp_path, capsys):
+    config = kit_config(sandbox, tmp_path)
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    assert autoid_run("--config", str(config), "--output-dir", str(blocked)) == ExitStatus.FAILED
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("autoid run: cannot record the run:") and str(blocked) in err[-1]
+    assert sandbox.total_requests() == 0
