@@ -7,8 +7,10 @@ with their patterns and capacity, so an operator can fix a setup before the firs
 from __future__ import annotations
 
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from autoid_lib.cli import ExitStatus
 from autoid_lib.config import DATABASES, Settings, load_settings
@@ -21,12 +23,12 @@ from autoid_lib.snapshot import Snapshot
 
 @dataclass
 class CheckReport:
-    databases: dict[str, str] = field(default_factory=dict)  # database -> "ok: title" / error
+    checks: dict[str, str] = field(default_factory=dict)  # "REDCap autoid" -> "ok (...)" / error
     projects: list[str] = field(default_factory=list)  # one line per auto-ID project
     ok: bool = True
 
     def lines(self) -> list[str]:
-        out = [f"REDCap {db}: {state}" for db, state in self.databases.items()]
+        out = [f"{name}: {state}" for name, state in self.checks.items()]
         out.append(f"auto-ID projects: {len(self.projects)}")
         out.extend(f"  {line}" for line in self.projects)
         return out
@@ -35,12 +37,21 @@ class CheckReport:
 def check_setup(settings: Settings) -> CheckReport:
     """Reach every database, then describe the auto-ID projects (reads only)."""
     report = CheckReport()
+    for what, folder in (
+        ("reports", settings.run.reports_dir),
+        ("lock", settings.run.lock_file.parent),
+    ):
+        writable = _writable(folder)
+        report.checks[f"{what} folder"] = (
+            f"ok ({folder})" if writable else (f"FAILED: {folder} cannot be created or written")
+        )
+        report.ok &= writable
     gateway = RedcapGateway(settings.redcap)
     for database in DATABASES:
         try:
-            report.databases[database] = f"ok ({gateway.project_title(database)!r})"
+            report.checks[f"REDCap {database}"] = f"ok ({gateway.project_title(database)!r})"
         except AutoIdError as error:
-            report.databases[database] = f"FAILED: {error}"
+            report.checks[f"REDCap {database}"] = f"FAILED: {error}"
             report.ok = False
     if not report.ok:
         return report
@@ -48,7 +59,7 @@ def check_setup(settings: Settings) -> CheckReport:
         records = gateway.project_records()
         rows = gateway.autoid_rows()
     except AutoIdError as error:
-        report.databases["projects/autoid"] = f"FAILED: {error}"
+        report.checks["REDCap projects/autoid"] = f"FAILED: {error}"
         report.ok = False
         return report
     moment = server_time(datetime.now(UTC), settings.run.server_timezone)
@@ -65,6 +76,16 @@ def check_setup(settings: Settings) -> CheckReport:
         if anomaly.kind in {"ambiguous_ae_title", "project_misconfigured"}:
             report.projects.append(f"! {anomaly.message}")
     return report
+
+
+def _writable(folder: Path) -> bool:
+    """Whether the run could create files in ``folder`` (creating the folder if needed)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
 
 
 def add_arguments(parser) -> None:

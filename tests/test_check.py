@@ -30,3 +30,11 @@ def test_check_with_a_broken_config_exits_2(tmp_path, capsys):
     (tmp_path / "autoid.toml").write_text("[redcap]\n")
     assert main(["check", "--config", str(tmp_path / "autoid.toml")]) == ExitStatus.CONFIG
     assert "autoid check:" in capsys.readouterr().err
+
+
+def test_check_fails_when_the_reports_folder_cannot_be_written(demo_sandbox, tmp_path, capsys):
+    config = demo_sandbox.write_kit_files(tmp_path, reports_dir=tmp_path / "file" / "reports")
+    (tmp_path / "file").write_text("a file where a folder should be")
+    assert main(["check", "--config", str(config)]) == ExitStatus.FAILED
+    out = capsys.readouterr().out
+    assert "reports folder: FAILED" in out and "lock folder: ok" in out
