@@ -25,12 +25,14 @@ from autoid_lib.snapshot import Snapshot
 class CheckReport:
     checks: dict[str, str] = field(default_factory=dict)  # "REDCap autoid" -> "ok (...)" / error
     projects: list[str] = field(default_factory=list)  # one line per auto-ID project
+    warnings: list[str] = field(default_factory=list)  # project setups a run cannot serve
     ok: bool = True
 
     def lines(self) -> list[str]:
         out = [f"{name}: {state}" for name, state in self.checks.items()]
         out.append(f"auto-ID projects: {len(self.projects)}")
         out.extend(f"  {line}" for line in self.projects)
+        out.extend(f"  ! {line}" for line in self.warnings)
         return out
 
 
@@ -74,7 +76,7 @@ def check_setup(settings: Settings) -> CheckReport:
         )
     for anomaly in planned.anomalies:
         if anomaly.kind in {"ambiguous_ae_title", "project_misconfigured"}:
-            report.projects.append(f"! {anomaly.message}")
+            report.warnings.append(anomaly.message)
     return report
 
 

@@ -11,7 +11,8 @@ def test_check_lists_projects_with_capacity_and_problems(demo_sandbox, tmp_path,
         assert f"REDCap {database}: ok" in out
     assert "SmallPilot: AE title SPILOT, pattern S[0-9]{2}" in out
     assert "widen the pattern soon" in out
-    assert "AE title CARDIO is used by 2 auto-ID projects" in out
+    assert "auto-ID projects: 6" in out
+    assert "  ! AE title CARDIO is used by 2 auto-ID projects" in out
     assert demo_sandbox.total_requests() == 4 + 2  # project info x4, projects, AutoID table
 
 
