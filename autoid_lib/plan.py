@@ -37,6 +37,7 @@ AMBIGUOUS_AE_TITLE = "ambiguous AE title"
 INVALID_PATTERN = "invalid pattern"
 ID_SPACE_EXHAUSTED = "ID space exhausted"
 AUTOID_CONFLICT = "AutoID conflict"
+PROJECT_MISCONFIGURED = "project misconfigured"
 
 # A study addressed to an AE title several projects share names all of them, joined by this.
 SHARED_AE_TITLE_JOIN = " / "
@@ -150,23 +151,32 @@ class Plan:
 def plan(snapshot: Snapshot, settings: PlanSettings) -> Plan:
     """Decide every write of one run from what it read."""
     anomalies: list[Anomaly] = []
-    projects = _auto_id_projects(snapshot.projects, anomalies)
+    projects, unserved_ae_titles = _auto_id_projects(snapshot.projects, anomalies)
     by_ae_title = _projects_by_ae_title(projects, anomalies)
     rows_by_project = _rows_by_project(snapshot.autoid_rows)
+    sent_names = _sent_names(snapshot.studies)
+    _check_project_filter(settings.projects, projects, anomalies)
 
     studies_by_project: dict[str, list[IncomingStudy]] = defaultdict(list)
     outcomes: list[StudyOutcome] = []
     for study in snapshot.studies:
-        candidates = by_ae_title.get(study.ae_title.strip())
-        if not candidates:
+        ae_title = study.ae_title.strip()
+        candidates = by_ae_title.get(ae_title, [])
+        if len(candidates) == 1:
+            if settings.projects is None or candidates[0].name in settings.projects:
+                studies_by_project[candidates[0].name].append(study)
             continue
-        if len(candidates) > 1:
-            names = SHARED_AE_TITLE_JOIN.join(p.name for p in candidates)
-            outcomes.append(_outcome(study, names, SKIPPED, AMBIGUOUS_AE_TITLE))
-            continue
-        project = candidates[0]
-        if settings.projects is None or project.name in settings.projects:
-            studies_by_project[project.name].append(study)
+        if candidates:
+            label = SHARED_AE_TITLE_JOIN.join(p.name for p in candidates)
+            reason = AMBIGUOUS_AE_TITLE
+        elif ae_title in unserved_ae_titles:
+            label, reason = unserved_ae_titles[ae_title], PROJECT_MISCONFIGURED
+        else:
+            continue  # not addressed to an auto-ID project
+        if study.transfer_requests:
+            outcomes.append(_outcome(study, label, ALREADY_TRANSFERRED))
+        else:
+            outcomes.append(_outcome(study, label, SKIPPED, reason))
 
     states = []
     new_ids: list[NewAutoId] = []
@@ -175,6 +185,8 @@ def plan(snapshot: Snapshot, settings: PlanSettings) -> Plan:
         if settings.projects is not None and project.name not in settings.projects:
             continue
         planner = _ProjectPlanner(project, rows_by_project.get(project.name, ()), settings)
+        for pseudonym in sent_names.get(project.name, ()):
+            planner.reserve(pseudonym)  # sent to the PACS under this name, whatever AutoID says
         planner.plan_studies(studies_by_project.get(project.name, ()))
         states.append(planner.state())
         outcomes.extend(planner.outcomes)
@@ -205,24 +217,31 @@ def _outcome(study: IncomingStudy, project: str, action: str, reason: str = "", 
 
 
 def _auto_id_projects(records: Iterable[ProjectRecord], anomalies: list[Anomaly]):
-    """Projects with auto-ID on; a project that cannot be served is reported, not guessed."""
-    projects = []
+    """Projects with auto-ID on that can be served, and the AE titles of those that cannot.
+
+    A project without a name, or sharing its name with another auto-ID project (AutoID rows
+    and transfers are keyed by name), is reported, not guessed; its studies are skipped.
+    """
+    candidates, unserved = [], {}
     for record in records:
         if not record.use_autoid:
             continue
         if not record.name.strip() or not record.ae_title.strip():
             missing = "project_name" if not record.name.strip() else "project_autoid_aetitle"
+            label = record.name.strip() or f"record {record.record_id}"
             anomalies.append(
                 Anomaly(
                     "project_misconfigured",
-                    record.name.strip() or f"record {record.record_id}",
-                    f"auto-ID is on but {missing} is empty; no study can be matched to it",
+                    label,
+                    f"auto-ID is on but {missing} is empty; its studies cannot be served",
                     f"Fill in {missing} in the Projects database or switch auto-ID off.",
                 )
             )
+            if record.ae_title.strip():
+                unserved[record.ae_title.strip()] = label
             continue
-        projects.append(record)
-    names = Counter(p.name.strip() for p in projects)
+        candidates.append(record)
+    names = Counter(p.name.strip() for p in candidates)
     for name in sorted(n for n, count in names.items() if count > 1):
         anomalies.append(
             Anomaly(
@@ -233,7 +252,28 @@ def _auto_id_projects(records: Iterable[ProjectRecord], anomalies: list[Anomaly]
                 "Give each project its own project_name in the Projects database.",
             )
         )
-    return [p for p in projects if names[p.name.strip()] == 1]
+    for record in candidates:
+        if names[record.name.strip()] > 1:
+            unserved[record.ae_title.strip()] = record.name.strip()
+    served = [p for p in candidates if names[p.name.strip()] == 1]
+    return served, {ae: label for ae, label in unserved.items()
+                    if ae not in {p.ae_title.strip() for p in served}}  # fmt: skip
+
+
+def _check_project_filter(wanted, projects: list[ProjectRecord], anomalies: list[Anomaly]):
+    """A --projects name that is no servable auto-ID project is a typo worth reporting."""
+    unknown = sorted(set(wanted or ()) - {p.name for p in projects})
+    if unknown:
+        anomalies.append(
+            Anomaly(
+                "unknown_project_filter",
+                ", ".join(unknown),
+                f"the run was limited to project(s) that are not auto-ID projects: "
+                f"{', '.join(unknown)}; nothing was planned for them",
+                "Check the names given with --projects against project_name in Projects.",
+                len(unknown),
+            )
+        )
 
 
 def _projects_by_ae_title(projects: list[ProjectRecord], anomalies: list[Anomaly]):
@@ -253,6 +293,16 @@ def _projects_by_ae_title(projects: list[ProjectRecord], anomalies: list[Anomaly
                 )
             )
     return by_ae_title
+
+
+def _sent_names(studies: Iterable[IncomingStudy]) -> dict[str, set[str]]:
+    """Per project, the pseudonyms existing transfer requests carry (on any study)."""
+    sent: dict[str, set[str]] = defaultdict(set)
+    for study in studies:
+        for transfer in study.transfer_requests:
+            if transfer.name:
+                sent[transfer.project_name].add(transfer.name)
+    return sent
 
 
 def _rows_by_project(rows: Iterable[AutoIdRow]) -> dict[str, list[AutoIdRow]]:
@@ -297,11 +347,14 @@ class _ProjectPlanner:
         self.hash_of: dict[str, str] = {}  # value -> hash (the first one seen)
         self.split: dict[str, set[str]] = {}  # hash -> its several values
         self.shared: dict[str, set[str]] = {}  # value -> its several hashes
+        self.reserved: set[str] = set()  # values in use without a complete row
         incomplete = 0
         for row in rows:
             hash_, value = row.hash.strip(), row.value.strip()
             if not hash_ or not value:
                 incomplete += 1
+                if value:
+                    self.reserved.add(value)  # nobody else may get it, whoever it belongs to
                 continue
             first_value = self.value_of.setdefault(hash_, value)
             if first_value != value:
@@ -309,7 +362,7 @@ class _ProjectPlanner:
             first_hash = self.hash_of.setdefault(value, hash_)
             if first_hash != hash_:
                 self.shared.setdefault(value, {first_hash}).add(hash_)
-        self.in_use: set[str] = set(self.hash_of)
+        self.in_use: set[str] = set(self.hash_of) | self.reserved
         self.used_in_pattern = 0
         if self.pattern is not None:
             self.used_in_pattern = sum(map(self.pattern.contains, self.in_use))
@@ -348,6 +401,13 @@ class _ProjectPlanner:
                 "Nothing to do if the pattern was changed on purpose.",
                 foreign,
             )
+
+    def reserve(self, value: str) -> None:
+        """Count ``value`` as used (a transfer name, a new ID) so no other patient gets it."""
+        if value and value not in self.in_use:
+            self.in_use.add(value)
+            if self.pattern is not None and self.pattern.contains(value):
+                self.used_in_pattern += 1
 
     def _known_id(self, lookup_keys: tuple[str, ...]) -> tuple[str, bool]:
         """The patient's stored ID ('' if new) and whether the rows conflict."""
@@ -425,8 +485,7 @@ class _ProjectPlanner:
         values = self._generate(len(served)) if served else []
         for patient, value in zip(served, values, strict=True):
             self.new_ids.append(NewAutoId(name, patient, value))
-            self.in_use.add(value)
-            self.used_in_pattern += 1
+            self.reserve(value)
             for study in new_patients[patient]:
                 self._transfer(study, value, "new")
         for patient in unserved:
@@ -469,9 +528,15 @@ class _ProjectPlanner:
                 self.used_in_pattern,
                 self.settings.capacity_warn_at,
             )
-            if capacity.level != "ok" and not any(
-                a.kind == "id_space_exhausted" for a in self.anomalies
-            ):
+            reported = any(a.kind == "id_space_exhausted" for a in self.anomalies)
+            if capacity.level == "exhausted" and not reported:
+                self._anomaly(
+                    "id_space_exhausted",
+                    capacity.description,
+                    "Widen project_patient_naming now (keep existing IDs matching): the next "
+                    "new patient will be skipped.",
+                )
+            elif capacity.level == "warning":
                 self._anomaly(
                     "capacity_warning",
                     capacity.description,

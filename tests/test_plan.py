@@ -171,6 +171,56 @@ def test_two_auto_id_projects_with_one_name_are_reported_and_not_served():
     assert [(a.kind, a.project) for a in result.anomalies] == [("project_misconfigured", "KNEE")]
 
 
+def test_names_already_sent_under_a_transfer_are_never_given_to_another_patient():
+    sent = study("15.1", "A", transfers=(ExistingTransfer(1, "KNEE", "K1"),))  # no AutoID row
+    studies = [sent, study("15.2", "B"), study("15.3", "C", date="20261121")]
+    result = plan(snapshot([project(pattern="K[12]")], studies), SETTINGS)
+    assert [n.value for n in result.new_ids] == ["K2"]
+    assert outcomes(result)["15.3"].reason == ID_SPACE_EXHAUSTED
+
+
+def test_an_incomplete_autoid_row_still_reserves_its_value():
+    rows = [AutoIdRow("1", "KNEE", "", "K1")]
+    studies = [study("16.1", "A"), study("16.2", "B", date="20261121")]
+    result = plan(snapshot([project(pattern="K[12]")], studies, rows), SETTINGS)
+    assert [n.value for n in result.new_ids] == ["K2"]
+    assert outcomes(result)["16.2"].reason == ID_SPACE_EXHAUSTED
+    assert "autoid_incomplete_rows" in {a.kind for a in result.anomalies}
+
+
+def test_studies_of_a_misconfigured_project_are_skipped_not_lost():
+    projects = [project("", ae="NONAME")]
+    studies = [study("17.1", "A", ae="NONAME"), study("17.2", "B", ae="NONAME", transfers=(
+        ExistingTransfer(1, "X", "x"),))]  # fmt: skip
+    result = plan(snapshot(projects, studies), SETTINGS)
+    assert [(s.study_uid, s.action, s.reason) for s in result.studies] == [
+        ("17.1", SKIPPED, "project misconfigured"),
+        ("17.2", ALREADY_TRANSFERRED, ""),
+    ]
+
+
+def test_a_transferred_study_on_a_shared_ae_title_is_transferred_not_skipped():
+    projects = [project("A", ae="SHARED"), project("B", ae="SHARED")]
+    done = study("18.1", "P", ae="SHARED", transfers=(ExistingTransfer(1, "A", "A1"),))
+    result = plan(snapshot(projects, [done]), SETTINGS)
+    assert [(s.action, s.reason) for s in result.studies] == [(ALREADY_TRANSFERRED, "")]
+
+
+def test_an_unknown_project_filter_name_is_reported():
+    result = plan(
+        snapshot([project()], [study("19.1", "P")]),
+        PlanSettings(PatientHasher(), "x", projects=frozenset({"KNEE", "KNEES"})),
+    )
+    assert [(a.kind, a.project) for a in result.anomalies] == [("unknown_project_filter", "KNEES")]
+    assert len(result.transfers) == 1
+
+
+def test_a_full_space_without_new_patients_says_it_is_full():
+    rows = [row(f"S{i}", f"OLD{i}", "SMALL", str(i)) for i in range(10)]
+    result = plan(snapshot([project("SMALL", ae="S_AE", pattern="S[0-9]")], [], rows), SETTINGS)
+    assert [a.kind for a in result.anomalies] == ["id_space_exhausted"]
+
+
 def test_studies_of_other_ae_titles_and_disabled_projects_are_ignored():
     projects = [project(), project("OFF", ae="OFF_AE", use=False)]
     studies = [study("11.1", "P", ae="OFF_AE"), study("11.2", "P", ae="UNKNOWN")]
@@ -218,10 +268,14 @@ def scenarios(draw):
             if any(r.value == value and r.project_name == name for r in rows):
                 continue
             rows.append(row(value, patient.strip(), name, str(i)))
+    if draw(st.booleans()):
+        rows.append(row("X9", "", "P1", "99", hash_=" "))  # incomplete: X9 is taken all the same
+    sent = st.sampled_from([(), (ExistingTransfer(1, "P1", "X8"),), (ExistingTransfer(1, "", ""),)])
     studies = [
-        study(f"1.{i}", draw(patients), ae=draw(ae_titles), date=f"202611{10 + i}")
+        study(f"1.{i}", draw(patients), ae=draw(ae_titles), date=f"202611{10 + i}",
+              transfers=draw(sent))
         for i in range(draw(st.integers(0, 12)))
-    ]
+    ]  # fmt: skip
     return snapshot(projects, studies, rows)
 
 
@@ -230,18 +284,20 @@ def scenarios(draw):
 def test_one_patient_one_id_and_one_id_one_patient(snap, seed):
     result = plan(snap, PlanSettings(PatientHasher(), "x", rng=random.Random(seed)))
     by_uid = {s.uid: s for s in snap.studies}
-    stored = {(r.project_name, r.value) for r in snap.autoid_rows}
-    id_of: dict[tuple[str, str], str] = {}
-    patient_of: dict[tuple[str, str], str] = {}
+    taken = {(r.project_name, r.value) for r in snap.autoid_rows}
+    taken |= {(t.project_name, t.name) for s in snap.studies for t in s.transfer_requests}
+    # every stored patient keeps the stored ID; nobody else gets it
+    id_of = {(r.project_name, r.hash): r.value for r in snap.autoid_rows if r.hash.strip()}
+    patient_of = {(p, v): h for (p, h), v in id_of.items()}
     for transfer in result.transfers:
         patient = by_uid[transfer.study_uid].patient_id.strip()
         assert patient, "an empty patient ID was given an ID"
-        key = (transfer.project_name, patient)
+        key = (transfer.project_name, sha512_hex(patient))
         assert id_of.setdefault(key, transfer.pseudonym) == transfer.pseudonym
         owner = (transfer.project_name, transfer.pseudonym)
-        assert patient_of.setdefault(owner, patient) == patient
+        assert patient_of.setdefault(owner, key[1]) == key[1]
     for new in result.new_ids:
-        assert (new.project_name, new.value) not in stored
+        assert (new.project_name, new.value) not in taken
     patterns = {p.name: p.pattern for p in snap.projects}
     for new in result.new_ids:
         assert re.fullmatch(patterns[new.project_name], new.value)
