@@ -134,9 +134,14 @@ class RedcapGateway:
         return by_study
 
     def _read_transfer_rows(self, uids: list[str], fields=TRANSFER_FIELDS) -> list[dict]:
+        """Transfer rows of these studies, ``chunk_size`` records per request: PHP drops form
+        fields past ``max_input_vars`` (1000 by default) without an error."""
         fields = ["study_instance_uid", *fields]
-        rows = self._export("transfers", "export transfers", fields=fields, records=uids)
-        _require_fields(rows, fields, "transfers", "export transfers")
+        rows: list[dict] = []
+        for chunk in _chunks(uids, self.settings.chunk_size):
+            part = self._export("transfers", "export transfers", fields=fields, records=chunk)
+            _require_fields(part, fields, "transfers", "export transfers")
+            rows.extend(part)
         return rows
 
     def autoid_rows(self) -> list[AutoIdRow]:
@@ -202,7 +207,9 @@ class RedcapGateway:
                 {
                     "study_instance_uid": t.study_uid,
                     "redcap_repeat_instrument": "transfers",
-                    "redcap_repeat_instance": str(t.instance),
+                    # REDCap picks the next free instance at write time, so a request someone
+                    # added since our read is never overwritten
+                    "redcap_repeat_instance": "new",
                     "transfer_requested_date": t.requested_date,
                     "transfer_project_name": t.project_name,
                     "transfer_name": t.pseudonym,
@@ -268,11 +275,19 @@ class RedcapGateway:
             return getattr(project, method)(*args, **kwargs)
         except requests.exceptions.JSONDecodeError:
             raise _Transient("answer is not valid JSON (an error page or a cut-off body)") from None
-        except (requests.Timeout, requests.ConnectionError) as error:
-            kind = "timed out" if isinstance(error, requests.Timeout) else "could not connect"
-            raise _Transient(f"{kind} after {self.settings.timeout_s:g} s limit") from None
+        except requests.exceptions.SSLError:
+            raise RedcapError(
+                database, operation, "TLS certificate check failed; see [redcap] verify"
+            ) from None
+        except requests.Timeout:
+            raise _Transient(f"timed out ({self.settings.timeout_s:g} s limit)") from None
+        except requests.ConnectionError:
+            raise _Transient("could not connect to the REDCap server") from None
         except requests.RequestException as error:
-            raise RedcapError(database, operation, self._reason(error)) from None
+            reason = self._reason(error)
+            if method == "import_records":
+                reason = _without_values(reason, args[0] if args else [])
+            raise RedcapError(database, operation, reason) from None
 
     def _reason(self, error: Exception) -> str:
         detail = error.args[0] if error.args else error
@@ -283,6 +298,14 @@ class RedcapGateway:
 
 class _Transient(Exception):
     """A failure worth retrying for a read: timeout, connection, unparsable answer."""
+
+
+def _without_values(reason: str, rows: list[dict]) -> str:
+    """REDCap's import errors quote the record and the value ("1.2.3","field","value","msg"):
+    keep only the names of the fields it complains about, never what was sent."""
+    fields = sorted({key for row in rows for key in row if f'"{key}"' in reason})
+    named = f" about field(s) {', '.join(fields)}" if fields else ""
+    return f"REDCap refused the data{named} (details withheld: they quote record values)"
 
 
 def _checked_rows(answer: Any, database: str, operation: str) -> list[dict]:

@@ -3,6 +3,7 @@
 import random
 import threading
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -16,8 +17,6 @@ from autoid_lib.run import run_autoid
 def settings_for(sb, tmp_path, **overrides):
     settings = load_settings(sb.write_kit_files(tmp_path, reports_dir=tmp_path / "reports"))
     if overrides:
-        from dataclasses import replace
-
         settings = replace(settings, redcap=replace(settings.redcap, **overrides))
     return settings
 
@@ -238,10 +237,13 @@ def test_transfers_in_their_own_database_are_read_and_written_there(demo_sandbox
     result = run_autoid(settings)
     assert result.error is None and result.problems == []
     assert len(result.plan.transfers) == len(expected.transfers) > 0
-    assert (
-        demo_sandbox.total_requests() == 8
-    )  # one more read: the transfers of the window's studies
+    assert demo_sandbox.total_requests() == 8  # one more read: the window's transfers
     assert run_autoid(settings).plan.is_empty
+
+    chunked = replace(settings, redcap=replace(settings.redcap, chunk_size=20))
+    demo_sandbox.reset_counts()
+    again = run_autoid(chunked, dry_run=True)  # ~215 studies: their transfers in 11 reads
+    assert again.plan.is_empty and demo_sandbox.total_requests() == 3 + 11
 
 
 @pytest.mark.parametrize("database", ["autoid", "incoming"])
@@ -263,3 +265,43 @@ def test_an_import_whose_answer_is_lost_is_completed_by_the_next_run(
     assert sum((transfer_requests(demo_sandbox) - before).values()) == len(expected.transfers)
     assert max(transfer_requests(demo_sandbox).values()) == 1
     assert_one_to_one(demo_sandbox)
+
+
+def test_a_refused_import_names_the_field_never_the_values(sandbox, tmp_path):
+    """REDCap's import errors quote record IDs and values; none of that may reach a report."""
+    from autoid_lib.errors import RedcapError
+    from autoid_lib.plan import TransferRequest
+    from autoid_lib.redcap import RedcapGateway
+
+    uid = "1.2.840.99999.1234567"
+    add_studies(sandbox, [(uid, "KNEE_AE", "PAT1")])
+    gateway = RedcapGateway(load_settings(sandbox.write_kit_files(tmp_path)).redcap)
+    bad_date = "28.11.2026 08:00"
+    with pytest.raises(RedcapError) as refused:
+        gateway.create_transfers([TransferRequest(uid, 1, "KNEE", "K001", bad_date)])
+    message = str(refused.value)
+    assert "transfer_requested_date" in message
+    assert uid not in message and bad_date not in message and "K001" not in message
+
+
+def test_a_request_added_between_read_and_write_is_never_overwritten(demo_sandbox, tmp_path):
+    from autoid_lib.apply import apply_plan, verify_plan
+    from autoid_lib.redcap import RedcapGateway
+
+    settings = settings_for(demo_sandbox, tmp_path)
+    planned = run_autoid(settings, dry_run=True).plan
+    target = planned.transfers[0]
+    demo_sandbox.add_rows("incoming", [{  # someone requests it by hand meanwhile
+        "study_instance_uid": target.study_uid, "redcap_repeat_instrument": "transfers",
+        "redcap_repeat_instance": str(target.instance), "transfer_project_name": "MANUAL",
+    }])  # fmt: skip
+    gateway = RedcapGateway(settings.redcap)
+    apply_plan(planned, gateway)
+    held = [
+        (r["redcap_repeat_instance"], r["transfer_project_name"])
+        for r in demo_sandbox.rows("incoming", records=[target.study_uid])
+        if r.get("redcap_repeat_instrument") == "transfers" and r["transfer_project_name"]
+    ]
+    assert ("MANUAL" in {p for _, p in held}) and (target.project_name in {p for _, p in held})
+    problems = verify_plan(planned, gateway)
+    assert len(problems) == 1 and "REDCap holds 2" in problems[0]
