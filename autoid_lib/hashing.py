@@ -3,7 +3,7 @@
 The legacy job stored the SHA-512 hex of the patient ID. That is reversible by enumerating
 national patient numbers, so a keyed HMAC-SHA256 is offered; patients already stored under the
 legacy hash keep their ID. Lookups also try the hash of the raw, unnormalised value because the
-legacy job hashed IDs with their trailing spaces.
+legacy job hashed IDs with their trailing spaces (DICOM pads odd-length values with one).
 """
 
 from __future__ import annotations
@@ -53,4 +53,8 @@ class PatientHasher:
         keys = [legacy] if self.scheme == "sha512" else [self.primary(normalised), legacy]
         if raw != normalised:
             keys.append(sha512_hex(raw))
+        if len(normalised) % 2:  # DICOM pads odd-length values with one space
+            padded = sha512_hex(normalised + " ")
+            if padded not in keys:
+                keys.append(padded)
         return tuple(keys)

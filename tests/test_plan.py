@@ -101,6 +101,12 @@ def test_legacy_rows_hashed_with_trailing_spaces_still_match():
     assert result.new_ids == ()
 
 
+def test_a_patient_stored_under_the_dicom_padded_id_keeps_it():
+    rows = [row("K555", "PAT05 ")]  # odd-length ID, padded to even length by DICOM
+    result = plan(snapshot([project()], [study("4.2", "PAT05")], rows), SETTINGS)
+    assert [t.pseudonym for t in result.transfers] == ["K555"] and result.new_ids == ()
+
+
 def test_shared_ae_title_skips_its_studies_and_reports_it():  # legacy defect 6
     projects = [project("A", ae="SHARED"), project("B", ae="SHARED")]
     result = plan(snapshot(projects, [study("5.1", "PAT1", ae="SHARED")]), SETTINGS)
