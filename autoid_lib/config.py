@@ -26,6 +26,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from autoid_lib.errors import ConfigError
 from autoid_lib.hashing import PatientHasher
@@ -135,11 +136,12 @@ def _table(data: dict, name: str, required: bool = True) -> dict:
 
 
 def _redcap_settings(table: dict, base: Path) -> RedcapSettings:
-    overrides = _table(table, "urls", required=False)
+    overrides = dict(_table(table, "urls", required=False))
+    overrides.setdefault("transfers", overrides.get("incoming"))  # like its token, below
     default_url = table.get("url")
     urls = {}
     for database in DATABASES:
-        url = overrides.get(database, default_url)
+        url = overrides.get(database) or default_url
         if not isinstance(url, str) or not url.endswith("/api/"):
             raise ConfigError(
                 f"[redcap] url for {database} must be the API address ending in '/api/'"
@@ -162,8 +164,8 @@ def _redcap_settings(table: dict, base: Path) -> RedcapSettings:
         tokens=tokens,
         verify=verify,
         timeout_s=_positive(table, "timeout_s", 30.0, "[redcap]"),
-        read_retries=int(_positive(table, "read_retries", 3, "[redcap]", allow_zero=True)),
-        chunk_size=int(_positive(table, "chunk_size", 500, "[redcap]")),
+        read_retries=_whole(table, "read_retries", 3, "[redcap]", allow_zero=True),
+        chunk_size=_whole(table, "chunk_size", 500, "[redcap]"),
     )
 
 
@@ -186,13 +188,13 @@ def _run_settings(table: dict, base: Path) -> RunSettings:
     if isinstance(generator, str) or not all(isinstance(a, str) for a in generator):
         raise ConfigError("[run] external_generator must be a list of arguments")
     settings = RunSettings(
-        lookback_days=int(_positive(table, "lookback_days", 14, "[run]")),
+        lookback_days=_whole(table, "lookback_days", 14, "[run]"),
         hash=scheme,
         hash_key=hash_key,
         lock_file=_path(table.get("lock_file", "autoid.lock"), base),
         reports_dir=_path(table.get("reports_dir", "reports"), base),
-        capacity_warn_at=float(_positive(table, "capacity_warn_at", 0.8, "[run]")),
-        server_timezone=str(table.get("server_timezone", "")),
+        capacity_warn_at=_fraction(table, "capacity_warn_at", 0.8, "[run]"),
+        server_timezone=_timezone(table.get("server_timezone", "")),
         external_generator=tuple(generator),
         cell_timeout_s=float(_positive(table, "cell_timeout_s", 900.0, "[run]")),
     )
@@ -207,6 +209,34 @@ def _positive(table: dict, key: str, default, where: str, allow_zero: bool = Fal
     if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(f"{where} {key} must be positive")
     return value
+
+
+def _whole(table: dict, key: str, default: int, where: str, allow_zero: bool = False) -> int:
+    value = _positive(table, key, default, where, allow_zero)
+    if not isinstance(value, int):
+        raise ConfigError(f"{where} {key} must be a whole number, not {value}")
+    return value
+
+
+def _fraction(table: dict, key: str, default: float, where: str) -> float:
+    value = float(_positive(table, key, default, where))
+    if value > 1:
+        raise ConfigError(f"{where} {key} is a fraction: 0.8 means 80 %, not {value:g}")
+    return value
+
+
+def _timezone(name) -> str:
+    """'' (this machine's zone) or an IANA name such as Europe/Oslo, checked now."""
+    if not isinstance(name, str):
+        raise ConfigError("[run] server_timezone must be a name like 'Europe/Oslo'")
+    if name:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(
+                f"[run] server_timezone {name!r} is not a known time zone (e.g. 'Europe/Oslo')"
+            ) from None
+    return name
 
 
 def _path(value, base: Path) -> Path:

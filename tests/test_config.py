@@ -151,3 +151,27 @@ def test_a_misspelt_key_is_refused_with_the_known_ones(tmp_path, monkeypatch):
     path.write_text(path.read_text().replace("lookback_day = 30", "") + "\n[reddcap]\n")
     with pytest.raises(ConfigError, match="unknown config key reddcap"):
         load_settings(path)
+
+
+def test_transfers_follow_the_incoming_url_as_they_follow_its_token(tmp_path, monkeypatch):
+    extra = '\n[redcap.urls]\nincoming = "https://other.example.org/api/"\n'
+    path = write_config(tmp_path, env_tokens(monkeypatch))
+    path.write_text(path.read_text() + extra)
+    settings = load_settings(path)
+    assert settings.redcap.urls["transfers"] == "https://other.example.org/api/"
+    assert settings.redcap.same_database("incoming", "transfers")
+    assert settings.redcap.urls["autoid"] == "https://redcap.example.org/api/"
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('server_timezone = "Europe/Olso"', "not a known time zone"),
+        ("capacity_warn_at = 80", "is a fraction"),
+        ("lookback_days = 1.5", "whole number"),
+        ("lookback_days = 0", "must be positive"),
+    ],
+)
+def test_run_settings_are_checked_when_the_config_is_read(tmp_path, monkeypatch, line, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings(write_config(tmp_path, env_tokens(monkeypatch), line))
