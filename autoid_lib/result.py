@@ -166,6 +166,8 @@ class RunResult:
                     "capacity_level": c.level if c else "invalid pattern",
                 }
             )
+            if self.writes_unknown:
+                rows[-1].update(dict.fromkeys(["transfers_created", "ids_reused", "ids_created"]))
         return pd.DataFrame(rows, columns=PROJECT_COLUMNS)
 
     def incoming_per_day(self) -> pd.DataFrame:
@@ -180,15 +182,23 @@ class RunResult:
 
     # -- summary.json ------------------------------------------------------------------------
 
-    def counts(self) -> dict[str, int]:
+    @property
+    def writes_unknown(self) -> bool:
+        """The write step failed: some of the plan may be in REDCap, the next run completes it."""
+        return self.error is not None and self.error.step == "write"
+
+    def counts(self) -> dict[str, int | None]:
+        """What the run created (a dry run: would create); ``None`` when the write failed."""
         ids = self.ids()
         plan = self.plan
-        return {
+        created = {
             "transfers_created": len(plan.transfers) if plan else 0,
             "ids_created": int((ids["source"] == "new").sum()),
             "ids_reused": int((ids["source"] == "reused").sum()),
-            "studies_in_window": plan.studies_in_window if plan else 0,
         }
+        if self.writes_unknown:
+            created = dict.fromkeys(created)
+        return {**created, "studies_in_window": plan.studies_in_window if plan else 0}
 
     def summary(self) -> dict:
         """The summary.json contract (documented in docs/summary.md); no patient data."""

@@ -78,3 +78,15 @@ def test_summary_detail_leaves_out_study_uids():
     assert "study_uid" in result.studies("full")
     assert "study_uid" not in result.studies("summary")
     assert set(result.studies("summary")["study_ref"]) == {"…1.1", "…1.2", "…1.3", "…1.4"}
+
+
+def test_a_failed_write_reports_unknown_counts_not_the_plans():
+    failed = result_for(PROJECTS, STUDIES, RunError("write", "RedcapError", "HTTP 500"))
+    summary = failed.summary()
+    assert (summary["transfers_created"], summary["ids_created"], summary["ids_reused"]) == (
+        None,
+        None,
+        None,
+    )
+    knee = failed.projects().set_index("project").loc["KNEE"]
+    assert knee.isna()[["transfers_created", "ids_created"]].all() and knee["incoming"] == 3
