@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import io
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 
 import pandas as pd
@@ -376,12 +377,18 @@ def _capacity_text(row: dict) -> str:
 
 
 def _skipped_by_project(result: RunResult) -> dict[str, str]:
-    """``"3: 2 empty patient ID, 1 AutoID conflict"`` per project, for the projects table."""
-    studies = result.studies(detail="full")
-    skipped = studies[studies["action"] == SKIPPED]
+    """``"3: 2 empty patient ID, 1 AutoID conflict"`` per project, for the projects table.
+
+    A study on an AE title several projects share counts for each of them, as in
+    ``RunResult.projects()``.
+    """
+    reasons: dict[str, Counter] = defaultdict(Counter)
+    for study in result.plan.studies if result.plan else ():
+        if study.action == SKIPPED:
+            for name in study.projects:
+                reasons[name][study.reason] += 1
     texts = {}
-    for project, group in skipped.groupby("project"):
-        counts = group["reason"].value_counts()
-        detail = ", ".join(f"{n} {reason}" for reason, n in counts.items())
-        texts[project] = detail if len(counts) == 1 else f"{len(group)}: {detail}"
+    for project, counts in reasons.items():
+        detail = ", ".join(f"{n} {reason}" for reason, n in counts.most_common())
+        texts[project] = detail if len(counts) == 1 else f"{counts.total()}: {detail}"
     return texts

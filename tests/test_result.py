@@ -90,3 +90,13 @@ def test_a_failed_write_reports_unknown_counts_not_the_plans():
     )
     knee = failed.projects().set_index("project").loc["KNEE"]
     assert knee.isna()[["transfers_created", "ids_created"]].all() and knee["incoming"] == 3
+
+
+def test_the_report_projects_table_agrees_with_the_summary_on_skipped_studies():
+    from autoid_lib import report
+
+    result = result_for(PROJECTS, STUDIES)
+    html = report.projects_table(result).data
+    rows = {r["project"]: r["skipped"] for r in result.summary()["projects"]}
+    assert rows == {"KNEE": 1, "CARDIO_A": 1, "CARDIO_B": 1}
+    assert html.count("1 ambiguous AE title") == 2 and html.count("1 empty patient ID") == 1
