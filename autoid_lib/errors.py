@@ -10,7 +10,6 @@ token or a patient identifier::
     ├── IdSpaceExhausted       every ID of a pattern is in use (with .size and .used)
     ├── ExternalGeneratorError a site's own generator program failed or answered badly
     ├── RedcapError            REDCap refused, failed or answered garbage (.database, .operation)
-    ├── VerificationError      what REDCap holds after a write differs from the plan
     └── LockHeld               another run holds the lock
 """
 
@@ -61,10 +60,6 @@ class RedcapError(AutoIdError):
         self.operation = operation
         self.reason = reason
         super().__init__(f"REDCap {database}: {operation} failed: {reason}")
-
-
-class VerificationError(AutoIdError):
-    """REDCap does not hold what the run wrote (re-read after apply)."""
 
 
 class LockHeld(AutoIdError):

@@ -47,7 +47,7 @@ IdGenerator = Callable[[str, Collection[str], int], list[str]]
 
 @dataclass(frozen=True)
 class PlanSettings:
-    """What the planner needs besides the snapshot; ``requested_at`` is local time."""
+    """What the planner needs besides the snapshot; ``requested_at`` is REDCap server time."""
 
     hasher: PatientHasher
     requested_at: str  # "YYYY-MM-DD HH:MM", written into transfer_requested_date

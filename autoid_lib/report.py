@@ -117,7 +117,6 @@ def _error_advice(error_type: str) -> str:
         "RedcapError": "Check that REDCap answers (web page, API token rights, server load) "
         "and run again; nothing needs cleaning up.",
         "ConfigError": "Fix the configuration file named in the message and run again.",
-        "VerificationError": "Compare the listed records in REDCap with this report.",
         "ExternalGeneratorError": "Check the external ID generator configured in [run].",
         "LockHeld": "Another run is active; wait for it to finish.",
     }.get(error_type, "Run again; if it fails the same way, send run.log to the maintainers.")

@@ -45,6 +45,8 @@ def run_autoid(
 ) -> RunResult:
     """Run the job once under the lock; raises ``LockHeld`` if another run holds it."""
     started = now or datetime.now(UTC)
+    if started.tzinfo is None:  # as on the command line: a naive time is UTC
+        started = started.replace(tzinfo=UTC)
     days = lookback_days or settings.run.lookback_days
     window_end = server_time(started, settings.run.server_timezone)
     result = RunResult(
@@ -91,7 +93,12 @@ def _steps(result, settings, gateway, dry_run, projects, rng) -> None:
             return
         step = "write"
         with _timed(result, "write"):
-            apply_plan(result.plan, gateway)
+            applied = apply_plan(result.plan, gateway)
+        log.info(
+            "wrote %d AutoID row(s) and transfer requests on %d study(ies)",
+            len(applied.autoid_records),
+            applied.transfer_studies,
+        )
         step = "verify"
         with _timed(result, "verify"):
             result.problems = verify_plan(result.plan, gateway)
