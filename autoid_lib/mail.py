@@ -17,7 +17,7 @@ import smtplib
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import parseaddr
 from pathlib import Path
@@ -36,6 +36,7 @@ __all__ = [
     "notify",
     "send_message",
     "should_send",
+    "tls_context",
 ]
 
 log = logging.getLogger("autoid.mail")
@@ -43,6 +44,7 @@ log = logging.getLogger("autoid.mail")
 SECURITY_MODES = ("none", "starttls", "tls")
 SEND_POLICIES = ("always", "on-change", "on-attention")
 _DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
+_MAX_REPEAT_HOURS = 24 * 366
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class EmailSettings:
     subject_prefix: str = "[autoid]"
     attach_max_bytes: int = 10_000_000
     tls_ca_file: str | None = None  # extra CA bundle for a site-internal SMTP certificate
+    repeat_failure_hours: float = 6.0  # remind of a failure that persists, at most this often
 
 
 _KEYS = (
@@ -80,6 +83,7 @@ _KEYS = (
     "subject_prefix",
     "attach_max_bytes",
     "tls_ca_file",
+    "repeat_failure_hours",
 )
 
 
@@ -120,8 +124,18 @@ def email_settings_from_config(section: Mapping[str, Any]) -> EmailSettings:
             f"[email] report_url_base must start with https:// (or http://), not {url_base!r}"
         )
     timeout = section.get("timeout_s", 30)
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 600:
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 1 <= timeout <= 600:
         raise ConfigError(f"[email] timeout_s must be seconds between 1 and 600, not {timeout!r}")
+    repeat = section.get("repeat_failure_hours", EmailSettings.repeat_failure_hours)
+    if (
+        isinstance(repeat, bool)
+        or not isinstance(repeat, int | float)
+        or not 0 < repeat <= _MAX_REPEAT_HOURS
+    ):
+        raise ConfigError(
+            f"[email] repeat_failure_hours must be hours above 0 and at most {_MAX_REPEAT_HOURS} "
+            f"(e.g. 6, or 168 for weekly), not {repeat!r}"
+        )
     max_bytes = section.get("attach_max_bytes", EmailSettings.attach_max_bytes)
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
         raise ConfigError("[email] attach_max_bytes must be a positive number of bytes")
@@ -146,32 +160,49 @@ def email_settings_from_config(section: Mapping[str, Any]) -> EmailSettings:
         subject_prefix=prefix.strip(),
         attach_max_bytes=max_bytes,
         tls_ca_file=ca_file,
+        repeat_failure_hours=float(repeat),
     )
 
 
 def should_send(
-    summary: Mapping[str, Any], previous_summary: Mapping[str, Any] | None, policy: str
+    summary: Mapping[str, Any],
+    previous_summary: Mapping[str, Any] | None,
+    policy: str,
+    *,
+    repeat_failure_hours: float = EmailSettings.repeat_failure_hours,
+    now: datetime | None = None,
 ) -> tuple[bool, str]:
     """Whether this run's mail goes out under ``policy``, and why (the reason is logged).
 
-    ============  ======  =========  ==========================================
-    policy        failed  attention  ok
-    ============  ======  =========  ==========================================
-    always        send    send       send
-    on-change     send    if changed if changed
-    on-attention  send    send       never
-    ============  ======  =========  ==========================================
+    ============  ===========  ==========  ==========
+    policy        failed       attention   ok
+    ============  ===========  ==========  ==========
+    always        send         send        send
+    on-change     if new [1]_  if changed  if changed
+    on-attention  if new [1]_  send        never
+    ============  ===========  ==========  ==========
 
-    *Changed* means, against the previous run of the same mode: a live run created transfers
-    or IDs (a dry run: its planned counts differ); an anomaly (kind, project, message)
-    appeared or disappeared; an audit's count of a finding differs from the previous audit's;
-    the status differs; or there is no previous run to compare with.
+    ``previous_summary`` is the previous run of the same mode whose mail did not fail
+    (``find_previous_summary``).
+
+    .. [1] *New* means the previous run did not fail with the same ``error.step`` and
+       ``error.type`` (or there is no previous run). A failure that persists is mailed again
+       as a reminder once the last mail about it (the previous entry's ``failure_mailed``) is
+       ``repeat_failure_hours`` old, or if there is no record of such a mail; so an outage
+       mails once, then every ``repeat_failure_hours``, not every run.
+
+    *Changed* means, against the previous run: a live run created transfers or IDs (a dry run:
+    its planned counts differ); an anomaly (kind, project, message) appeared or disappeared;
+    an audit's count of a finding differs from the previous audit's; the status differs; or
+    there is no previous run to compare with.
     """
     if policy not in SEND_POLICIES:
         raise ConfigError(f"send policy must be one of {', '.join(SEND_POLICIES)}, not {policy!r}")
     status = summary.get("status")
     if status == "failed":
-        return True, "the run failed"
+        if policy == "always":
+            return True, "the run failed"
+        return _failure_news(summary, previous_summary, repeat_failure_hours, now)
     if policy == "always":
         return True, "send = always"
     if policy == "on-attention":
@@ -179,6 +210,71 @@ def should_send(
             return False, "status ok and send = on-attention"
         return True, f"status {status}"
     return _changed(summary, previous_summary)
+
+
+def _failure_news(
+    summary: Mapping[str, Any],
+    previous: Mapping[str, Any] | None,
+    repeat_hours: float,
+    now: datetime | None,
+) -> tuple[bool, str]:
+    """Whether a failed run is news: a new failure, or a reminder of one that persists."""
+    if not _same_failure(summary, previous):
+        return True, "the run failed"
+    step = _failure_key(summary)[0] or "an unknown step"
+    last = _failure_mailed(previous)
+    if last is None:
+        return True, f"the run failed again at {step}; no record of a mail about it"
+    age = _aware(now or datetime.now(UTC)) - last
+    if age >= timedelta(hours=repeat_hours):
+        return True, f"reminder: the run still fails at {step}, last mailed {_hours(age)} ago"
+    return False, (
+        f"the run failed again at {step}, as mailed {_hours(age)} ago; "
+        f"a reminder goes out {repeat_hours:g} h after that mail"
+    )
+
+
+def _failure_key(summary: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """``error.step`` and ``error.type`` of a failed run (None, None without an error)."""
+    error = summary.get("error")
+    if not isinstance(error, Mapping):
+        return None, None
+    return error.get("step"), error.get("type")
+
+
+def _same_failure(summary: Mapping[str, Any], previous: Mapping[str, Any] | None) -> bool:
+    """Both runs failed, at the same step with the same error type."""
+    return (
+        previous is not None
+        and summary.get("status") == "failed"
+        and previous.get("status") == "failed"
+        and _failure_key(summary) == _failure_key(previous)
+    )
+
+
+def _failure_mailed(previous: Mapping[str, Any] | None) -> datetime | None:
+    """When the last mail about the previous run's failure went out, from its ``email`` entry."""
+    entry = previous.get("email") if previous is not None else None
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("failure_mailed"), str):
+        return None
+    try:
+        return _aware(datetime.fromisoformat(entry["failure_mailed"]))
+    except ValueError:
+        return None
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _hours(age: timedelta) -> str:
+    return f"{max(age.total_seconds(), 0) / 3600:.1f} h"
+
+
+def _mail_failed(summary: Mapping[str, Any]) -> bool:
+    """The run's mail was due but did not go out (``email`` has ``sent: false`` and an error)."""
+    entry = summary.get("email")
+    return isinstance(entry, Mapping) and entry.get("sent") is False and bool(entry.get("error"))
 
 
 def _changed(summary: Mapping[str, Any], previous: Mapping[str, Any] | None) -> tuple[bool, str]:
@@ -227,10 +323,14 @@ def _count(value: Any) -> int:
 def find_previous_summary(
     reports_dir: Path | str, current_run: Path | str
 ) -> dict[str, Any] | None:
-    """The ``summary.json`` of the latest run before ``current_run`` with the same mode.
+    """The ``summary.json`` of the latest run before ``current_run`` with the same mode whose
+    mail did not fail.
 
     ``current_run`` is the run folder (or its name). Runs whose summary is missing or unreadable
-    are passed over; None if there is no earlier run of that mode.
+    are passed over, and so are runs whose mail failed (``email`` with ``sent: false`` and an
+    ``error``): what they would have reported was never mailed, so the next run compares with
+    the run before them and mails it. A run whose mail was sent, deliberately not sent (the
+    policy), or not attempted (no ``--email``) counts. None if there is no such earlier run.
     """
     current = parse_run_folder(Path(current_run).name)
     if current is None:
@@ -244,8 +344,12 @@ def find_previous_summary(
         except (OSError, ValueError):
             log.info("passing over %s: no readable summary.json", path.name)
             continue
-        if isinstance(previous, dict):
-            return previous
+        if not isinstance(previous, dict):
+            continue
+        if _mail_failed(previous):
+            log.info("passing over %s: its mail failed, compare with the run before", path.name)
+            continue
+        return previous
     return None
 
 
@@ -256,9 +360,7 @@ def send_message(message: EmailMessage, settings: EmailSettings) -> dict[str, tu
     ``notify`` turns these into a report. TLS always verifies the server's certificate.
     """
     timeout = settings.timeout_s
-    context = None
-    if settings.security != "none":
-        context = ssl.create_default_context(cafile=settings.tls_ca_file)
+    context = tls_context(settings) if settings.security != "none" else None
     if settings.security == "tls":
         client = smtplib.SMTP_SSL(
             settings.smtp_host, settings.smtp_port, timeout=timeout, context=context
@@ -277,6 +379,15 @@ def send_message(message: EmailMessage, settings: EmailSettings) -> dict[str, tu
         )
 
 
+def tls_context(settings: EmailSettings) -> ssl.SSLContext:
+    """The system's trusted CAs plus ``tls_ca_file``'s, if set (an addition, not a
+    replacement: ``create_default_context(cafile=...)`` would drop the system's)."""
+    context = ssl.create_default_context()
+    if settings.tls_ca_file:
+        context.load_verify_locations(cafile=settings.tls_ca_file)
+    return context
+
+
 def notify(
     summary: Mapping[str, Any],
     run_dir: Path | str,
@@ -291,32 +402,48 @@ def notify(
     ``run_dir`` is the run's folder (``reports/<timestamp>-<mode>/``); its report is linked
     or attached, and the previous run's summary is looked up beside it unless ``previous`` is
     given. Never raises for mail trouble: returns ``{"sent": False, "error": "..."}``.
+
+    For a failed run the entry also has ``failure_mailed``: when the last mail about this
+    failure went out (ISO 8601, UTC; this mail's time if it was sent, else carried over from
+    the previous run if that failed the same way; null if none did). The next run reads it to
+    decide on a reminder (``should_send``).
     """
     if settings is None:
         return {"sent": False, "reason": "mail is not configured", "error": None}
     run_dir = Path(run_dir)
+    moment = _aware(now or datetime.now(UTC))
     if previous is None:
         try:
             previous = find_previous_summary(run_dir.parent, run_dir)
         except OSError as error:
             log.warning("cannot read earlier runs in %s: %s", run_dir.parent, error)
-    send, reason = should_send(summary, previous, settings.send)
+    send, reason = should_send(
+        summary,
+        previous,
+        settings.send,
+        repeat_failure_hours=settings.repeat_failure_hours,
+        now=moment,
+    )
+    failure: dict[str, Any] = {}  # the failure_mailed entry of a failed run
+    if summary.get("status") == "failed":
+        carried = _failure_mailed(previous) if _same_failure(summary, previous) else None
+        failure["failure_mailed"] = _iso(carried)
     if not send:
         log.info("no mail: %s", reason)
-        return {"sent": False, "reason": reason, "error": None}
+        return {"sent": False, "reason": reason, "error": None, **failure}
 
     report_path = run_dir / Path(str(summary.get("report") or "report.html")).name
     try:
-        message = compose_message(summary, settings, report_path, now=now)
+        message = compose_message(summary, settings, report_path, now=moment)
         refused = send_message(message, settings)
     except (smtplib.SMTPException, OSError) as error:
         text = _describe(error, settings)
         log.warning("mail not sent (%s): %s", reason, text)
-        return {"sent": False, "reason": reason, "error": text}
+        return {"sent": False, "reason": reason, "error": text, **failure}
     except Exception as error:  # a composing bug must not fail a run whose work is done
         text = _clean(f"{type(error).__name__}: {error}", settings)
         log.error("mail not composed (%s): %s", reason, text, exc_info=True)
-        return {"sent": False, "reason": reason, "error": text}
+        return {"sent": False, "reason": reason, "error": text, **failure}
 
     accepted = len(settings.recipients) - len(refused)
     log.info("mail sent to %d recipient(s) (%s): %s", accepted, reason, message["Subject"])
@@ -327,6 +454,8 @@ def notify(
         "subject": str(message["Subject"]),
         "recipients": accepted,
     }
+    if failure:
+        result["failure_mailed"] = _iso(moment)
     if refused:
         result["error"] = _clean(
             "some recipients refused: "
@@ -335,6 +464,10 @@ def notify(
         )
         log.warning("mail: %s", result["error"])
     return result
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).isoformat(timespec="seconds") if moment else None
 
 
 def _describe(error: BaseException, settings: EmailSettings) -> str:

@@ -84,16 +84,19 @@ def compose_message(
 
     ``report_path`` is the run's ``report.html`` on the server; the body links it through
     ``settings.report_url_base`` when set, else shows the path. The report is attached only if
-    ``settings.attach_report`` is true and the file exists and is small enough. An audit's
-    summary (``mode: "audit"``) gets the audit's view, subject and templates.
+    ``settings.attach_report`` is true, the report has no study-level data (``_attach_refusal``:
+    a run's report at ``detail: "summary"``, never an audit's) and the file exists and is
+    small enough; otherwise it is linked, with a one-line note why. An audit's summary
+    (``mode: "audit"``) gets the audit's view, subject and templates.
     """
     report_path = Path(report_path)
     composer = _composer(summary)
     view = composer.view(summary)
     view["links"] = _links(report_path, settings.report_url_base)
     subject = composer.subject(view, settings.subject_prefix)
-    attachment, attach_note = _attachment(report_path, settings)
+    attachment, attach_note = _attachment(summary, report_path, settings)
     view["attach_note"] = attach_note
+    view["attached"] = attachment is not None  # the footer's promise covers the body only then
 
     text, html = _render_within_budget(view, subject, composer.template, composer.rows)
 
@@ -292,9 +295,35 @@ def _links(report_path: Path, url_base: str | None) -> dict[str, str | None]:
     return {"report_url": None, "index_url": None, "report_path": str(report_path)}
 
 
-def _attachment(report_path: Path, settings: EmailSettings) -> tuple[bytes | None, str | None]:
+def _attach_refusal(summary: Mapping[str, Any]) -> str | None:
+    """Why the report must not be attached (it holds study UIDs), or None if it may be."""
+    if summary.get("mode") == _AUDIT_MODE:
+        return (
+            "The audit's report lists the studies of each finding, so it is not attached; "
+            "open the full report (above) instead."
+        )
+    detail = summary.get("detail")
+    if detail == "full":
+        return (
+            "The report has study-level rows and study UIDs (detail = full), so it is not "
+            "attached; open the full report (above) instead."
+        )
+    if detail != "summary":
+        return (
+            "The summary does not say the report's detail level, so it is not attached; "
+            "open the full report (above) instead."
+        )
+    return None
+
+
+def _attachment(
+    summary: Mapping[str, Any], report_path: Path, settings: EmailSettings
+) -> tuple[bytes | None, str | None]:
     if not settings.attach_report:
         return None, None
+    refusal = _attach_refusal(summary)
+    if refusal is not None:
+        return None, refusal
     try:
         size = report_path.stat().st_size
         if size > settings.attach_max_bytes:

@@ -38,6 +38,7 @@ from autoid_lib import errors
 from autoid_lib.cli import ExitStatus
 from autoid_lib.html_export import RUN_TITLE, export_html, fallback_report
 from autoid_lib.lock import environment_for_child, run_lock
+from autoid_lib.prune import RUN_MODES
 from autoid_lib.secret import Secret, redact
 
 if TYPE_CHECKING:
@@ -93,7 +94,8 @@ def execute_notebook(
     plus ``output_dir`` (that folder), where its kernel side writes summary.json. Then:
     tracebacks scrubbed and ``secrets`` masked in run.ipynb, report.html exported with
     ``title`` (a minimal page naming the error if the export fails), the final summary.json
-    (``mode`` set, timings, file names, ``email: null``), the ``notify`` hook, index.html.
+    (``mode`` set, ``detail`` from ``parameters``, timings, file names, ``email: null``), the
+    ``notify`` hook, index.html.
     ``notify(summary, run_folder)`` is called once summary.json is written (the e-mail hook);
     what it returns is stored as the summary's ``email`` entry and summary.json rewritten. A
     hook that raises is logged and recorded there; it never changes how the run ended.
@@ -117,6 +119,7 @@ def execute_notebook(
         fallback_report(run_dir / REPORT_FILE, failure, title=title)
     timings["export"] = time.perf_counter() - clock
     summary = _final_summary(run_dir, started, mode, timings, failure, secrets)
+    summary["detail"] = parameters.get("detail")  # the mail attaches only a summary-detail report
     write_json(run_dir / SUMMARY_FILE, summary)
     if notify is not None:  # the single place the e-mail step hooks in
         summary["email"] = _notified(notify, summary, run_dir)
@@ -264,8 +267,8 @@ def _child_environment(lock_file: Path) -> Iterator[None]:
 
 
 def _new_run_folder(reports_dir: Path, mode: str) -> Path:
-    if not re.fullmatch(r"[a-z]+", mode):  # the index and prune read it from the folder name
-        raise ValueError(f"a run mode is a lowercase word like 'live', not {mode!r}")
+    if mode not in RUN_MODES:  # prune, the index and the mail read it from the folder name
+        raise ValueError(f"a run mode is one of {', '.join(RUN_MODES)}, not {mode!r}")
     moment = datetime.now(UTC)
     reports_dir.mkdir(parents=True, exist_ok=True)
     path = reports_dir / f"{moment:%Y%m%dT%H%M%S}Z-{mode}"

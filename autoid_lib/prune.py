@@ -1,8 +1,9 @@
 """Report retention: remove run folders older than N days and keep ``index.html`` consistent.
 
-A run folder is ``<reports_dir>/<UTC timestamp>-<live|dry>/`` (``parse_run_folder`` accepts
-``20261128T063000Z-live``, ``2026-11-28T06-30-00Z-dry`` and similar spellings). Its age is read
-from its name, never from file times, and anything whose name does not parse is never touched.
+A run folder is ``<reports_dir>/<UTC timestamp>-<mode>/``, the mode one of ``RUN_MODES``
+(``live``, ``dry``, ``audit``); ``parse_run_folder`` accepts ``20261128T063000Z-live``,
+``2026-11-28T06-30-00Z-dry`` and similar spellings. Its age is read from its name, never from
+file times, and anything whose name does not parse is never touched.
 The newest run of each mode is always kept, however old, so the index is never empty and the
 mail's "since the last run" comparison always has a previous run.
 
@@ -24,10 +25,14 @@ from autoid_lib.errors import AutoIdError, ConfigError
 
 log = logging.getLogger("autoid.prune")
 
+# The modes of a run folder's name: the one list ``notebook_run`` creates folders for and
+# prune, the index and the mail read back.
+RUN_MODES = ("live", "dry", "audit")
+
 _RUN_FOLDER = re.compile(
     r"^(?P<y>\d{4})-?(?P<mo>\d{2})-?(?P<d>\d{2})[T_-]?"
     r"(?P<h>\d{2})[-:]?(?P<mi>\d{2})[-:]?(?P<s>\d{2})(?:[.,](?P<f>\d{1,6}))?Z?"
-    r"-(?P<mode>live|dry|audit)$"
+    rf"-(?P<mode>{'|'.join(RUN_MODES)})$"
 )
 _TRASH_PREFIX = ".pruning-"  # a folder being removed; hidden from index writers
 

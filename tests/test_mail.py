@@ -16,7 +16,7 @@ import ssl
 import subprocess
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from autoid_lib.mail import (
     find_previous_summary,
     notify,
     should_send,
+    tls_context,
 )
 
 PASSWORD = "pw-7f3a9c-never-in-output"
@@ -75,6 +76,7 @@ SUMMARY = {
     "error": None,
     "report": "report.html",
     "email": None,
+    "detail": "summary",
 }
 ANOMALY = {
     "kind": "ambiguous_ae_title",
@@ -267,6 +269,48 @@ def test_report_is_attached_only_when_configured(smtp_server, run_dir):
     assert "FULL REPORT MARKER" not in parts(attached)[1]
 
 
+def _footer(text: str) -> str:
+    return " ".join(text.split()[-20:])
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        (summary(detail="full"), "detail = full"),
+        (summary(detail=None), "does not say the report's detail level"),
+        (AUDIT, "lists the studies of each finding"),
+    ],
+    ids=["full", "unknown", "audit"],
+)
+def test_a_report_with_study_uids_is_linked_never_attached(smtp_server, run_dir, data, why):
+    """A full-detail run report or an audit report holds study UIDs: never in a mail."""
+    (run_dir / "report.html").write_text(f"<html><body>{CANARY_UID}</body></html>")
+    inbox, port = smtp_server()
+    result = notify(data, run_dir, mail_settings(port, attach_report=True))
+
+    assert result["sent"] is True
+    [received] = inbox.messages()
+    assert list(received.iter_attachments()) == []
+    assert CANARY_UID not in received.as_string()
+    text, html = parts(received)
+    assert why in text and why in html
+    assert str(run_dir / "report.html") in text  # linked instead
+    assert "It never contains study-level rows, study UIDs" in _footer(text)
+
+
+def test_the_footer_promise_leaves_out_an_attached_report(smtp_server, run_dir):
+    inbox, port = smtp_server()
+    notify(SUMMARY, run_dir, mail_settings(port, attach_report=True))
+    notify(SUMMARY, run_dir, mail_settings(port))
+    attached, plain = inbox.messages()
+    assert len(list(attached.iter_attachments())) == 1
+    for part in parts(attached):
+        assert "Apart from the attached report, it never contains" in " ".join(part.split())
+    for part in parts(plain):
+        assert "Apart from" not in part
+        assert "It never contains study-level rows, study UIDs" in " ".join(part.split())
+
+
 def test_a_report_larger_than_the_limit_is_linked_not_attached(smtp_server, run_dir):
     inbox, port = smtp_server()
     notify(SUMMARY, run_dir, mail_settings(port, attach_report=True, attach_max_bytes=10))
@@ -347,8 +391,45 @@ def test_wrong_password_is_reported_without_the_password(smtp_server, run_dir, c
     assert inbox.envelopes == []
 
 
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_a_server_that_echoes_the_password_gets_it_masked(smtp_server, run_dir, caplog):
+    """The password reaches the server here, and the server quotes it in its refusal: the
+    error in summary.json and the kit's log lines show it masked."""
+
+    def echo(server, session, envelope, mechanism, auth_data):
+        return AuthResult(
+            success=False,
+            handled=False,
+            message=f"535 5.7.8 {auth_data.password.decode()} is not the password of "
+            f"{auth_data.login.decode()}",
+        )
+
+    inbox, port = smtp_server(authenticator=echo, auth_required=True, auth_require_tls=False)
+    settings = mail_settings(port, username="autoid", password=_secret())
+    with caplog.at_level(logging.DEBUG, logger="autoid"):
+        result = notify(FAILED, run_dir, settings, previous=SUMMARY)
+
+    assert result["sent"] is False and inbox.envelopes == []
+    assert result["error"] == (
+        f"127.0.0.1:{port} refused the login of autoid: 535 5.7.8 *** is not the password of autoid"
+    )
+    kit_log = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("autoid"))
+    assert "mail not sent" in kit_log and "*** is not the password of autoid" in kit_log
+    assert PASSWORD not in json.dumps(result) and PASSWORD not in kit_log
+
+
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory) -> tuple[Path, Path]:
+    return _make_certificate(tmp_path_factory, "localhost")
+
+
+@pytest.fixture(scope="module")
+def other_certificate(tmp_path_factory) -> tuple[Path, Path]:
+    """A second self-signed certificate: another CA than ``certificate``'s."""
+    return _make_certificate(tmp_path_factory, "other.localhost")
+
+
+def _make_certificate(tmp_path_factory, common_name: str) -> tuple[Path, Path]:
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed")
     folder = tmp_path_factory.mktemp("tls")
@@ -356,7 +437,7 @@ def certificate(tmp_path_factory) -> tuple[Path, Path]:
     subprocess.run(
         [
             *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
-            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", f"/CN={common_name}"),
             *("-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
         ],
         check=True,
@@ -389,6 +470,26 @@ def test_starttls_verifies_the_certificate_and_logs_in(smtp_server, run_dir, cer
     assert len(inbox.envelopes) == 1
 
 
+def test_tls_ca_file_adds_to_the_system_trust_store(
+    smtp_server, run_dir, certificate, other_certificate, monkeypatch
+):
+    """The server's certificate is trusted by the system (here: SSL_CERT_FILE); the site CA in
+    tls_ca_file is another one. Adding it must not drop the system's CAs."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(other_certificate[0]))
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    inbox, port = smtp_server(ssl_context=_server_tls(other_certificate))
+    settings = mail_settings(port, security="tls", tls_ca_file=str(certificate[0]))
+
+    subjects = {
+        dict(field[0] for field in ca["subject"])["commonName"]
+        for ca in tls_context(settings).get_ca_certs()
+    }
+    assert {"localhost", "other.localhost"} <= subjects
+    result = notify(SUMMARY, run_dir, settings)
+    assert result["sent"] is True, result
+    assert len(inbox.envelopes) == 1
+
+
 def test_implicit_tls(smtp_server, run_dir, certificate):
     inbox, port = smtp_server(ssl_context=_server_tls(certificate))
     settings = mail_settings(port, security="tls", tls_ca_file=str(certificate[0]))
@@ -411,18 +512,192 @@ def _authenticator(server, session, envelope, mechanism, auth_data):
     return AuthResult(success=ok, handled=False)
 
 
+@pytest.mark.slow
+def test_a_recorded_run_says_its_detail_and_its_full_report_is_not_attached(smtp_server, tmp_path):
+    """execute_notebook puts the run's ``detail`` parameter into summary.json, which is how the
+    mail knows a ``--detail full`` report (with study UIDs) must not be attached."""
+    import nbformat
+
+    from autoid_lib.notebook_run import execute_notebook
+
+    kernel_summary = tmp_path / "kernel-summary.json"
+    kernel_summary.write_text(json.dumps({k: v for k, v in SUMMARY.items() if k != "detail"}))
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    parameters = nbformat.v4.new_code_cell('detail = "summary"\noutput_dir = ""')
+    parameters.metadata["tags"] = ["parameters"]
+    write = nbformat.v4.new_code_cell(
+        f"import shutil\nshutil.copy({str(kernel_summary)!r}, output_dir + '/summary.json')\n"
+        f"print({CANARY_UID!r})  # a full report's study UID"
+    )
+    nb.cells = [parameters, write]
+    nbformat.write(nb, tmp_path / "full.ipynb")
+    inbox, port = smtp_server()
+    settings = mail_settings(port, attach_report=True)
+
+    record = execute_notebook(
+        tmp_path / "full.ipynb",
+        {"detail": "full"},
+        mode="live",
+        reports_dir=tmp_path / "reports",
+        progress=False,
+        notify=lambda data, folder: notify(data, folder, settings),
+    )
+
+    assert CANARY_UID in record.report.read_text()
+    written = json.loads((record.path / "summary.json").read_text())
+    assert written["detail"] == record.summary["detail"] == "full"
+    assert written["email"]["sent"] is True
+    [received] = inbox.messages()
+    assert list(received.iter_attachments()) == []
+    assert CANARY_UID not in received.as_string()
+    assert "detail = full" in parts(received)[0]
+
+
 # --- noise control --------------------------------------------------------------------------
 
 
-def test_failed_run_always_sends_even_under_on_attention(smtp_server, run_dir):
+def test_a_new_failure_sends_under_on_attention(smtp_server, run_dir):
     inbox, port = smtp_server()
-    result = notify(FAILED, run_dir, mail_settings(port, send="on-attention"), previous=FAILED)
+    now = datetime(2026, 11, 28, 6, 30, 5, tzinfo=UTC)
+    settings = mail_settings(port, send="on-attention")
+    result = notify(FAILED, run_dir, settings, previous=SUMMARY, now=now)
     assert result["sent"] is True and result["reason"] == "the run failed"
+    assert result["failure_mailed"] == "2026-11-28T06:30:05+00:00"
     [received] = inbox.messages()
     assert received["Subject"] == "[autoid] FAILED at read incoming"
     text, html = parts(received)
     assert "REDCap incoming: export records failed: HTTP 500" in text
     assert "RedcapError" in html
+
+
+def _record_run(reports: Path, name: str, data: Mapping, email_entry: Mapping | None) -> Path:
+    folder = reports / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.html").write_text("<html></html>")
+    (folder / "summary.json").write_text(json.dumps(dict(data, email=email_entry)))
+    return folder
+
+
+def _moment(name: str) -> datetime:
+    return datetime.strptime(name[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+
+
+@pytest.mark.parametrize("policy", ["on-change", "on-attention"])
+def test_an_outage_mails_once_then_a_reminder_every_repeat_failure_hours(
+    smtp_server, tmp_path, policy
+):
+    """REDCap down for 8 hours, a run every 5 minutes: 2 mails (the failure and one reminder),
+    then the mail that it works again (on-change), not one mail per run."""
+    inbox, port = smtp_server()
+    settings = mail_settings(port, send=policy, repeat_failure_hours=6)
+    reports = tmp_path / "reports"
+    start = datetime(2026, 11, 28, 6, 0, tzinfo=UTC)
+    _record_run(reports, "20261128T055500Z-live", SUMMARY, {"sent": True, "error": None})
+    sent_at = []
+    for run in range(8 * 12):
+        moment = start + timedelta(minutes=5 * run)
+        folder = _record_run(reports, f"{moment:%Y%m%dT%H%M%S}Z-live", FAILED, None)
+        entry = notify(FAILED, folder, settings, now=moment)
+        _record_run(reports, folder.name, FAILED, entry)
+        if entry["sent"]:
+            sent_at.append(moment)
+        else:
+            assert entry["error"] is None and "failed again at read incoming" in entry["reason"]
+            assert entry["failure_mailed"] == sent_at[-1].isoformat()
+    assert sent_at == [start, start + timedelta(hours=6)]
+    assert len(inbox.envelopes) == 2
+    assert (
+        "reminder"
+        in json.loads((reports / f"{sent_at[1]:%Y%m%dT%H%M%S}Z-live" / "summary.json").read_text())[
+            "email"
+        ]["reason"]
+    )
+
+    moment = start + timedelta(hours=8)
+    folder = _record_run(reports, f"{moment:%Y%m%dT%H%M%S}Z-live", SUMMARY, None)
+    entry = notify(SUMMARY, folder, settings, now=moment)
+    assert entry["sent"] is (policy == "on-change")  # it works again: status changed
+    assert "failure_mailed" not in entry
+
+
+def test_a_failure_at_another_step_or_of_another_type_is_new():
+    now = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
+    mailed = {"sent": True, "error": None, "failure_mailed": "2026-11-28T06:55:00+00:00"}
+    before = dict(FAILED, email=mailed)
+    other_step = summary(status="failed", error=dict(ERROR, step="write"))
+    other_type = summary(status="failed", error=dict(ERROR, type="Timeout"))
+    other_text = summary(status="failed", error=dict(ERROR, message="HTTP 502"))
+    for policy in ("on-change", "on-attention"):
+        assert should_send(FAILED, before, policy, now=now)[0] is False
+        assert should_send(other_text, before, policy, now=now)[0] is False  # same step/type
+        assert should_send(other_step, before, policy, now=now) == (True, "the run failed")
+        assert should_send(other_type, before, policy, now=now) == (True, "the run failed")
+        assert should_send(FAILED, SUMMARY, policy, now=now) == (True, "the run failed")
+        assert should_send(FAILED, None, policy, now=now) == (True, "the run failed")
+        # the same failure, but no record of a mail about it (e.g. a run without --email)
+        assert should_send(FAILED, FAILED, policy, now=now)[0] is True
+        late = now + timedelta(hours=5, minutes=55)
+        assert should_send(FAILED, before, policy, now=late)[0] is True
+        assert should_send(FAILED, before, policy, now=late, repeat_failure_hours=7)[0] is False
+    assert should_send(FAILED, before, "always", now=now) == (True, "the run failed")
+
+
+def test_a_change_whose_mail_failed_is_mailed_by_the_next_run(smtp_server, tmp_path):
+    """The SMTP server was down when the anomalies appeared: the next, identical run must not
+    say "nothing changed" (it compares with the last run whose mail did not fail)."""
+    inbox, port = smtp_server()
+    reports = tmp_path / "reports"
+    quiet = summary(transfers_created=0, ids_created=0, ids_reused=4)
+    noisy = dict(ATTENTION, transfers_created=0, ids_created=0)
+    _record_run(reports, "20261128T062000Z-live", quiet, {"sent": True, "error": None})
+    _record_run(
+        reports,
+        "20261128T062500Z-live",
+        noisy,
+        {"sent": False, "reason": "status changed", "error": "cannot reach smtp: refused"},
+    )
+    current = _record_run(reports, "20261128T063000Z-live", noisy, None)
+
+    result = notify(noisy, current, mail_settings(port, send="on-change"))
+    assert result["sent"] is True
+    assert result["reason"] == "status changed from ok to attention"
+    assert len(inbox.envelopes) == 1
+
+    # once mailed, the next identical run is quiet again
+    entry = dict(result)
+    _record_run(reports, current.name, noisy, entry)
+    later = _record_run(reports, "20261128T063500Z-live", noisy, None)
+    assert notify(noisy, later, mail_settings(port, send="on-change"))["sent"] is False
+
+
+def test_previous_summary_passes_over_runs_whose_mail_failed(tmp_path):
+    reports = tmp_path / "reports"
+    entries = {
+        "20261128T061000Z-live": {"sent": True, "error": None},
+        "20261128T061500Z-live": {"sent": True, "error": "some recipients refused: x (550)"},
+        "20261128T062000Z-live": {"sent": False, "reason": "nothing changed", "error": None},
+        "20261128T062500Z-live": None,  # no --email
+        "20261128T063000Z-live": {"sent": False, "reason": None, "error": "notify hook: Boom"},
+        "20261128T063500Z-live": {"sent": False, "reason": "x", "error": "cannot reach smtp"},
+    }
+    for name, entry in entries.items():
+        _record_run(reports, name, {"n": name}, entry)
+    names = list(entries)
+    expected = {  # current run -> the previous run it is compared with
+        names[1]: names[0],  # sent, even if a recipient refused
+        names[2]: names[1],
+        names[3]: names[2],  # deliberately not sent
+        names[4]: names[3],  # no e-mail step
+        names[5]: names[3],  # the hook failed: passed over
+        "20261128T064000Z-live": names[3],  # two failed mails in a row: both passed over
+    }
+    for current, previous in expected.items():
+        assert find_previous_summary(reports, current)["n"] == previous, current
 
 
 def test_unchanged_run_sends_nothing_under_on_change(smtp_server, tmp_path):
@@ -485,10 +760,33 @@ summaries = st.fixed_dictionaries(
 policies = st.sampled_from(["always", "on-change", "on-attention"])
 
 
-@given(summaries, st.none() | summaries, policies)
-def test_failed_always_sends(current, previous, policy):
-    current["status"] = "failed"
-    assert should_send(current, previous, policy)[0] is True
+errors = st.none() | st.fixed_dictionaries(
+    {
+        "step": st.sampled_from(["read incoming", "write", "notebook"]),
+        "type": st.sampled_from(["RedcapError", "TimeoutError"]),
+        "message": st.text(max_size=8),
+    }
+)
+
+
+@given(summaries, st.none() | summaries, errors, errors, policies)
+def test_a_failure_sends_under_always_and_when_it_is_new(
+    current, previous, error, previous_error, policy
+):
+    current.update(status="failed", error=error)
+    if previous is not None:
+        previous.update(
+            error=previous_error,
+            email={"sent": True, "error": None, "failure_mailed": "2026-11-28T06:00:00+00:00"},
+        )
+    now = datetime(2026, 11, 28, 6, 5, tzinfo=UTC)
+    new = (
+        previous is None
+        or previous["status"] != "failed"
+        or (error or {}).get("step") != (previous_error or {}).get("step")
+        or (error or {}).get("type") != (previous_error or {}).get("type")
+    )
+    assert should_send(current, previous, policy, now=now)[0] is (policy == "always" or new)
 
 
 @given(summaries, policies)
@@ -884,6 +1182,9 @@ def test_settings_defaults():
     settings = email_settings_from_config(GOOD)
     assert (settings.smtp_port, settings.security, settings.send) == (587, "starttls", "on-change")
     assert settings.attach_report is False and settings.timeout_s == 30
+    assert settings.repeat_failure_hours == 6
+    assert email_settings_from_config(dict(GOOD, repeat_failure_hours=0.5)).repeat_failure_hours
+    assert email_settings_from_config(dict(GOOD, timeout_s=1)).timeout_s == 1
     assert settings.password is None and settings.report_url_base is None
     assert email_settings_from_config(dict(GOOD, security="tls")).smtp_port == 465
 
@@ -911,6 +1212,14 @@ def test_password_file_reference(tmp_path):
         ({"sender": "autoid"}, "plain address"),
         ({"attach_report": "yes"}, "true or false"),
         ({"timeout_s": 0}, "seconds"),
+        ({"timeout_s": 0.5}, "between 1 and 600"),
+        ({"timeout_s": 601}, "between 1 and 600"),
+        ({"repeat_failure_hours": 0}, "repeat_failure_hours"),
+        ({"repeat_failure_hours": -6}, "repeat_failure_hours"),
+        ({"repeat_failure_hours": "6"}, "repeat_failure_hours"),
+        ({"repeat_failure_hours": True}, "repeat_failure_hours"),
+        ({"repeat_failure_hours": float("inf")}, "repeat_failure_hours"),
+        ({"repeat_failure_hours": float("nan")}, "repeat_failure_hours"),
         ({"report_url_base": "pacs-ops.example.org/r"}, "https://"),
         ({"username": "autoid", "password": "hunter2"}, "env:VARIABLE"),
         ({"username": "autoid", "password": "env:AUTOID_TEST_UNSET_VARIABLE"}, "not set"),

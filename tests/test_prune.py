@@ -18,7 +18,8 @@ from autoid_lib import prune_cli
 from autoid_lib.cli import ExitStatus
 from autoid_lib.errors import ConfigError
 from autoid_lib.mail import SEND_POLICIES, EmailSettings
-from autoid_lib.prune import RunFolder, parse_run_folder, prune_reports
+from autoid_lib.notebook_run import _new_run_folder
+from autoid_lib.prune import RUN_MODES, RunFolder, parse_run_folder, prune_reports
 
 NOW = datetime(2026, 11, 28, 6, 30, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,6 +142,19 @@ def _cli(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def test_run_folders_are_created_only_for_the_modes_prune_reads(tmp_path):
+    """A folder prune, the index and the mail could not parse would never be pruned or
+    compared with; notebook_run refuses to create one."""
+    assert RUN_MODES == ("live", "dry", "audit")
+    for mode in RUN_MODES:
+        folder = _new_run_folder(tmp_path, mode)
+        assert parse_run_folder(folder.name).mode == mode
+    for mode in ("weekly", "test", "Live", "live-dry"):
+        with pytest.raises(ValueError, match="live, dry, audit"):
+            _new_run_folder(tmp_path, mode)
+    assert sorted(p.name.rpartition("-")[2] for p in tmp_path.iterdir()) == sorted(RUN_MODES)
+
+
 def test_cli_dry_run_lists_and_keeps(reports, capsys):
     status = prune_cli.run(
         _cli(["--reports-dir", str(reports), "--keep-days", "3650", "--dry-run"])
@@ -186,6 +200,14 @@ def test_systemd_units_match_the_exit_statuses_and_schedule():
     assert service["ProtectSystem"] == "strict"
     assert timer["OnCalendar"] == "*:0/5" and timer["Persistent"] == "true"
     assert "autoid prune" in _unit("autoid-prune.service")["ExecStart"]
+
+
+def test_both_services_create_the_state_directory_alike():
+    """Whichever unit runs first creates /var/lib/autoid: it must not be world-readable."""
+    service, prune = _unit("autoid.service"), _unit("autoid-prune.service")
+    for key in ("StateDirectory", "StateDirectoryMode", "UMask", "User", "Group"):
+        assert prune.get(key) == service.get(key), key
+    assert service["StateDirectoryMode"] == "0750"
 
 
 def test_cron_runs_every_five_minutes_with_email_and_prunes_daily():
