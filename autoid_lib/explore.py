@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 
 import pandas as pd
 
@@ -167,7 +166,7 @@ class StudyAnswer:
     in_window: bool
 
     def lines(self) -> list[str]:
-        window = "" if self.in_window else " (dated before the run window)"
+        window = "" if self.in_window else " (outside the run window: no run reads it)"
         return [
             f"Study {self.study_ref}, dated {self.study_date or '—'}{window}, "
             f"addressed to AE title {self.ae_title or '—'}.",
@@ -188,24 +187,35 @@ def find_studies(studies, query: str) -> list[IncomingStudy]:
 
 
 def lookup_study(
-    snapshot: Snapshot, query: str, settings: PlanSettings, window_begin: datetime
+    snapshot: Snapshot, query: str, settings: PlanSettings, in_window: frozenset[str]
 ) -> list[StudyAnswer]:
-    """Every study matching ``query`` (see ``find_studies``) with its transfers and next run."""
+    """Every study matching ``query`` (see ``find_studies``) with its transfers and next run.
+
+    ``in_window`` holds the UIDs the run would read now (created or modified in its window, as
+    ``RedcapGateway.study_uids`` answers): a study outside it is not served by the next run.
+    """
     answers = []
     for study in find_studies(snapshot.studies, query):
         one = replace(snapshot, studies=(study,))
         outcome = next((s for s in plan(one, settings).studies if s.study_uid == study.uid), None)
+        reached = study.uid in in_window
         answers.append(
             StudyAnswer(
                 study_ref=study_ref(study.uid),
                 study_date=dicom_date(study.study_date),
                 ae_title=study.ae_title,
                 transfers=transfer_table(study),
-                next_run=_next_run(outcome, study),
-                in_window=_in_window(study, window_begin),
+                next_run=_next_run(outcome, study) if reached else _OUT_OF_REACH,
+                in_window=reached,
             )
         )
     return answers
+
+
+_OUT_OF_REACH = (
+    "nothing: the run only reads studies created or modified in its window. Run "
+    "`autoid run --lookback-days N` reaching back to its arrival, or request it by hand."
+)
 
 
 def transfer_table(study: IncomingStudy) -> pd.DataFrame:
@@ -233,11 +243,6 @@ def _next_run(outcome, study: IncomingStudy) -> str:
         shown = f" {outcome.pseudonym}" if outcome.id_source == "reused" else ""
         return f"request it for {outcome.project_name} under {which}{shown}."
     return f"skip it ({outcome.reason}); nothing is written for it."
-
-
-def _in_window(study: IncomingStudy, window_begin: datetime) -> bool:
-    date = study.study_date.strip()
-    return len(date) == 8 and date.isdigit() and date >= f"{window_begin:%Y%m%d}"
 
 
 # -- patient lookup -----------------------------------------------------------------------------
@@ -381,6 +386,8 @@ def project_runs(summaries: list[dict], project: str) -> pd.DataFrame:
     """
     rows = []
     for summary in summaries:
+        if summary.get("mode") not in ("live", "dry"):
+            continue  # audits have no per-project run counts
         mine = next((p for p in summary.get("projects") or () if p.get("project") == project), {})
         rows.append(
             {

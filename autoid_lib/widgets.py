@@ -14,7 +14,9 @@ are shown by type only (their text may quote data).
 
 from __future__ import annotations
 
+import logging
 import random
+import traceback
 from datetime import UTC, date, datetime, time, timedelta
 
 import ipywidgets as widgets
@@ -30,6 +32,8 @@ from autoid_lib.run import server_time
 from autoid_lib.snapshot import Snapshot
 
 NO_PROJECT = "(none)"
+
+log = logging.getLogger("autoid.explore")
 
 
 class ExploreSession:
@@ -51,7 +55,7 @@ class ExploreSession:
         self.refresh()
 
     def refresh(self) -> None:
-        self._projects = self._autoid = self._history = None
+        self._projects = self._autoid = self._history = self._in_window = None
 
     def recent_runs(self, limit: int = 10) -> list[dict]:
         """The newest recorded runs' summaries (reports_dir of the config)."""
@@ -98,6 +102,14 @@ class ExploreSession:
         end = self.now()
         return self._snapshot(self._history, end - timedelta(self.settings.run.lookback_days), end)
 
+    def run_window_uids(self) -> frozenset[str]:
+        """UIDs of the studies the run would read now (created or modified in its window)."""
+        if self._in_window is None:
+            end = self.now()
+            begin = end - timedelta(days=self.settings.run.lookback_days)
+            self._in_window = self.gateway.study_uids(begin, end)
+        return self._in_window
+
     def _snapshot(self, studies, begin: datetime, end: datetime) -> Snapshot:
         return Snapshot(tuple(self.projects()), tuple(studies), self.autoid_rows(), begin, end)
 
@@ -139,7 +151,9 @@ def _guarded(output: widgets.Output, action) -> None:
     except AutoIdError as error:  # the kit's messages never hold patient data or tokens
         show(output, f"Error: {error}")
     except Exception as error:  # text withheld: it may quote data
-        show(output, f"Unexpected {type(error).__name__}; see the kernel log.")
+        frames = "".join(traceback.format_tb(error.__traceback__))  # code locations only
+        log.error("explore failed with %s:\n%s", type(error).__name__, frames)
+        show(output, f"Unexpected {type(error).__name__}; its code location is in the kernel log.")
 
 
 def _button(label: str) -> widgets.Button:
@@ -199,9 +213,11 @@ class StudyPanel:
         _guarded(self.output, lambda: self._answer(query))
 
     def _answer(self, query: str) -> None:
-        snapshot = self.session.history()
         answers = explore.lookup_study(
-            snapshot, query, self.session.plan_settings(), snapshot.window_begin
+            self.session.history(),
+            query,
+            self.session.plan_settings(),
+            self.session.run_window_uids(),
         )
         if not answers:
             show(self.output, "No study found.")

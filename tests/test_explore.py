@@ -63,14 +63,19 @@ def test_overview_gives_each_study_its_state_and_reason():
 
 def test_study_lookup_by_uid_ending_or_accession_says_what_the_run_would_do():
     studies = [incoming("1.2.3.456789012", "PAT1", accession="ACC1"), incoming("1.2.3.4", "NEW")]
-    (answer,) = explore.lookup_study(snap(studies), "ACC1", SETTINGS, datetime(2026, 11, 14))
+    reached = frozenset({"1.2.3.456789012", "1.2.3.4"})
+    (answer,) = explore.lookup_study(snap(studies), "ACC1", SETTINGS, reached)
     assert answer.study_ref == "…56789012"
     assert "under the patient's known ID A001" in answer.next_run
     assert explore.find_studies(studies, "…56789012")[0].uid == "1.2.3.456789012"
     assert explore.find_studies(studies, "1.2.3.4")[0].uid == "1.2.3.4"
     assert explore.find_studies(studies, "9012") == []  # too short to be an ending
-    (old,) = explore.lookup_study(snap([incoming("5.5", "X", OLD)]), "5.5", SETTINGS, NOW)
-    assert not old.in_window and "new ID" in old.next_run
+    # not modified within the window: the run never reads it, whatever its study date
+    (old,) = explore.lookup_study(snap([incoming("5.5", "X")]), "5.5", SETTINGS, reached)
+    assert not old.in_window and old.next_run.startswith("nothing: the run only reads")
+    (recent,) = explore.lookup_study(snap([incoming("5.6", "X", OLD)]), "5.6", SETTINGS,
+                                     frozenset({"5.6"}))  # fmt: skip
+    assert recent.in_window and "new ID" in recent.next_run
 
 
 def test_patient_lookup_answers_known_unknown_and_empty_without_the_id():
