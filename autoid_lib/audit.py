@@ -181,7 +181,7 @@ def audit(snapshot: Snapshot, settings: AuditSettings) -> AuditReport:
     findings += missing
     findings += _transfer_counts(addressed)
     findings += _pseudonyms(snapshot.studies, auto_names, rows_by_project, settings.hasher)
-    findings += _autoid_conflicts(rows_by_project, auto_names)
+    findings += _autoid_conflicts(rows_by_project)
     findings += _patterns(projects, rows_by_project)
     findings += _downstream_errors(snapshot.studies)
     findings = [f for f in findings if f.count]
@@ -341,7 +341,8 @@ def _pseudonyms(studies, auto_names, rows_by_project, hasher: PatientHasher) -> 
     ]
 
 
-def _autoid_conflicts(rows_by_project, auto_names) -> list[Finding]:
+def _autoid_conflicts(rows_by_project) -> list[Finding]:
+    """One hash with several values, one value with several hashes, in any project of AutoID."""
     split, shared = [], []
     for name in sorted(rows_by_project):
         rows = [r for r in rows_by_project[name] if r.hash.strip() and r.value.strip()]

@@ -200,7 +200,7 @@ class Sandbox:
         times: int | None = 1,
         delay_s: float = 5.0,
     ) -> Fault:
-        """Script a failure (see ``faults``): ``kind`` is http500, timeout, truncated or oom."""
+        """Script a failure (see ``faults``): http500, timeout, truncated, oom or lost_answer."""
         if database is not None and database not in DATABASES:
             raise ValueError(f"unknown database {database!r}; choose one of {DATABASES}")
         return self.app.faults.add(
