@@ -116,8 +116,10 @@ def generate_ids(
 class IdAllocator:
     """Hands out IDs of one pattern over many calls, remembering what it handed out.
 
-    Use it when one run needs IDs one at a time (a new patient per study): no ID is given twice
-    and the in-use set is copied only once.
+    Public API for scripts (presented in docs/patterns.md; ``benchmarks/bench_idgen.py`` uses
+    it); the kit's own jobs call ``generate_ids`` directly. Use it when one run needs IDs one at
+    a time (a new patient per study): no ID is given twice and the in-use set is copied only
+    once.
     """
 
     def __init__(self, pattern: Pattern, in_use: Iterable[str] = (), rng: Rng = None):

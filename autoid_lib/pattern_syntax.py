@@ -1,10 +1,16 @@
-"""The ID pattern language's grammar: parse a pattern into a ``pattern_tree`` or say why not.
+r"""The ID pattern language's grammar: parse a pattern into a ``pattern_tree`` or say why not.
 
 The kit reads patterns with its own parser (``re._parser`` is private and changes between
 Python versions). It accepts the finite subset of ``re`` syntax that can *generate* IDs and
 rejects everything else with a ``PatternError`` that names the construct and its position:
 unbounded repeats, negated sets, lookarounds, anchors inside the pattern, characters that
 cannot appear in an ID, and back-references that some ID could reach without their group.
+
+An ID becomes a DICOM PatientID (VR LO, where ``\`` separates values) and PatientName (VR PN,
+where ``^`` and ``=`` separate components), and ``*`` and ``?`` are wildcards in C-FIND
+queries; so every character a pattern can produce must be printable ASCII other than the
+space and ``\ ^ = * ?`` (``ID_CHARACTERS``). Patterns are also bounded (``MAX_PATTERN_LENGTH``
+characters, ``MAX_NESTING`` levels of groups) so that no input exhausts the recursion limit.
 """
 
 from __future__ import annotations
@@ -25,10 +31,33 @@ from autoid_lib.pattern_tree import (
     children,
 )
 
-__all__ = ["ALNUM", "DIGITS", "parse"]
+__all__ = [
+    "ALNUM",
+    "DIGITS",
+    "FORBIDDEN_CHARACTERS",
+    "ID_CHARACTERS",
+    "MAX_NESTING",
+    "MAX_PATTERN_LENGTH",
+    "parse",
+]
 
 DIGITS = string.digits
 ALNUM = string.digits + string.ascii_uppercase + string.ascii_lowercase  # what "." means
+
+#: Characters that would break the ID in DICOM, with the reason given in the error message.
+FORBIDDEN_CHARACTERS = {
+    "\\": "it separates the values of a DICOM PatientID (LO)",
+    "^": "it separates the components of a DICOM PatientName (PN)",
+    "=": "it separates the component groups of a DICOM PatientName (PN)",
+    "*": "it is a wildcard in DICOM C-FIND queries",
+    "?": "it is a wildcard in DICOM C-FIND queries",
+}
+#: Every character an ID may contain: printable ASCII without the space and the above.
+ID_CHARACTERS = frozenset(chr(k) for k in range(0x21, 0x7F)) - set(FORBIDDEN_CHARACTERS)
+#: Longest pattern accepted (real ones are a few dozen characters).
+MAX_PATTERN_LENGTH = 200
+#: Deepest nesting of groups accepted.
+MAX_NESTING = 20
 
 _REJECTED_ESCAPES = {
     "w": "\\w (word characters, which include every Unicode letter)",
@@ -68,6 +97,7 @@ class _Parser:
             if backslashes % 2 == 0:  # an unescaped trailing "$" is the end anchor
                 self.end -= 1
         self.groups: dict[int, Group | None] = {}  # None while the group is open
+        self.depth = 0  # groups open around the current position
 
     def fail(self, message: str, pos: int):
         raise PatternError(message, self.p, pos)
@@ -149,10 +179,17 @@ class _Parser:
             self.fail(f"anchor {c!r} is only allowed at the {where} of the pattern", start)
         return Literal(self.char(c, start), start)
 
-    def char(self, c: str, pos: int) -> str:
+    def char(self, c: str, pos: int, where: str = "") -> str:
+        """``c`` if an ID may contain it; ``where`` names the class range it comes from."""
+        if c in ID_CHARACTERS:
+            return c
         if not c.isprintable() or c.isspace():
-            self.fail(f"character {c!r} cannot appear in an ID (whitespace or control)", pos)
-        return c
+            why = "whitespace or control"
+        elif c in FORBIDDEN_CHARACTERS:
+            why = FORBIDDEN_CHARACTERS[c]
+        else:
+            why = "only printable ASCII can"
+        self.fail(f"character {c!r}{where} cannot appear in an ID ({why})", pos)
 
     def escape(self, start):
         if not self.peek():
@@ -178,6 +215,8 @@ class _Parser:
 
     def group(self):
         start = self.i
+        if self.depth >= MAX_NESTING:
+            self.fail(f"groups nested more than {MAX_NESTING} deep", start)
         self.i += 1
         index = None
         if self.peek("?:"):
@@ -190,7 +229,9 @@ class _Parser:
         else:
             index = len(self.groups) + 1
             self.groups[index] = None
+        self.depth += 1
         body = self.alternation()
+        self.depth -= 1
         if not self.peek(")"):
             self.fail("missing ')' for the group opened", start)
         self.i += 1
@@ -218,10 +259,14 @@ class _Parser:
             if self.peek("-") and self.i + 1 < self.end and self.p[self.i + 1] != "]":
                 self.i += 1
                 high = self.class_item()
+                text = self.p[item_pos : self.i]
                 if len(low) != 1 or len(high) != 1 or low > high:
-                    self.fail(f"bad range {self.p[item_pos : self.i]!r}", item_pos)
-                low = "".join(chr(k) for k in range(ord(low), ord(high) + 1))
-            chars.update(self.char(c, item_pos) for c in low)
+                    self.fail(f"bad range {text!r}", item_pos)
+                # one by one: the first bad character stops a range as wide as all of Unicode
+                for k in range(ord(low), ord(high) + 1):
+                    chars.add(self.char(chr(k), item_pos, f" (in the range {text!r})"))
+            else:
+                chars.update(self.char(c, item_pos) for c in low)
         return CharClass("".join(sorted(chars)), start)
 
     def class_item(self) -> str:
@@ -281,6 +326,12 @@ def _check_references(node, pattern: str, path: tuple = (), seen: dict | None = 
 
 def parse(pattern: str):
     """Parse ``pattern`` into a syntax tree, or raise ``PatternError`` naming the construct."""
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        raise PatternError(
+            f"pattern is {len(pattern)} characters long; at most {MAX_PATTERN_LENGTH} are allowed",
+            pattern,
+            MAX_PATTERN_LENGTH,
+        )
     tree = _Parser(pattern).parse()
     _check_references(tree, pattern)
     return tree

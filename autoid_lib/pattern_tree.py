@@ -15,9 +15,20 @@ from dataclasses import dataclass, field
 
 #: DICOM PatientID is an LO value (at most 64 characters): a longer ID cannot be written.
 MAX_ID_LENGTH = 64
+#: Derivation counts stop here. There are fewer printable ASCII strings of at most
+#: ``MAX_ID_LENGTH`` characters than this, so a node that reaches it is ambiguous, and no node
+#: of an unambiguous pattern (whose counts are exact) comes near it. Without the cap, nested
+#: repeats of a part that can be empty, e.g. ``((((|){0,64}){0,64}){0,64}){0,64}``, have
+#: counts with millions of digits that take minutes to compute.
+MAX_COUNT = 95 ** (MAX_ID_LENGTH + 1)
 
 Env = tuple  # captured group texts, indexed by group number (0 unused)
 EMPTY_ENV: Env = (None,) * 10
+
+
+def capped(n: int) -> int:
+    """``n``, or ``MAX_COUNT`` when it is larger."""
+    return min(n, MAX_COUNT)
 
 
 def sumset(a: frozenset[int], b: frozenset[int]) -> frozenset[int]:
@@ -111,7 +122,7 @@ class Sequence:
 
     @functools.cached_property
     def count(self):
-        return functools.reduce(lambda a, n: a * n.count, self.items, 1)
+        return functools.reduce(lambda a, n: capped(a * n.count), self.items, 1)
 
     @functools.cached_property
     def _blocks(self):  # mixed-radix weights: the first item is the most significant digit
@@ -178,7 +189,7 @@ class Alternation:
 
     @functools.cached_property
     def count(self):
-        return sum(o.count for o in self.options)
+        return capped(sum(o.count for o in self.options))
 
     @functools.cached_property
     def lengths(self):
@@ -226,7 +237,7 @@ class Repeat:
         offsets, acc = [], 0
         for k in range(self.min, self.max + 2):
             offsets.append(acc)
-            acc += self.item.count**k
+            acc = capped(acc + self.item.count**k)
         return offsets
 
     @functools.cached_property

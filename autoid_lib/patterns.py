@@ -26,6 +26,7 @@ from autoid_lib.errors import PatternError
 from autoid_lib.pattern_syntax import parse
 from autoid_lib.pattern_tree import (
     EMPTY_ENV,
+    MAX_COUNT,
     MAX_ID_LENGTH,
     Alternation,
     BackRef,
@@ -144,7 +145,6 @@ class PatternSpace:
     pattern: str
     size: int
     method: str
-    max_length: int
     regex: str = field(repr=False)
     tree: object = field(repr=False, compare=False)
     _ids: tuple[str, ...] | None = field(default=None, repr=False, compare=False)
@@ -208,21 +208,26 @@ def compile_pattern(pattern: str) -> PatternSpace:
     tree = parse(pattern)
     if 0 in tree.lengths:
         raise PatternError("pattern can produce an empty ID", pattern, 0)
-    longest = max(tree.lengths)
-    if longest > MAX_ID_LENGTH:
+    if max(tree.lengths) > MAX_ID_LENGTH:
         raise PatternError(f"pattern can produce IDs longer than {MAX_ID_LENGTH}", pattern, 0)
     regex = tree.regex()
     verdict, blame = _ambiguity(tree)
     if verdict == PROVEN:
-        return PatternSpace(pattern, tree.count, "structure", longest, regex, tree)
+        return PatternSpace(pattern, tree.count, "structure", regex, tree)
     if tree.count > ENUMERATION_LIMIT:
         what = "can produce one ID in two ways" if verdict == AMBIGUOUS else "may be ambiguous"
         raise PatternError(
             f"the part starting here {what}, and the pattern is too large "
-            f"({tree.count:,} derivations) to count its distinct IDs; rewrite it so that "
+            f"({_amount(tree.count)} derivations) to count its distinct IDs; rewrite it so that "
             "each ID has one spelling",
             pattern,
             getattr(blame, "pos", 0),
         )
     ids = tuple(sorted({text for text, _ in tree.expand(EMPTY_ENV)}))
-    return PatternSpace(pattern, len(ids), "enumeration", longest, regex, tree, ids)
+    return PatternSpace(pattern, len(ids), "enumeration", regex, tree, ids)
+
+
+def _amount(n: int) -> str:
+    if n >= MAX_COUNT:
+        return f"at least {MAX_COUNT:.1e}"
+    return f"{n:,}" if n < 10**15 else f"about {n:.1e}"

@@ -2,6 +2,8 @@
 
 ``small_patterns`` draws short patterns over the alphabet "abc" (with capturing groups and
 back-references); ``small_space`` compiles one, skipping examples too large for brute force.
+``any_char_patterns`` draws patterns whose literals, classes and ranges may hold any printable
+ASCII character, including those that DICOM gives a meaning (``\\ ^ = * ?``).
 """
 
 import functools
@@ -11,6 +13,7 @@ from hypothesis import assume
 from hypothesis import strategies as st
 
 from autoid_lib.errors import PatternError
+from autoid_lib.pattern_syntax import MAX_PATTERN_LENGTH
 from autoid_lib.patterns import compile_pattern, parse
 
 ATOMS = st.sampled_from(["a", "b", "c", "[ab]", "[a-c]", "[bc]", "[ca]", "[b]"])
@@ -28,6 +31,38 @@ def _capture_free(depth: int):
         _capture_free(0),
         st.tuples(alternation, QUANTIFIERS).map("".join),
     )
+
+
+PRINTABLE_ASCII = st.characters(min_codepoint=0x21, max_codepoint=0x7E)
+
+
+def _quoted(c: str) -> str:
+    """``c`` escaped when it is not a letter or digit (a valid escape everywhere)."""
+    return c if c.isalnum() else "\\" + c
+
+
+@st.composite
+def _any_char_atom(draw) -> str:
+    kind = draw(st.sampled_from(["literal", "escaped", "class", "range", "dot", "digit"]))
+    if kind == "dot":
+        return "."
+    if kind == "digit":
+        return "\\d"
+    c = draw(PRINTABLE_ASCII)
+    if kind == "literal":  # syntax characters are escaped so that the pattern stays a literal
+        return _quoted(c) if c in "\\^$.|?*+()[]{}" else c
+    if kind == "escaped":
+        return _quoted(c)
+    if kind == "class":
+        return f"[{_quoted(c)}]"
+    low, high = sorted([c, draw(PRINTABLE_ASCII)])
+    return f"[{_quoted(low)}-{_quoted(high)}]"
+
+
+def any_char_patterns():
+    """Up to four atoms that may name any printable ASCII character, each maybe repeated."""
+    piece = st.tuples(_any_char_atom(), st.sampled_from(["", "{2}", "{0,1}", "{1,2}"]))
+    return st.lists(piece.map("".join), min_size=1, max_size=4).map(lambda xs: "X" + "".join(xs))
 
 
 @st.composite
@@ -54,6 +89,7 @@ def small_patterns(draw) -> str:
 
 def small_space(pattern: str):
     """The space, or skip the example when the pattern is rejected for a good reason."""
+    assume(len(pattern) <= MAX_PATTERN_LENGTH)  # a longer one is rejected outright
     tree = parse(pattern)
     assume(max(tree.lengths) <= 6 and tree.count <= 5000)  # keeps brute force cheap
     try:

@@ -1,8 +1,10 @@
 """``autoid gen-id`` run as a real subprocess, with the legacy tool's flags."""
 
+import fcntl
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -57,6 +59,57 @@ def test_auto_add_appends_and_ten_calls_never_repeat(tmp_path):  # legacy defect
         "autoid gen-id: space exhausted: 10 of 10 used for pattern 'Q[0-9]'; "
         "widen the project's naming pattern"
     )
+
+
+def test_concurrent_auto_add_calls_take_turns_and_never_share_an_id(tmp_path):
+    """Two ``gen-id -a`` started at once on a nearly full space get the two free IDs.
+
+    The test holds the exclusion file's lock while both start, so both have read nothing yet
+    when it lets go; with the same seed, two calls that did not lock would both read eight
+    used IDs and pick the same one.
+    """
+    exclusion = tmp_path / "shared.txt"
+    exclusion.write_text("".join(f"Q{i}\n" for i in range(8)))
+    command = [sys.executable, "-m", "autoid_lib.cli", "gen-id", "-r", "Q[0-9]"]
+    command += ["-e", str(exclusion), "-a", "--seed", "5"]
+    with exclusion.open("a") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        calls = [
+            subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
+        time.sleep(3)  # long enough for both to start and reach the lock
+        assert [call.poll() for call in calls] == [None, None], "gen-id -a did not wait"
+    outputs = [call.communicate(timeout=60) for call in calls]
+    assert [call.returncode for call in calls] == [0, 0], outputs
+    ids = [out.strip() for out, _ in outputs]
+    assert sorted(ids) == ["Q8", "Q9"]
+    lines = exclusion.read_text().splitlines()
+    assert len(lines) == len(set(lines)) == 10
+    assert sorted(lines) == [f"Q{i}" for i in range(10)]
+
+
+def test_auto_add_on_an_unreadable_or_non_utf8_file_appends_nothing(tmp_path):
+    exclusion = tmp_path / "used.txt"
+    exclusion.write_bytes(b"P_1\n\xff\n")
+    done = gen_id("-r", "P_[1-3]", "-e", str(exclusion), "-a")
+    assert done.returncode == 2 and done.stdout == ""
+    assert "cannot read exclusion file" in done.stderr
+    assert exclusion.read_bytes() == b"P_1\n\xff\n"
+    done = gen_id("-r", "P_[1-3]", "-e", str(tmp_path), "-a")  # a directory
+    assert done.returncode == 2 and "cannot read exclusion file" in done.stderr
+
+
+def test_exhausted_auto_add_keeps_the_file_and_capacity_does_not_create_it(tmp_path):
+    exclusion = tmp_path / "used.txt"
+    exclusion.write_bytes(b"P_1\r\nP_2")
+    done = gen_id("-r", "P_[12]", "-e", str(exclusion), "-a")
+    assert done.returncode == 1
+    assert exclusion.read_bytes() == b"P_1\r\nP_2"
+    missing = tmp_path / "missing.txt"
+    done = gen_id("-r", "P_[12]", "-e", str(missing), "-a", "--capacity")
+    assert done.returncode == 0 and "free: 2" in done.stdout
+    assert not missing.exists()
 
 
 def test_auto_add_keeps_crlf_and_closes_an_open_last_line(tmp_path):

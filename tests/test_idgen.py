@@ -11,12 +11,13 @@ import sys
 import textwrap
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from strategies import small_patterns, small_space
+from strategies import any_char_patterns, small_patterns, small_space
 
 from autoid_lib.errors import ExternalGeneratorError, IdSpaceExhausted, PatternError
 from autoid_lib.idgen import Capacity, ExternalGenerator, IdAllocator, capacity, generate_ids
+from autoid_lib.pattern_syntax import FORBIDDEN_CHARACTERS, ID_CHARACTERS
 from autoid_lib.patterns import compile_pattern
 
 # --- properties -------------------------------------------------------------------------------
@@ -51,6 +52,28 @@ def test_drawing_the_whole_space_in_one_call_gives_every_id(pattern):
     space = small_space(pattern)
     got = generate_ids(space, set(), space.size, random.Random(0))
     assert sorted(got) == sorted(space.ids())
+
+
+@settings(max_examples=300, deadline=None)
+@given(any_char_patterns(), st.data())
+def test_no_generated_id_contains_a_character_that_breaks_dicom(pattern, data):
+    """Whatever characters a pattern names, an ID holds only printable ASCII without the
+    space and ``\\ ^ = * ?`` (PatientID/PatientName separators and C-FIND wildcards)."""
+    try:
+        space = compile_pattern(pattern)
+    except PatternError as exc:
+        message = str(exc)
+        if "cannot appear in an ID" in message:  # a rejection names a character re can match
+            bad = re.match(r"character '(.+?)'", message)[1].encode().decode("unicode_escape")
+            assert bad not in ID_CHARACTERS
+            return
+        assert "two ways" in message or "ambiguous" in message, message
+        assume(False)
+    count = data.draw(st.integers(1, min(space.size, 50)))
+    for value in generate_ids(space, set(), count, random.Random(data.draw(st.integers(0, 99)))):
+        assert set(value) <= ID_CHARACTERS, value
+        assert not set(value) & set(FORBIDDEN_CHARACTERS)
+        assert re.fullmatch(pattern, value)
 
 
 # --- the fill test from the issue -------------------------------------------------------------

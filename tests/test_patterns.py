@@ -6,6 +6,7 @@ alphabet up to its longest ID that the real ``re`` fully matches.
 
 import itertools
 import re
+import time
 
 import pytest
 from hypothesis import assume, given, settings
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from strategies import small_patterns, small_space
 
 from autoid_lib.errors import PatternError
+from autoid_lib.pattern_syntax import ID_CHARACTERS, MAX_NESTING, MAX_PATTERN_LENGTH
 from autoid_lib.patterns import ENUMERATION_LIMIT, MAX_ID_LENGTH, compile_pattern, parse
 
 # --- properties: the space against brute force over "abc" -----------------------------------
@@ -34,7 +36,7 @@ def test_space_is_exactly_the_set_re_fullmatches(pattern):
     space = small_space(pattern)
     ids = list(space.ids())
     assert len(set(ids)) == len(ids) == space.size
-    assert set(ids) == brute_force(pattern, "abc", space.max_length)
+    assert set(ids) == brute_force(pattern, "abc", max(parse(pattern).lengths))
 
 
 @settings(max_examples=200, deadline=None)
@@ -190,6 +192,32 @@ def test_large_ambiguous_pattern_is_rejected_with_a_position():
         ("^$", 0, "empty pattern"),
         ("A?", 0, "empty ID"),
         ("[A-Z]{40}\\d{30}", 0, "longer than 64"),
+        # characters that break DICOM: PatientID's value separator, PatientName's component
+        # separators, C-FIND wildcards; and anything that is not printable ASCII
+        ("P\\^\\d", 1, "character '^' cannot appear in an ID (it separates the components"),
+        ("P\\\\1", 1, "character '\\\\' cannot appear in an ID (it separates the values"),
+        ("P=1", 1, "character '=' cannot appear in an ID (it separates the component groups"),
+        ("P_\\*", 2, "character '*' cannot appear in an ID (it is a wildcard"),
+        ("P_\\?", 2, "character '?' cannot appear in an ID (it is a wildcard"),
+        ("P_é", 2, "character 'é' cannot appear in an ID (only printable ASCII"),
+        ("P_\u00a0", 2, "character '\\xa0' cannot appear in an ID (whitespace or control"),
+        ("P_[A=]", 4, "character '='"),
+        ("P_[A^]", 4, "character '^'"),
+        ("P_[\\^A]", 3, "character '^'"),
+        ("P_[\\\\A]", 3, "character '\\\\'"),
+        ("P_[A\\?]", 4, "character '?'"),
+        ("P_[\\*]", 3, "character '*'"),
+        ("P_[Aé]", 4, "character 'é'"),
+        ("P_[!-~]", 3, "character '*' (in the range '!-~') cannot appear"),
+        ("P_[<->]", 3, "character '=' (in the range '<->') cannot appear"),
+        ("P_[Z-a]", 3, "character '\\\\' (in the range 'Z-a') cannot appear"),
+        ("P_[x-é]", 3, "character '\\x7f' (in the range 'x-é') cannot appear"),
+        ("P_[!-\U0010ffff]", 3, "character '*' (in the range"),
+        # bounded size, so that no pattern exhausts the recursion limit
+        ("(?:" * 21 + "a" + ")" * 21, 60, "groups nested more than 20 deep"),
+        ("(" * 21 + "a" + ")" * 21, 20, "groups nested more than 20 deep"),
+        ("(?:" * 250 + "a" + ")" * 250, 200, "1001 characters long; at most 200 are allowed"),
+        ("A" * 201, 200, "201 characters long; at most 200 are allowed"),
     ],
 )
 def test_rejected_constructs_name_the_construct_and_its_position(pattern, position, words):
@@ -201,8 +229,8 @@ def test_rejected_constructs_name_the_construct_and_its_position(pattern, positi
 
 
 def test_escapes_and_classes():
-    space = compile_pattern(r"A\.B\-[\]\\x-z_]")
-    assert sorted(space.ids()) == sorted(f"A.B-{c}" for c in "]\\xyz_")
+    space = compile_pattern(r"A\.B\-[\]x-z_]")
+    assert sorted(space.ids()) == sorted(f"A.B-{c}" for c in "]xyz_")
     assert compile_pattern("[]a]").size == 2  # a leading ']' is a character, as in re
     assert compile_pattern("[a-]").size == 2
     assert compile_pattern(r"[\d_]").size == 11
@@ -226,3 +254,44 @@ def test_unrank_outside_the_space_is_an_index_error():
         space.unrank(2)
     with pytest.raises(IndexError):
         space.unrank(-1)
+
+
+# --- only characters that are safe in DICOM; only PatternError on any input -------------------
+
+
+def test_every_allowed_character_can_be_written_and_is_safe_in_dicom():
+    assert set(map(chr, range(0x21, 0x7F))) - set("\\^=*?") == ID_CHARACTERS
+    escaped = "".join(c if c.isalnum() else "\\" + c for c in sorted(ID_CHARACTERS))
+    assert compile_pattern(f"[{escaped}]").size == len(ID_CHARACTERS) == 89
+    assert compile_pattern("[!-)+-<>@-[\\]_-~]").size == 89  # every range avoiding the five
+    assert compile_pattern(r"^P\$$").size == 1  # "^" and "$" as anchors, "$" escaped: allowed
+
+
+def test_patterns_up_to_the_limits_are_accepted():
+    assert compile_pattern("(?:" * MAX_NESTING + "a" + ")" * MAX_NESTING).size == 1
+    assert compile_pattern("(" * 9 + "a" + ")" * 9 + "\\9").size == 1
+    assert compile_pattern("(?:a|b)" * (MAX_PATTERN_LENGTH // 7)).size == 2**28
+    assert compile_pattern("A" * 64).size == 1
+
+
+def test_nested_repeats_of_an_empty_part_are_rejected_at_once():
+    # each level raises the derivation count to the 64th power: uncapped, four levels took
+    # minutes and three raised ValueError when the count was printed
+    for levels in range(1, 11):
+        pattern = "A" + "(?:" * levels + "(|)" + "){0,64}" * levels
+        started = time.monotonic()
+        with pytest.raises(PatternError, match="one ID in two ways"):
+            compile_pattern(pattern)
+        assert time.monotonic() - started < 2
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.text(max_size=300) | st.text(alphabet="(?:|)[]{}-\\^$*+.ab019,", max_size=300))
+def test_any_string_either_compiles_or_raises_pattern_error(text):
+    try:
+        space = compile_pattern(text)
+    except PatternError:
+        return
+    value = space.unrank(space.size - 1)
+    assert set(value) <= ID_CHARACTERS
+    assert space.rank(value) == space.size - 1
