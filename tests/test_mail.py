@@ -24,6 +24,7 @@ import pytest
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tiny_notebooks import write_notebook
 
 from autoid_lib.errors import ConfigError
 from autoid_lib.mail import (
@@ -516,26 +517,17 @@ def _authenticator(server, session, envelope, mechanism, auth_data):
 def test_a_recorded_run_says_its_detail_and_its_full_report_is_not_attached(smtp_server, tmp_path):
     """execute_notebook puts the run's ``detail`` parameter into summary.json, which is how the
     mail knows a ``--detail full`` report (with study UIDs) must not be attached."""
-    import nbformat
 
     from autoid_lib.notebook_run import execute_notebook
 
     kernel_summary = tmp_path / "kernel-summary.json"
     kernel_summary.write_text(json.dumps({k: v for k, v in SUMMARY.items() if k != "detail"}))
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    parameters = nbformat.v4.new_code_cell('detail = "summary"\noutput_dir = ""')
-    parameters.metadata["tags"] = ["parameters"]
-    write = nbformat.v4.new_code_cell(
+    write_notebook(
+        tmp_path / "full.ipynb",
+        'detail = "summary"\noutput_dir = ""',
         f"import shutil\nshutil.copy({str(kernel_summary)!r}, output_dir + '/summary.json')\n"
-        f"print({CANARY_UID!r})  # a full report's study UID"
+        f"print({CANARY_UID!r})  # a full report's study UID",
     )
-    nb.cells = [parameters, write]
-    nbformat.write(nb, tmp_path / "full.ipynb")
     inbox, port = smtp_server()
     settings = mail_settings(port, attach_report=True)
 
@@ -876,12 +868,12 @@ def test_unknown_policy_is_a_config_error():
 # --- composition ----------------------------------------------------------------------------
 
 
-def _compose(data: Mapping, **changes) -> email.message.EmailMessage:
+def _compose(data: Mapping, run: str = RUN, **changes) -> email.message.EmailMessage:
     settings = replace(mail_settings(25), **changes)
     return compose_message(
         data,
         settings,
-        Path("/srv/reports") / RUN / "report.html",
+        Path("/srv/reports") / run / "report.html",
         now=datetime(2026, 11, 28, tzinfo=UTC),
     )
 
@@ -1029,13 +1021,7 @@ def test_any_summary_composes_into_mail_safe_html(data):
 
 
 def _compose_audit(data: Mapping, **changes) -> email.message.EmailMessage:
-    settings = replace(mail_settings(25), **changes)
-    return compose_message(
-        data,
-        settings,
-        Path("/srv/reports") / AUDIT_RUN / "report.html",
-        now=datetime(2026, 11, 28, tzinfo=UTC),
-    )
+    return _compose(data, AUDIT_RUN, **changes)
 
 
 @pytest.mark.parametrize(

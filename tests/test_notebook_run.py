@@ -15,6 +15,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from tiny_notebooks import write_notebook
 
 from autoid_lib import notebook_run, report, report_index, run_cli
 from autoid_lib.cli import ExitStatus
@@ -330,17 +331,9 @@ def test_a_run_stopped_before_planning_says_so_in_every_section(sandbox, tmp_pat
 @pytest.mark.slow
 def test_a_hung_cell_fails_the_run_and_frees_the_lock(sandbox, tmp_path):
     """A run that never ends would hold the lock for ever: every later run would exit 3."""
-    notebook = tmp_path / "hangs.ipynb"
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    parameters = nbformat.v4.new_code_cell('config_path = ""\noutput_dir = ""')
-    parameters.metadata["tags"] = ["parameters"]
-    nb.cells = [parameters, nbformat.v4.new_code_cell("import time\ntime.sleep(60)")]
-    nbformat.write(nb, notebook)
+    notebook = write_notebook(
+        tmp_path / "hangs.ipynb", 'config_path = ""\noutput_dir = ""', "import time\ntime.sleep(60)"
+    )
     settings = load_settings(kit_config(sandbox, tmp_path))
     settings = replace(settings, run=replace(settings.run, cell_timeout_s=2))
     record = execute_run(settings, notebook=notebook, progress=False)
