@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
+from autoid_lib.hashing import normalise_hash
 from autoid_lib.plan import Plan
 from autoid_lib.redcap import RedcapGateway
 
@@ -23,7 +24,7 @@ class Applied:
 
 def apply_plan(plan: Plan, gateway: RedcapGateway) -> Applied:
     """Write exactly what the plan says: new AutoID rows, then transfer requests."""
-    records = gateway.create_autoid_rows(plan.new_ids) if plan.new_ids else []
+    records = gateway.create_autoid_rows(plan.autoid_writes) if plan.autoid_writes else []
     studies = gateway.create_transfers(plan.transfers) if plan.transfers else 0
     return Applied(tuple(records), studies)
 
@@ -31,13 +32,15 @@ def apply_plan(plan: Plan, gateway: RedcapGateway) -> Applied:
 def verify_plan(plan: Plan, gateway: RedcapGateway) -> list[str]:
     """Re-read what the plan wrote; every difference is one sentence (no patient data)."""
     problems: list[str] = []
-    if plan.new_ids:
+    if plan.autoid_writes:
         values_by_hash = defaultdict(set)
         hashes_by_value = defaultdict(set)
         for row in gateway.autoid_rows():
-            values_by_hash[(row.project_name, row.hash)].add(row.value)
-            hashes_by_value[(row.project_name, row.value)].add(row.hash)
-        for new in plan.new_ids:
+            hash_, value = normalise_hash(row.hash), row.value.strip()
+            if hash_ and value:  # an incomplete row is nobody's ID (the plan reports it)
+                values_by_hash[(row.project_name, hash_)].add(value)
+                hashes_by_value[(row.project_name, value)].add(hash_)
+        for new in plan.autoid_writes:
             stored = values_by_hash.get((new.project_name, new.hash), set())
             if stored != {new.value}:
                 problems.append(

@@ -68,3 +68,7 @@ class LockHeld(AutoIdError):
     def __init__(self, lock_file: str):
         self.lock_file = lock_file
         super().__init__(f"another run holds the lock {lock_file}; nothing was done")
+
+
+class HashSchemeChanged(ConfigError):
+    """The configured hash scheme or key differs from the one AutoID was written with."""

@@ -2,29 +2,47 @@
 
 The legacy job stored the SHA-512 hex of the patient ID. That is reversible by enumerating
 national patient numbers, so a keyed HMAC-SHA256 is offered; patients already stored under the
-legacy hash keep their ID. Lookups also try the hash of the raw, unnormalised value because the
-legacy job hashed IDs with their trailing spaces (DICOM pads odd-length values with one).
+legacy hash keep their ID. Lookups also try the hashes of the spellings the legacy job stored:
+it hashed the raw value, so DICOM's padding (a trailing space or NUL) is part of some stored
+hashes. A patient's identity is the normalised ID; every spelling of it finds the same rows.
+
+Changing the scheme or key would make every stored patient look new, so the scheme has a
+``fingerprint`` (never the key itself) that the run records in AutoID and checks on every run;
+a rotation names the old settings as ``previous`` so they are still looked up.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import string
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from autoid_lib.errors import ConfigError
 from autoid_lib.secret import Secret
 
 SCHEMES = ("sha512", "hmac-sha256")
+LEGACY_FINGERPRINT = "sha512"  # the legacy job's scheme: always looked up, so always accepted
+
+# What DICOM padding and copy-paste add around an ID: whitespace and NULs, in any mix.
+_PADDING = string.whitespace + "\x00"
+# The padded spellings the legacy job may have hashed for a normalised ID.
+_LEGACY_PADDINGS = ("", " ", "\x00")
 
 
 def normalise_patient_id(raw: str) -> str:
-    """Remove what DICOM padding and copy-paste add around an ID: whitespace and NULs."""
-    return raw.strip().strip("\x00").strip()
+    """The patient's identity: the ID without padding; '' when nothing else is left."""
+    return raw.strip(_PADDING)
 
 
 def sha512_hex(value: str) -> str:
     return hashlib.sha512(value.encode("utf-8")).hexdigest()
+
+
+def normalise_hash(value: str) -> str:
+    """A stored hash as the kit compares it: hex is case-insensitive, padding is not data."""
+    return value.strip().lower()
 
 
 @dataclass(frozen=True)
@@ -33,6 +51,7 @@ class PatientHasher:
 
     scheme: str = "sha512"
     key: Secret | None = field(default=None, repr=False)
+    previous: PatientHasher | None = None  # the settings before a rotation, still looked up
 
     def __post_init__(self):
         if self.scheme not in SCHEMES:
@@ -43,18 +62,41 @@ class PatientHasher:
     def primary(self, normalised: str) -> str:
         """The hash a new AutoID row is stored under."""
         if self.scheme == "hmac-sha256":
-            key = self.key.reveal().encode("utf-8")
-            return hmac.new(key, normalised.encode("utf-8"), hashlib.sha256).hexdigest()
+            return self._hmac(normalised.encode("utf-8"))
         return sha512_hex(normalised)
+
+    def _hmac(self, message: bytes) -> str:
+        assert self.key is not None  # __post_init__ guarantees it for hmac-sha256
+        key = self.key.reveal().encode("utf-8")
+        return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+    @property
+    def fingerprint(self) -> str:
+        """Names the scheme and key without revealing the key (an HMAC of a fixed text)."""
+        if self.scheme == "hmac-sha256":
+            return f"hmac-sha256:{self._hmac(b'autoid-kit key fingerprint v1')[:16]}"
+        return LEGACY_FINGERPRINT
+
+    @property
+    def accepted_fingerprints(self) -> frozenset[str]:
+        """Schemes whose stored rows this hasher finds: itself, the previous one, the legacy."""
+        found = {self.fingerprint, LEGACY_FINGERPRINT}
+        if self.previous is not None:
+            found |= self.previous.accepted_fingerprints
+        return frozenset(found)
 
     def lookup_keys(self, raw: str, normalised: str) -> tuple[str, ...]:
         """Hashes under which this patient may already be known, preferred first."""
-        legacy = sha512_hex(normalised)
-        keys = [legacy] if self.scheme == "sha512" else [self.primary(normalised), legacy]
-        if raw != normalised:
-            keys.append(sha512_hex(raw))
-        if len(normalised) % 2:  # DICOM pads odd-length values with one space
-            padded = sha512_hex(normalised + " ")
-            if padded not in keys:
-                keys.append(padded)
-        return tuple(keys)
+        keys = [self.primary(normalised)]
+        if self.previous is not None:
+            keys.extend(self.previous.lookup_keys(raw, normalised))
+        keys.extend(sha512_hex(normalised + pad) for pad in _LEGACY_PADDINGS)
+        keys.append(sha512_hex(raw))
+        return tuple(dict.fromkeys(keys))
+
+    def patient_keys(self, normalised: str, spellings: Iterable[str]) -> tuple[str, ...]:
+        """Every key of one patient seen under several spellings: one lookup for all of them."""
+        keys: dict[str, None] = {}
+        for raw in spellings:
+            keys.update(dict.fromkeys(self.lookup_keys(raw, normalised)))
+        return tuple(keys) or self.lookup_keys(normalised, normalised)

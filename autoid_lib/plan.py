@@ -22,9 +22,16 @@ from dataclasses import dataclass, field
 
 from autoid_lib import idgen
 from autoid_lib.errors import PatternError
-from autoid_lib.hashing import PatientHasher, normalise_patient_id
+from autoid_lib.hash_scheme import HASH_SCHEME_RECORD, fingerprint_to_record
+from autoid_lib.hashing import PatientHasher, normalise_hash, normalise_patient_id
 from autoid_lib.patterns import compile_pattern
-from autoid_lib.snapshot import AutoIdRow, IncomingStudy, ProjectRecord, Snapshot
+from autoid_lib.snapshot import (
+    KIT_PROJECT_PREFIX,
+    AutoIdRow,
+    IncomingStudy,
+    ProjectRecord,
+    Snapshot,
+)
 
 # What happens to a study.
 TRANSFER = "create transfer"
@@ -37,7 +44,11 @@ AMBIGUOUS_AE_TITLE = "ambiguous AE title"
 INVALID_PATTERN = "invalid pattern"
 ID_SPACE_EXHAUSTED = "ID space exhausted"
 AUTOID_CONFLICT = "AutoID conflict"
+AUTOID_NAME_VARIANT = "AutoID rows under a variant project name"
 PROJECT_MISCONFIGURED = "project misconfigured"
+
+# Where a served study's pseudonym came from: a stored or already-sent name, or a new one.
+KNOWN_ID_SOURCES = ("reused", "adopted")
 
 # A study addressed to an AE title several projects share names all of them, joined by this.
 SHARED_AE_TITLE_JOIN = " / "
@@ -88,7 +99,7 @@ class StudyOutcome:
     action: str
     reason: str = ""
     pseudonym: str = ""
-    id_source: str = ""  # "new" | "reused" | ""
+    id_source: str = ""  # "new" | "reused" | "adopted" | ""
 
     @property
     def projects(self) -> tuple[str, ...]:
@@ -126,19 +137,28 @@ class Plan:
     anomalies: tuple[Anomaly, ...]
     projects: tuple[ProjectState, ...]
     studies_in_window: int
+    kit_rows: tuple[NewAutoId, ...] = ()  # the kit's own AutoID records (the hash scheme)
+
+    @property
+    def autoid_writes(self) -> tuple[NewAutoId, ...]:
+        """Every AutoID row to import: patients' new rows, then the kit's records."""
+        return self.new_ids + self.kit_rows
 
     @property
     def is_empty(self) -> bool:
-        return not self.new_ids and not self.transfers
+        return not self.autoid_writes and not self.transfers
 
     def skipped_by_reason(self) -> dict[str, int]:
         return dict(Counter(s.reason for s in self.studies if s.action == SKIPPED))
 
     def describe(self) -> str:
         """The plan's writes and skips in one plain phrase, as the report's status line shows it."""
-        reused = {(s.project_name, s.pseudonym) for s in self.studies if s.id_source == "reused"}
+        reused = {
+            (s.project_name, s.pseudonym) for s in self.studies if s.id_source in KNOWN_ID_SOURCES
+        }
+        created = sum((n.project_name, n.value) not in reused for n in self.new_ids)
         text = (
-            f"{len(self.transfers)} transfer request(s), {len(self.new_ids)} new ID(s), "
+            f"{len(self.transfers)} transfer request(s), {created} new ID(s), "
             f"{len(reused)} known ID(s) reused"
         )
         skipped = self.skipped_by_reason()
@@ -150,33 +170,26 @@ class Plan:
 
 def plan(snapshot: Snapshot, settings: PlanSettings) -> Plan:
     """Decide every write of one run from what it read."""
+    fingerprint = fingerprint_to_record(snapshot.autoid_rows, settings.hasher)
     anomalies: list[Anomaly] = []
-    projects, unserved_ae_titles = _auto_id_projects(snapshot.projects, anomalies)
-    by_ae_title = _projects_by_ae_title(projects, anomalies)
+    routes, projects = _route_ae_titles(snapshot.projects, anomalies)
     rows_by_project = _rows_by_project(snapshot.autoid_rows)
-    sent_names = _sent_names(snapshot.studies)
+    sent = _sent_names(snapshot.studies)
     _check_project_filter(settings.projects, projects, anomalies)
 
     studies_by_project: dict[str, list[IncomingStudy]] = defaultdict(list)
     outcomes: list[StudyOutcome] = []
     for study in snapshot.studies:
-        ae_title = study.ae_title.strip()
-        candidates = by_ae_title.get(ae_title, [])
-        if len(candidates) == 1:
-            if settings.projects is None or candidates[0].name in settings.projects:
-                studies_by_project[candidates[0].name].append(study)
-            continue
-        if candidates:
-            label = SHARED_AE_TITLE_JOIN.join(p.name for p in candidates)
-            reason = AMBIGUOUS_AE_TITLE
-        elif ae_title in unserved_ae_titles:
-            label, reason = unserved_ae_titles[ae_title], PROJECT_MISCONFIGURED
-        else:
+        route = routes.get(study.ae_title.strip())
+        if route is None:
             continue  # not addressed to an auto-ID project
-        if study.transfer_requests:
-            outcomes.append(_outcome(study, label, ALREADY_TRANSFERRED))
+        if route.project is not None:
+            if settings.projects is None or route.project.name in settings.projects:
+                studies_by_project[route.project.name].append(study)
+        elif study.transfer_requests:
+            outcomes.append(_outcome(study, route.label, ALREADY_TRANSFERRED))
         else:
-            outcomes.append(_outcome(study, label, SKIPPED, reason))
+            outcomes.append(_outcome(study, route.label, SKIPPED, route.reason))
 
     states = []
     new_ids: list[NewAutoId] = []
@@ -184,9 +197,10 @@ def plan(snapshot: Snapshot, settings: PlanSettings) -> Plan:
     for project in projects:
         if settings.projects is not None and project.name not in settings.projects:
             continue
-        planner = _ProjectPlanner(project, rows_by_project.get(project.name, ()), settings)
-        for pseudonym in sent_names.get(project.name, ()):
-            planner.reserve(pseudonym)  # sent to the PACS under this name, whatever AutoID says
+        key = _name_key(project.name)
+        planner = _ProjectPlanner(
+            project, rows_by_project.get(key, ()), sent.get(key, _SentNames()), settings
+        )
         planner.plan_studies(studies_by_project.get(project.name, ()))
         states.append(planner.state())
         outcomes.extend(planner.outcomes)
@@ -194,6 +208,9 @@ def plan(snapshot: Snapshot, settings: PlanSettings) -> Plan:
         transfers.extend(planner.transfers)
         anomalies.extend(planner.anomalies)
 
+    kit_rows = ()
+    if fingerprint is not None:
+        kit_rows = (NewAutoId(HASH_SCHEME_RECORD, fingerprint, fingerprint),)
     return Plan(
         new_ids=tuple(new_ids),
         transfers=tuple(transfers),
@@ -201,6 +218,7 @@ def plan(snapshot: Snapshot, settings: PlanSettings) -> Plan:
         anomalies=tuple(anomalies),
         projects=tuple(states),
         studies_in_window=len(snapshot.studies),
+        kit_rows=kit_rows,
     )
 
 
@@ -216,48 +234,88 @@ def _outcome(study: IncomingStudy, project: str, action: str, reason: str = "", 
     )
 
 
-def _auto_id_projects(records: Iterable[ProjectRecord], anomalies: list[Anomaly]):
-    """Projects with auto-ID on that can be served, and the AE titles of those that cannot.
+def _name_key(name: str) -> str:
+    """Project names as REDCap's filters compare them: without padding, ignoring case."""
+    return name.strip().casefold()
 
-    A project without a name, or sharing its name with another auto-ID project (AutoID rows
-    and transfers are keyed by name), is reported, not guessed; its studies are skipped.
+
+@dataclass(frozen=True)
+class _Route:
+    """Where studies to one AE title go: a served project, or skipped with a reason."""
+
+    project: ProjectRecord | None
+    label: str
+    reason: str = ""
+
+
+def _route_ae_titles(records: Iterable[ProjectRecord], anomalies: list[Anomaly]):
+    """Each auto-ID AE title's route, and the projects that can be served.
+
+    Every auto-ID record claims its AE title, servable or not: a title claimed twice is
+    ambiguous even when one claimant is misconfigured (a guess could send a patient's studies
+    into the wrong project). A project without a name, with a reserved name, or sharing its name
+    (ignoring case: REDCap's filters do) with another auto-ID project is reported, not guessed.
     """
-    candidates, unserved = [], {}
-    for record in records:
-        if not record.use_autoid:
-            continue
-        if not record.name.strip() or not record.ae_title.strip():
-            missing = "project_name" if not record.name.strip() else "project_autoid_aetitle"
-            label = record.name.strip() or f"record {record.record_id}"
+    auto = [r for r in records if r.use_autoid]
+    names = Counter(_name_key(r.name) for r in auto if r.name.strip())
+    servable, claims = [], defaultdict(list)
+    for record in auto:
+        name, ae_title = record.name.strip(), record.ae_title.strip()
+        label = name or f"record {record.record_id}"
+        if not name or not ae_title:
+            missing = "project_name" if not name else "project_autoid_aetitle"
+            _misconfigured(
+                anomalies,
+                label,
+                f"auto-ID is on but {missing} is empty; its studies cannot be served",
+                f"Fill in {missing} in the Projects database or switch auto-ID off.",
+            )
+        elif name.startswith(KIT_PROJECT_PREFIX):
+            _misconfigured(
+                anomalies,
+                label,
+                f"project names starting with {KIT_PROJECT_PREFIX} "
+                "are reserved for the kit's own records; its studies cannot be served",
+                "Rename the project in the Projects database.",
+            )
+        elif names[_name_key(name)] == 1:
+            servable.append(record)
+        if ae_title:
+            claims[ae_title].append((record, label))
+    for key in sorted(k for k, count in names.items() if count > 1):
+        spelt = sorted({r.name.strip() for r in auto if _name_key(r.name) == key})
+        _misconfigured(
+            anomalies,
+            spelt[0],
+            f"{names[key]} auto-ID projects are named "
+            f"{' / '.join(spelt)}; AutoID rows and transfers are keyed by name "
+            "(REDCap compares names ignoring case), so none of them is served",
+            "Give each project its own project_name in the Projects database.",
+        )
+    routes: dict[str, _Route] = {}
+    for ae_title, claimants in claims.items():
+        labels = [label for _, label in claimants]
+        if len(claimants) > 1:
+            routes[ae_title] = _Route(None, SHARED_AE_TITLE_JOIN.join(labels), AMBIGUOUS_AE_TITLE)
+            shown = ", ".join(labels)
             anomalies.append(
                 Anomaly(
-                    "project_misconfigured",
-                    label,
-                    f"auto-ID is on but {missing} is empty; its studies cannot be served",
-                    f"Fill in {missing} in the Projects database or switch auto-ID off.",
+                    "ambiguous_ae_title",
+                    shown,
+                    f"AE title {ae_title} is used by {len(claimants)} auto-ID projects "
+                    f"({shown}); its studies are skipped",
+                    "Give each auto-ID project its own AE title in the Projects database.",
                 )
             )
-            if record.ae_title.strip():
-                unserved[record.ae_title.strip()] = label
-            continue
-        candidates.append(record)
-    names = Counter(p.name.strip() for p in candidates)
-    for name in sorted(n for n, count in names.items() if count > 1):
-        anomalies.append(
-            Anomaly(
-                "project_misconfigured",
-                name,
-                f"{names[name]} auto-ID projects are named {name}; AutoID rows and transfers "
-                "are keyed by name, so none of them is served",
-                "Give each project its own project_name in the Projects database.",
-            )
-        )
-    for record in candidates:
-        if names[record.name.strip()] > 1:
-            unserved[record.ae_title.strip()] = record.name.strip()
-    served = [p for p in candidates if names[p.name.strip()] == 1]
-    return served, {ae: label for ae, label in unserved.items()
-                    if ae not in {p.ae_title.strip() for p in served}}  # fmt: skip
+        elif any(record is claimants[0][0] for record in servable):
+            routes[ae_title] = _Route(claimants[0][0], labels[0])
+        else:
+            routes[ae_title] = _Route(None, labels[0], PROJECT_MISCONFIGURED)
+    return routes, servable
+
+
+def _misconfigured(anomalies: list[Anomaly], label: str, message: str, action: str) -> None:
+    anomalies.append(Anomaly("project_misconfigured", label, message, action))
 
 
 def _check_project_filter(wanted, projects: list[ProjectRecord], anomalies: list[Anomaly]):
@@ -276,52 +334,62 @@ def _check_project_filter(wanted, projects: list[ProjectRecord], anomalies: list
         )
 
 
-def _projects_by_ae_title(projects: list[ProjectRecord], anomalies: list[Anomaly]):
-    by_ae_title: dict[str, list[ProjectRecord]] = defaultdict(list)
-    for project in projects:
-        by_ae_title[project.ae_title.strip()].append(project)
-    for ae_title, sharing in by_ae_title.items():
-        if len(sharing) > 1:
-            names = ", ".join(p.name for p in sharing)
-            anomalies.append(
-                Anomaly(
-                    "ambiguous_ae_title",
-                    names,
-                    f"AE title {ae_title} is used by {len(sharing)} auto-ID projects ({names}); "
-                    "its studies are skipped",
-                    "Give each auto-ID project its own AE title in the Projects database.",
-                )
-            )
-    return by_ae_title
+@dataclass
+class _SentNames:
+    """The names existing transfer requests sent one project's studies under, both ways.
+
+    Patients are normalised IDs; '' stands for studies without one (an owner nobody knows).
+    """
+
+    patients_of: dict[str, set[str]] = field(default_factory=dict)  # name -> patients
+    names_of: dict[str, set[str]] = field(default_factory=dict)  # patient -> names
 
 
-def _sent_names(studies: Iterable[IncomingStudy]) -> dict[str, set[str]]:
-    """Per project, the pseudonyms existing transfer requests carry (on any study)."""
-    sent: dict[str, set[str]] = defaultdict(set)
+def _sent_names(studies: Iterable[IncomingStudy]) -> dict[str, _SentNames]:
+    """Per project (name key), the pseudonyms existing transfer requests carry (any study)."""
+    sent: dict[str, _SentNames] = defaultdict(_SentNames)
     for study in studies:
+        patient = normalise_patient_id(study.patient_id)
         for transfer in study.transfer_requests:
-            if transfer.name:
-                sent[transfer.project_name].add(transfer.name)
+            name = transfer.name.strip()
+            if name:
+                index = sent[_name_key(transfer.project_name)]
+                index.patients_of.setdefault(name, set()).add(patient)
+                index.names_of.setdefault(patient, set()).add(name)
     return sent
 
 
 def _rows_by_project(rows: Iterable[AutoIdRow]) -> dict[str, list[AutoIdRow]]:
+    """Patient rows by project name key; the kit's own records are not patients."""
     grouped: dict[str, list[AutoIdRow]] = defaultdict(list)
     for row in rows:
-        grouped[row.project_name.strip()].append(row)
+        if not row.is_kit_record:
+            grouped[_name_key(row.project_name)].append(row)
     return grouped
+
+
+@dataclass(frozen=True)
+class _Decision:
+    """What one patient's pending studies get: a known name, a new ID, or a skip reason."""
+
+    value: str = ""
+    source: str = ""  # "reused" | "adopted" (a name sent before, recorded in AutoID now)
+    skip: str = ""
 
 
 class _ProjectPlanner:
     """Plans one project: looks patients up, assigns new IDs, lists transfers."""
 
-    def __init__(self, project: ProjectRecord, rows, settings: PlanSettings):
+    def __init__(self, project: ProjectRecord, rows, sent: _SentNames, settings: PlanSettings):
         self.project = project
+        self.name = project.name.strip()
         self.settings = settings
+        self.sent = sent
         self.outcomes: list[StudyOutcome] = []
         self.new_ids: list[NewAutoId] = []
         self.transfers: list[TransferRequest] = []
         self.anomalies: list[Anomaly] = []
+        self.problems: Counter[str] = Counter()  # patients skipped, by what was found
         self.pattern_error = ""
         self.pattern = None
         try:
@@ -334,6 +402,8 @@ class _ProjectPlanner:
                 "Fix project_patient_naming in the Projects database (see docs/patterns.md).",
             )
         self._index_rows(rows)
+        for pseudonym in sent.patients_of:
+            self.reserve(pseudonym)  # sent to the PACS under this name, whatever AutoID says
 
     def _anomaly(self, kind: str, message: str, action: str, count: int = 1) -> None:
         self.anomalies.append(Anomaly(kind, self.project.name, message, action, count))
@@ -341,16 +411,26 @@ class _ProjectPlanner:
     def _index_rows(self, rows) -> None:
         """Index the project's AutoID rows both ways; conflicts are kept aside, not merged.
 
+        Rows under a variant spelling of the project's name (a renamed project?) are nobody's
+        to hand out or to look up: their values stay reserved and their patients are skipped.
         Plain dicts, with sets only for the rare conflicts: a million rows index in a second.
         """
         self.value_of: dict[str, str] = {}  # hash -> value (the first one seen)
         self.hash_of: dict[str, str] = {}  # value -> hash (the first one seen)
         self.split: dict[str, set[str]] = {}  # hash -> its several values
         self.shared: dict[str, set[str]] = {}  # value -> its several hashes
-        self.reserved: set[str] = set()  # values in use without a complete row
+        self.reserved: set[str] = set()  # values in use without a complete row of this project
+        self.variant_hashes: set[str] = set()
+        variants: Counter[str] = Counter()
         incomplete = 0
         for row in rows:
-            hash_, value = row.hash.strip(), row.value.strip()
+            hash_, value = normalise_hash(row.hash), row.value.strip()
+            if row.project_name.strip() != self.name:
+                variants[row.project_name.strip()] += 1
+                self.variant_hashes.add(hash_)
+                if value:
+                    self.reserved.add(value)
+                continue
             if not hash_ or not value:
                 incomplete += 1
                 if value:
@@ -362,19 +442,32 @@ class _ProjectPlanner:
             first_hash = self.hash_of.setdefault(value, hash_)
             if first_hash != hash_:
                 self.shared.setdefault(value, {first_hash}).add(hash_)
+        self.variant_hashes.discard("")
         self.in_use: set[str] = set(self.hash_of) | self.reserved
         self.used_in_pattern = 0
         if self.pattern is not None:
             self.used_in_pattern = sum(map(self.pattern.contains, self.in_use))
-        self._report_row_problems(incomplete)
+        self._report_row_problems(incomplete, variants)
 
-    def _report_row_problems(self, incomplete: int) -> None:
+    def _report_row_problems(self, incomplete: int, variants: Counter[str]) -> None:
         if incomplete:
             self._anomaly(
                 "autoid_incomplete_rows",
                 f"{incomplete} AutoID row(s) lack a hash or a value and are ignored",
                 "Complete or delete these rows in the AutoID database.",
                 incomplete,
+            )
+        if variants:
+            spellings = ", ".join(sorted(variants))
+            count = sum(variants.values())
+            self._anomaly(
+                "autoid_name_variant",
+                f"{count} AutoID row(s) are stored under project name {spellings}, which "
+                f"differs from {self.name} only in case or spacing (a renamed project?); their "
+                "IDs are never handed out again and their patients' studies are skipped",
+                f"If it is this project renamed, set autoid_project_name to {self.name} on "
+                "those AutoID rows; if it is another project, rename one of the two.",
+                count,
             )
         if self.split:
             self._anomaly(
@@ -424,30 +517,87 @@ class _ProjectPlanner:
             return "", True  # the same ID is stored for another patient too
         return value, False
 
+    def _owned_by_another(self, name: str, patient: str, keys: tuple[str, ...]) -> bool:
+        """Whether AutoID or an existing request gives ``name`` to someone else."""
+        if self.sent.patients_of.get(name, {patient}) - {patient}:
+            return True
+        if name in self.reserved:
+            return True  # an incomplete or variant row holds it for somebody unknown
+        stored = self.shared.get(name) or ({self.hash_of[name]} if name in self.hash_of else set())
+        return not stored <= set(keys)
+
+    def _decide(self, patient: str, keys: tuple[str, ...]) -> _Decision:
+        """One patient's name in this project, from AutoID and the requests already sent."""
+        value, conflict = self._known_id(keys)
+        if conflict:
+            return _Decision(skip=AUTOID_CONFLICT)
+        if self.variant_hashes.intersection(keys):
+            return _Decision(skip=AUTOID_NAME_VARIANT)
+        sent = self.sent.names_of.get(patient, set())
+        if any(self._owned_by_another(n, patient, keys) for n in sent | {value} - {""}):
+            self.problems["a name this patient was sent under belongs to another patient"] += 1
+            return _Decision(skip=AUTOID_CONFLICT)
+        if value:
+            if sent - {value}:
+                self.problems["was sent under another name than its AutoID row (served)"] += 1
+            return _Decision(value, "reused")
+        if len(sent) > 1:
+            self.problems["was sent under several names and has no AutoID row"] += 1
+            return _Decision(skip=AUTOID_CONFLICT)
+        if sent:
+            return _Decision(next(iter(sent)), "adopted")
+        return _Decision()
+
+    def _request_is_sound(self, study: IncomingStudy, name: str) -> bool:
+        """Exactly one request, to this project, under the patient's name (if it has one)."""
+        requested = [(t.project_name.strip(), t.name.strip()) for t in study.transfer_requests]
+        if len(requested) != 1:
+            return False
+        project, sent_name = requested[0]
+        return project == self.name and bool(sent_name) and sent_name == (name or sent_name)
+
     def plan_studies(self, studies: Iterable[IncomingStudy]) -> None:
+        """Decide per patient (all spellings of one normalised ID together), then per study."""
         name = self.project.name
-        new_patients: dict[str, list[IncomingStudy]] = {}
-        known: list[tuple[IncomingStudy, str]] = []
+        by_patient: dict[str, list[IncomingStudy]] = {}
         mismatched = empty = 0
         for study in studies:
-            normalised = normalise_patient_id(study.patient_id)
-            keys = (
-                self.settings.hasher.lookup_keys(study.patient_id, normalised) if normalised else ()
-            )
-            value, conflict = self._known_id(keys) if keys else ("", False)
-            if study.transfer_requests:
-                requested = [(t.project_name, t.name) for t in study.transfer_requests]
-                mismatched += bool(value) and requested != [(name, value)]
+            patient = normalise_patient_id(study.patient_id)
+            if patient:
+                by_patient.setdefault(patient, []).append(study)
+            elif study.transfer_requests:
+                mismatched += not self._request_is_sound(study, "")
                 self.outcomes.append(_outcome(study, name, ALREADY_TRANSFERRED))
-            elif not normalised:
+            else:
                 empty += 1
                 self.outcomes.append(_outcome(study, name, SKIPPED, EMPTY_PATIENT_ID))
-            elif conflict:
-                self.outcomes.append(_outcome(study, name, SKIPPED, AUTOID_CONFLICT))
-            elif value:
-                known.append((study, value))
+        new_patients: dict[str, list[IncomingStudy]] = {}
+        for patient, group in by_patient.items():
+            keys = self.settings.hasher.patient_keys(patient, {s.patient_id for s in group})
+            decision = self._decide(patient, keys)
+            pending = []
+            for study in group:
+                if study.transfer_requests:
+                    mismatched += not self._request_is_sound(study, decision.value)
+                    self.outcomes.append(_outcome(study, name, ALREADY_TRANSFERRED))
+                else:
+                    pending.append(study)
+            if not pending:
+                continue
+            if decision.skip:
+                self.outcomes.extend(_outcome(s, name, SKIPPED, decision.skip) for s in pending)
+            elif decision.value:
+                if decision.source == "adopted":
+                    hash_ = self.settings.hasher.primary(patient)
+                    self.new_ids.append(NewAutoId(name, hash_, decision.value))
+                for study in pending:
+                    self._transfer(study, decision.value, decision.source)
             else:
-                new_patients.setdefault(keys[0], []).append(study)
+                new_patients[patient] = pending
+        self._report_study_problems(empty, mismatched)
+        self._assign_new_ids(new_patients)
+
+    def _report_study_problems(self, empty: int, mismatched: int) -> None:
         if empty:
             self._anomaly(
                 "empty_patient_id",
@@ -460,15 +610,22 @@ class _ProjectPlanner:
             self._anomaly(
                 "transfer_mismatch",
                 f"{mismatched} study(ies) already have a transfer request that is not exactly "
-                "one request to this project under the patient's ID",
-                "Check these transfers in the Incoming database (run the audit notebook).",
+                "one request to this project under the patient's ID (another project, an empty "
+                "name, several requests or another name)",
+                "Check these transfers in the Incoming database (run autoid audit).",
                 mismatched,
             )
-        for study, value in known:
-            self._transfer(study, value, "reused")
-        self._assign_new_ids(new_patients)
+        for problem, count in sorted(self.problems.items()):
+            self._anomaly(
+                "transfer_name_conflict",
+                f"{count} patient(s): {problem}",
+                "Check this patient's transfers and AutoID rows (run autoid audit); a name in "
+                "the research PACS must belong to one patient.",
+                count,
+            )
 
     def _assign_new_ids(self, new_patients: dict[str, list[IncomingStudy]]) -> None:
+        """New IDs for new patients, oldest study first, stored under the primary hash."""
         name = self.project.name
         if not new_patients:
             return
@@ -484,7 +641,7 @@ class _ProjectPlanner:
         served, unserved = order[:free], order[free:]
         values = self._generate(len(served)) if served else []
         for patient, value in zip(served, values, strict=True):
-            self.new_ids.append(NewAutoId(name, patient, value))
+            self.new_ids.append(NewAutoId(name, self.settings.hasher.primary(patient), value))
             self.reserve(value)
             for study in new_patients[patient]:
                 self._transfer(study, value, "new")

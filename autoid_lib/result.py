@@ -14,7 +14,14 @@ from datetime import datetime
 
 import pandas as pd
 
-from autoid_lib.plan import ALREADY_TRANSFERRED, SHARED_AE_TITLE_JOIN, SKIPPED, TRANSFER, Plan
+from autoid_lib.plan import (
+    ALREADY_TRANSFERRED,
+    KNOWN_ID_SOURCES,
+    SHARED_AE_TITLE_JOIN,
+    SKIPPED,
+    TRANSFER,
+    Plan,
+)
 
 SUMMARY_SCHEMA = 1
 
@@ -157,7 +164,7 @@ class RunResult:
                     "incoming": len(mine),
                     "already_transferred": int((mine["action"] == ALREADY_TRANSFERRED).sum()),
                     "transfers_created": int((mine["action"] == TRANSFER).sum()),
-                    "ids_reused": int((my_ids["source"] == "reused").sum()),
+                    "ids_reused": int(my_ids["source"].isin(KNOWN_ID_SOURCES).sum()),
                     "ids_created": int((my_ids["source"] == "new").sum()),
                     "skipped": int((mine["action"] == SKIPPED).sum()),
                     "capacity_size": c.size if c else None,
@@ -194,7 +201,7 @@ class RunResult:
         created = {
             "transfers_created": len(plan.transfers) if plan else 0,
             "ids_created": int((ids["source"] == "new").sum()),
-            "ids_reused": int((ids["source"] == "reused").sum()),
+            "ids_reused": int(ids["source"].isin(KNOWN_ID_SOURCES).sum()),
         }
         if self.writes_unknown:
             created = dict.fromkeys(created)

@@ -10,6 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+# AutoID records the kit keeps for itself (the hash scheme's fingerprint) carry a project name
+# with this prefix. No auto-ID project may be named so; readers of patient rows skip them.
+KIT_PROJECT_PREFIX = "autoid-kit:"
+
 
 @dataclass(frozen=True)
 class ProjectRecord:
@@ -68,6 +72,11 @@ class AutoIdRow:
     hash: str = field(repr=False)
     value: str
     method: str = "1"
+
+    @property
+    def is_kit_record(self) -> bool:
+        """A record the kit keeps for itself, not a patient's ID."""
+        return self.project_name.strip().startswith(KIT_PROJECT_PREFIX)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from autoid_lib.hashing import sha512_hex
+from autoid_lib.snapshot import KIT_PROJECT_PREFIX as KIT_PREFIX
 
 TODAY = datetime.now()
 RECENT = (TODAY - timedelta(days=1)).strftime("%Y%m%d")
@@ -113,3 +114,8 @@ def plant_problems(sb):
             autoid(7, "Beta", PID[10], "BETA-7"),  # no longer matches the changed pattern
         ],
     )
+
+
+def patient_rows(sb) -> list[dict]:
+    """AutoID rows of patients: not the kit's own records (the hash scheme's fingerprint)."""
+    return [r for r in sb.rows("autoid") if not r["autoid_project_name"].startswith(KIT_PREFIX)]

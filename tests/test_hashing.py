@@ -3,8 +3,22 @@
 import hashlib
 import hmac
 
-from autoid_lib.hashing import PatientHasher, normalise_patient_id, sha512_hex
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from autoid_lib.hashing import (
+    LEGACY_FINGERPRINT,
+    PatientHasher,
+    normalise_hash,
+    normalise_patient_id,
+    sha512_hex,
+)
 from autoid_lib.secret import Secret
+
+
+def legacy_spellings(normalised):
+    return (sha512_hex(normalised), sha512_hex(normalised + " "), sha512_hex(normalised + "\x00"))
 
 
 def test_normalising_removes_padding_whitespace_and_nuls():
@@ -12,18 +26,37 @@ def test_normalising_removes_padding_whitespace_and_nuls():
     assert normalise_patient_id("\x00 \t") == ""
 
 
-def test_sha512_keys_are_the_legacy_hex_of_the_normalised_then_the_raw_value():
+@pytest.mark.parametrize("raw", ["\x00 \x00 \x00", "\x00\x00 \x00 \x00\x00", " \x00\t\r\n"])
+def test_ids_made_only_of_nuls_and_spaces_are_empty(raw):  # issue 15, case 7
+    assert normalise_patient_id(raw) == ""
+
+
+@given(st.text(alphabet=" \x00\tAB1", max_size=12))
+def test_normalising_is_idempotent_and_leaves_no_padding_at_either_end(raw):
+    normalised = normalise_patient_id(raw)
+    assert normalise_patient_id(normalised) == normalised
+    assert normalised == "" or (normalised[0] not in " \x00\t" and normalised[-1] not in " \x00\t")
+
+
+def test_sha512_keys_are_the_normalised_its_padded_spellings_then_the_raw_value():
     hasher = PatientHasher()
     assert hasher.primary("12345") == hashlib.sha512(b"12345").hexdigest()
-    assert hasher.lookup_keys("1234", "1234") == (sha512_hex("1234"),)
-    assert hasher.lookup_keys("1234  ", "1234") == (sha512_hex("1234"), sha512_hex("1234  "))
+    assert hasher.lookup_keys("1234", "1234") == legacy_spellings("1234")
+    assert hasher.lookup_keys("1234  ", "1234") == (*legacy_spellings("1234"), sha512_hex("1234  "))
 
 
-def test_an_odd_length_id_is_also_looked_up_in_its_dicom_padded_form():
+def test_every_spelling_of_one_id_finds_the_rows_of_every_padded_spelling():  # issue 15, case 1
     hasher = PatientHasher()
-    padded = (sha512_hex("12345"), sha512_hex("12345 "))
-    assert hasher.lookup_keys("12345", "12345") == padded
-    assert hasher.lookup_keys("12345 ", "12345") == padded
+    for stored in ("ABC\x00", "ABC ", "ABC", "ABCD ", "ABCD\x00"):
+        normalised = normalise_patient_id(stored)
+        for spelling in (normalised, normalised + " ", normalised + "\x00", " " + normalised):
+            assert sha512_hex(stored) in hasher.lookup_keys(spelling, normalised)
+
+
+def test_patient_keys_unite_the_keys_of_every_spelling_seen():
+    hasher = PatientHasher()
+    keys = hasher.patient_keys("AB", {"AB", " AB  "})
+    assert set(keys) == {*legacy_spellings("AB"), sha512_hex(" AB  ")}
 
 
 def test_hmac_keys_put_the_keyed_hash_first_and_keep_the_legacy_ones():
@@ -34,9 +67,28 @@ def test_hmac_keys_put_the_keyed_hash_first_and_keep_the_legacy_ones():
         hasher.lookup_keys("1234 ", "1234")[0]
         == hmac.new(b"site-secret", b"1234", hashlib.sha256).hexdigest()
     )
-    assert hasher.lookup_keys("12345 ", "12345") == (
-        keyed,
-        sha512_hex("12345"),
-        sha512_hex("12345 "),
-    )
+    assert hasher.lookup_keys("12345 ", "12345") == (keyed, *legacy_spellings("12345"))
     assert "site-secret" not in repr(hasher)
+
+
+def test_a_rotated_key_still_looks_up_the_previous_keys_rows():
+    old = PatientHasher("hmac-sha256", Secret("env:OLD", "old-secret"))
+    new = PatientHasher("hmac-sha256", Secret("env:NEW", "new-secret"), previous=old)
+    keys = new.lookup_keys("12345", "12345")
+    assert keys[0] == new.primary("12345")
+    assert old.primary("12345") in keys
+    assert new.accepted_fingerprints == {new.fingerprint, old.fingerprint, LEGACY_FINGERPRINT}
+
+
+def test_fingerprints_name_scheme_and_key_without_revealing_the_key():
+    one = PatientHasher("hmac-sha256", Secret("env:K", "key-one"))
+    two = PatientHasher("hmac-sha256", Secret("env:K", "key-two"))
+    assert PatientHasher().fingerprint == "sha512"
+    assert one.fingerprint.startswith("hmac-sha256:")
+    assert one.fingerprint != two.fingerprint
+    assert "key-one" not in one.fingerprint
+    assert one.fingerprint == PatientHasher("hmac-sha256", Secret("env:X", "key-one")).fingerprint
+
+
+def test_stored_hashes_compare_case_insensitively():  # issue 15, case 9 (upper-case hex)
+    assert normalise_hash(" " + sha512_hex("A").upper() + " ") == sha512_hex("A")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from scenarios import patient_rows
 from tiny_notebooks import write_notebook
 
 from autoid_lib import notebook_run, report, report_index, run_cli
@@ -101,7 +102,7 @@ def _code_only(source: str) -> str:
 def test_live_run_reports_what_it_wrote(demo_sandbox, tmp_path):
     config = kit_config(demo_sandbox, tmp_path)
     before = transfer_requests(demo_sandbox)
-    autoid_before = len(demo_sandbox.rows("autoid"))
+    autoid_before = len(patient_rows(demo_sandbox))
 
     record = execute_run(load_settings(config), progress=False)
 
@@ -112,7 +113,7 @@ def test_live_run_reports_what_it_wrote(demo_sandbox, tmp_path):
     assert summary["mode"] == "live" and record.path.name.endswith("Z-live")
     created = new_requests(before, transfer_requests(demo_sandbox))
     assert summary["transfers_created"] == created > 0
-    assert summary["ids_created"] == len(demo_sandbox.rows("autoid")) - autoid_before > 0
+    assert summary["ids_created"] == len(patient_rows(demo_sandbox)) - autoid_before > 0
     assert sum(p["transfers_created"] for p in summary["projects"]) == created
     assert {"empty patient ID", "ambiguous AE title"} <= set(summary["skipped"])
     assert summary["report"] == "report.html" and summary["email"] is None

@@ -6,6 +6,7 @@ from collections import Counter
 from dataclasses import replace
 
 import pytest
+from scenarios import patient_rows
 
 from autoid_lib.config import load_settings
 from autoid_lib.errors import LockHeld
@@ -115,14 +116,14 @@ def test_500_new_studies_across_many_projects_take_at_most_7_requests(sandbox, t
     assert result.error is None and result.problems == []
     assert len(result.plan.transfers) == 500 and len(result.plan.new_ids) == 250
     assert sandbox.total_requests() == result.api_requests <= 7
-    assert len(sandbox.rows("autoid")) == 250
+    assert len(patient_rows(sandbox)) == 250
 
 
 def test_new_patient_with_two_studies_gets_one_id_in_redcap(sandbox, tmp_path):  # defect 2
     add_project(sandbox, "KNEE", "KNEE_AE", r"K\d{3}")
     add_studies(sandbox, [("1.1", "KNEE_AE", "PAT1"), ("1.2", "KNEE_AE", "PAT1 ")])
     run_autoid(load_settings(sandbox.write_kit_files(tmp_path)))
-    (row,) = sandbox.rows("autoid")
+    (row,) = patient_rows(sandbox)
     assert row["autoid_hash"] == sha512_hex("PAT1") and row["autoid_method"] == "1"
     names = {r["transfer_name"] for r in sandbox.rows("incoming") if r.get("transfer_name")}
     assert names == {row["autoid_value"]}
@@ -165,7 +166,7 @@ def test_fault_at_any_request_fails_closed_and_the_next_run_completes(
     assert final.error is None and final.problems == []
     assert sum((transfer_requests(sb) - before).values()) == len(expected.transfers)
     assert max(transfer_requests(sb).values()) == 1
-    assert len(sb.rows("autoid")) == stored + len(expected.new_ids)
+    assert len(sb.rows("autoid")) == stored + len(expected.autoid_writes)
     assert_one_to_one(sb)
     assert run_autoid(settings).plan.is_empty
 
@@ -222,7 +223,7 @@ def test_hmac_run_stores_keyed_hashes(sandbox, tmp_path, monkeypatch):  # legacy
     )
     config.write_text(text)
     assert run_autoid(load_settings(config)).error is None
-    (row,) = sandbox.rows("autoid")
+    (row,) = patient_rows(sandbox)
     key = Secret("env:AUTOID_HASH_KEY", "a-long-site-secret-key-0123456789")
     assert row["autoid_hash"] == PatientHasher("hmac-sha256", key).primary("PAT1")
 
@@ -259,11 +260,11 @@ def test_an_import_whose_answer_is_lost_is_completed_by_the_next_run(
     demo_sandbox.inject_fault("lost_answer", database=database, action="import", delay_s=1)
     failed = run_autoid(settings)
     assert failed.error.step == "write" and "timed out" in failed.error.message
-    assert len(demo_sandbox.rows("autoid")) == stored + len(expected.new_ids)  # it was written
+    assert len(demo_sandbox.rows("autoid")) == stored + len(expected.autoid_writes)  # written
     demo_sandbox.clear_faults()
     final = run_autoid(settings)
     assert final.error is None and final.problems == []
-    assert len(demo_sandbox.rows("autoid")) == stored + len(expected.new_ids)
+    assert len(demo_sandbox.rows("autoid")) == stored + len(expected.autoid_writes)
     assert sum((transfer_requests(demo_sandbox) - before).values()) == len(expected.transfers)
     assert max(transfer_requests(demo_sandbox).values()) == 1
     assert_one_to_one(demo_sandbox)
