@@ -17,7 +17,6 @@ import pandas as pd
 from autoid_lib.plan import (
     ALREADY_TRANSFERRED,
     KNOWN_ID_SOURCES,
-    SHARED_AE_TITLE_JOIN,
     SKIPPED,
     TRANSFER,
     Plan,
@@ -148,25 +147,29 @@ class RunResult:
         return pd.DataFrame(rows, columns=CAPACITY_COLUMNS)
 
     def projects(self) -> pd.DataFrame:
-        studies = self.studies()
+        """One row per planned project: its studies by action, IDs used and capacity.
+
+        Counted from the plan's outcomes, not from the studies table, so a run with no study
+        (a quiet night, a new installation) has the same columns, all zero.
+        """
+        outcomes = self.plan.studies if self.plan else ()
         ids = self.ids()
         rows = []
-        addressed_to = studies["project"].str.split(SHARED_AE_TITLE_JOIN, regex=False)
         for p in self.plan.projects if self.plan else ():
-            mine = studies[addressed_to.map(lambda names, name=p.name: name in names)]
-            my_ids = ids[ids["project"] == p.name]
+            actions = Counter(s.action for s in outcomes if p.name in s.projects)
+            sources = Counter(ids.loc[ids["project"] == p.name, "source"])
             c = p.capacity
             rows.append(
                 {
                     "project": p.name,
                     "ae_title": p.ae_title,
                     "pattern": p.pattern,
-                    "incoming": len(mine),
-                    "already_transferred": int((mine["action"] == ALREADY_TRANSFERRED).sum()),
-                    "transfers_created": int((mine["action"] == TRANSFER).sum()),
-                    "ids_reused": int(my_ids["source"].isin(KNOWN_ID_SOURCES).sum()),
-                    "ids_created": int((my_ids["source"] == "new").sum()),
-                    "skipped": int((mine["action"] == SKIPPED).sum()),
+                    "incoming": sum(actions.values()),
+                    "already_transferred": actions[ALREADY_TRANSFERRED],
+                    "transfers_created": actions[TRANSFER],
+                    "ids_reused": sum(sources[source] for source in KNOWN_ID_SOURCES),
+                    "ids_created": sources["new"],
+                    "skipped": actions[SKIPPED],
                     "capacity_size": c.size if c else None,
                     "capacity_used": c.used if c else None,
                     "capacity_fraction": round(c.fraction_used, 4) if c else None,
