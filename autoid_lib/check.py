@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from autoid_lib.cli import ExitStatus
+from autoid_lib.cli.main import ExitStatus
 from autoid_lib.config import DATABASES, Settings, load_settings
 from autoid_lib.errors import AutoIdError, ConfigError
 from autoid_lib.plan import PlanSettings, plan

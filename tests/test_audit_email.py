@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from scenarios import PATIENTS, clean_history, plant_problems
 
-from autoid_lib import audit_cli
-from autoid_lib.cli import ExitStatus
+from autoid_lib.audit import job as audit_cli
+from autoid_lib.cli.main import ExitStatus
 from autoid_lib.hashing import sha512_hex
 
 RECIPIENT = "pacs-ops@example.org"

@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-from autoid_lib.cli import COMMANDS, build_parser
+from autoid_lib.cli.main import COMMANDS, build_parser
 
 
 def test_every_command_is_listed_in_help():

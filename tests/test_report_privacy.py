@@ -19,10 +19,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autoid_lib import run_cli
-from autoid_lib.cli import ExitStatus
+from autoid_lib.cli import run as run_cli
+from autoid_lib.cli.main import ExitStatus
 from autoid_lib.config import load_settings
-from autoid_lib.notebook_run import NOTEBOOK, execute_run
+from autoid_lib.records.notebook_run import NOTEBOOK, execute_run
 from autoid_lib.sandbox import seed_patient_identifiers
 
 MIN_LENGTH = 6

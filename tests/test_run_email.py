@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from autoid_lib import run_cli
-from autoid_lib.cli import ExitStatus
+from autoid_lib.cli import run as run_cli
+from autoid_lib.cli.main import ExitStatus
 from autoid_lib.config import load_settings
 from autoid_lib.errors import ConfigError
 from autoid_lib.sandbox import seed_patient_identifiers

@@ -26,12 +26,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from autoid_lib.cli import ExitStatus
+from autoid_lib.cli.main import ExitStatus
 
 if TYPE_CHECKING:
-    from autoid_lib.audit import AuditReport
+    from autoid_lib.audit.checks import AuditReport
     from autoid_lib.config import Settings
-    from autoid_lib.notebook_run import Notify, RunRecord
+    from autoid_lib.records.notebook_run import Notify, RunRecord
     from autoid_lib.redcap import RedcapGateway
     from autoid_lib.snapshot import Snapshot
 
@@ -62,9 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from autoid_lib.cli.run import configure_logging, email_hook, print_outcome
     from autoid_lib.config import load_settings
     from autoid_lib.errors import ConfigError
-    from autoid_lib.run_cli import configure_logging, email_hook, print_outcome
 
     configure_logging(args.quiet)
     try:
@@ -100,7 +100,7 @@ def execute_audit(
     ``notify`` is ``execute_notebook``'s hook (``autoid audit --email``).
     """
     from autoid_lib.errors import ConfigError
-    from autoid_lib.notebook_run import DETAILS, execute_notebook
+    from autoid_lib.records.notebook_run import DETAILS, execute_notebook
 
     if detail not in DETAILS:
         raise ConfigError(f"detail must be one of {', '.join(DETAILS)}, not {detail!r}")
@@ -144,9 +144,9 @@ def read_history(
 
 def audit_in_kernel(config_path: str, *, output_dir: str = "", now: str = "") -> AuditReport:
     """The notebook's audit cell: load the config, read, audit, write summary.json (if asked)."""
-    from autoid_lib.audit import AuditSettings, audit
+    from autoid_lib.audit.checks import AuditSettings, audit
     from autoid_lib.config import load_settings
-    from autoid_lib.notebook_run import SUMMARY_FILE, write_json
+    from autoid_lib.records.notebook_run import SUMMARY_FILE, write_json
     from autoid_lib.redcap import RedcapGateway
     from autoid_lib.run import server_time
 

@@ -3,7 +3,7 @@
 
 ``notify(summary, run_dir, settings)`` is the one call ``autoid run --email`` and
 ``autoid audit --email`` make after the REDCap work is done: it decides (``should_send``),
-composes from ``summary.json`` alone (``autoid_lib.mail_compose``), sends with ``smtplib`` and
+composes from ``summary.json`` alone (``autoid_lib.mail.compose``), sends with ``smtplib`` and
 returns the ``email`` entry for ``summary.json``. It never raises on SMTP or network trouble:
 a mail failure is logged on ``autoid.mail`` and reported, and never fails or repeats the run.
 """
@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from autoid_lib.errors import ConfigError
-from autoid_lib.mail_compose import compose_message
-from autoid_lib.prune import parse_run_folder, run_folders
+from autoid_lib.mail.compose import compose_message
+from autoid_lib.records.prune import parse_run_folder, run_folders
 from autoid_lib.secret import Secret, redact, resolve_secret
 
 __all__ = [

@@ -24,13 +24,16 @@ class ExitStatus(IntEnum):
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("autoid_lib.run_cli", "run the job once as a recorded notebook: report, summary.json"),
+    "run": ("autoid_lib.cli.run", "run the job once as a recorded notebook: report, summary.json"),
     "check": ("autoid_lib.check", "validate the config, reach each database, list projects"),
-    "audit": ("autoid_lib.audit_cli", "check all Incoming/AutoID history; write an audit report"),
-    "demo": ("autoid_lib.demo", "run the job on a seeded local sandbox and print the report path"),
+    "audit": ("autoid_lib.audit.job", "check all Incoming/AutoID history; write an audit report"),
+    "demo": (
+        "autoid_lib.cli.demo",
+        "run the job on a seeded local sandbox and print the report path",
+    ),
     "sandbox": ("autoid_lib.sandbox.cli", "serve a local REDCap-compatible sandbox"),
-    "gen-id": ("autoid_lib.gen_id_cli", "generate IDs from a pattern (drop-in for gen-id.py)"),
-    "prune": ("autoid_lib.prune_cli", "remove run reports older than N days, rebuild index.html"),
+    "gen-id": ("autoid_lib.cli.gen_id", "generate IDs from a pattern (drop-in for gen-id.py)"),
+    "prune": ("autoid_lib.cli.prune", "remove run reports older than N days, rebuild index.html"),
 }
 
 

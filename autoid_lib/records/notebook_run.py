@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autoid_lib import errors
-from autoid_lib.cli import ExitStatus
-from autoid_lib.html_export import RUN_TITLE, export_html, fallback_report
+from autoid_lib.cli.main import ExitStatus
 from autoid_lib.lock import environment_for_child, run_lock
-from autoid_lib.prune import RUN_MODES
+from autoid_lib.records.html_export import RUN_TITLE, export_html, fallback_report
+from autoid_lib.records.prune import RUN_MODES
 from autoid_lib.secret import Secret, redact
 
 if TYPE_CHECKING:
@@ -462,7 +462,7 @@ def write_json(path: Path, data: Mapping[str, Any]) -> None:
 
 
 def rebuild_index(reports_dir: Path) -> None:
-    from autoid_lib.report_index import rebuild_index as rebuild
+    from autoid_lib.records.index import rebuild_index as rebuild
 
     try:
         rebuild(reports_dir)

@@ -8,7 +8,7 @@ The newest run of each mode is always kept, however old, so the index is never e
 mail's "since the last run" comparison always has a previous run.
 
 The index is rewritten by an injectable ``rebuild_index(reports_dir)`` callable; by default
-``autoid_lib.report_index.rebuild_index``, imported lazily (skipped with a log line if absent).
+``autoid_lib.records.index.rebuild_index``, imported lazily (skipped with a log line if absent).
 """
 
 from __future__ import annotations
@@ -153,9 +153,9 @@ def _clean_leftovers(reports_dir: Path) -> None:
 def _rebuild(reports_dir: Path, rebuild_index: Callable[[Path], object] | None) -> None:
     if rebuild_index is None:
         try:
-            from autoid_lib.report_index import rebuild_index
+            from autoid_lib.records.index import rebuild_index
         except ImportError:
-            log.warning("index not rebuilt: autoid_lib.report_index.rebuild_index is missing")
+            log.warning("index not rebuilt: autoid_lib.records.index.rebuild_index is missing")
             return
     rebuild_index(reports_dir)
     log.info("rebuilt %s", reports_dir / "index.html")
