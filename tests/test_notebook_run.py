@@ -19,7 +19,6 @@ from tiny_notebooks import write_notebook
 
 from autoid_lib import report
 from autoid_lib.cli import run as run_cli
-from autoid_lib.cli.main import ExitStatus
 from autoid_lib.config import load_settings
 from autoid_lib.lock import run_lock
 from autoid_lib.records import index as report_index
@@ -27,6 +26,7 @@ from autoid_lib.records import notebook_run
 from autoid_lib.records.html_export import export_html, fallback_report
 from autoid_lib.records.notebook_run import NOTEBOOK, execute_run
 from autoid_lib.run import run_autoid
+from autoid_lib.status import ExitStatus
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

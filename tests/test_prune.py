@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 
 from autoid_lib.cli import prune as prune_cli
-from autoid_lib.cli.main import ExitStatus
 from autoid_lib.errors import ConfigError
-from autoid_lib.mail.send import SEND_POLICIES, EmailSettings
+from autoid_lib.mail.settings import SEND_POLICIES, EmailSettings
+from autoid_lib.records.folders import RUN_MODES, RunFolder, parse_run_folder
 from autoid_lib.records.notebook_run import _new_run_folder
-from autoid_lib.records.prune import RUN_MODES, RunFolder, parse_run_folder, prune_reports
+from autoid_lib.records.prune import prune_reports
+from autoid_lib.status import ExitStatus
 
 NOW = datetime(2026, 11, 28, 6, 30, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,10 +20,10 @@ import nbformat
 import pytest
 
 from autoid_lib.cli import run as run_cli
-from autoid_lib.cli.main import ExitStatus
 from autoid_lib.config import load_settings
 from autoid_lib.records.notebook_run import NOTEBOOK, execute_run
 from autoid_lib.sandbox import seed_patient_identifiers
+from autoid_lib.status import ExitStatus
 
 MIN_LENGTH = 6
 

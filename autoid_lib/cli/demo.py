@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from autoid_lib.cli.main import ExitStatus
+from autoid_lib.status import ExitStatus
 
 _REPO = Path(__file__).resolve().parents[2]
 

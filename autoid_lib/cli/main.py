@@ -2,7 +2,7 @@
 
 Subcommand modules expose ``add_arguments(parser)`` and ``run(args) -> int``; only the module
 of the command being run is imported, so ``autoid gen-id`` does not pay for pandas or PyCap.
-Known errors become one-line messages and a documented exit status (see ``ExitStatus``).
+Known errors become one-line messages and a documented exit status (``status.ExitStatus``).
 """
 
 from __future__ import annotations
@@ -10,23 +10,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from enum import IntEnum
-
-
-class ExitStatus(IntEnum):
-    """Exit statuses a scheduler can act on (documented in README.md)."""
-
-    OK = 0  # the run succeeded (its report may still ask for attention)
-    FAILED = 1  # the run failed; the message names the step, the report shows the error
-    CONFIG = 2  # bad configuration or command line; nothing was done
-    LOCKED = 3  # another run holds the lock; nothing was done
-
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("autoid_lib.cli.run", "run the job once as a recorded notebook: report, summary.json"),
     "check": ("autoid_lib.check", "validate the config, reach each database, list projects"),
-    "audit": ("autoid_lib.audit.job", "check all Incoming/AutoID history; write an audit report"),
+    "audit": ("autoid_lib.cli.audit", "check all Incoming/AutoID history; write an audit report"),
     "demo": (
         "autoid_lib.cli.demo",
         "run the job on a seeded local sandbox and print the report path",

@@ -1,6 +1,6 @@
 """``autoid run``: one recorded run — executed notebook, HTML report, summary.json, index.
 
-Exit statuses (``autoid_lib.cli.main.ExitStatus``, documented in docs/report.md): 0 the run
+Exit statuses (``autoid_lib.status.ExitStatus``, documented in docs/report.md): 0 the run
 succeeded (its report may still ask for attention), 1 the run failed (the message names the
 step; the report shows the error), 2 bad configuration or command line (nothing was done),
 3 another run holds the lock (nothing was done, no report folder).
@@ -19,7 +19,7 @@ import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from autoid_lib.cli.main import ExitStatus
+from autoid_lib.status import ExitStatus
 
 if TYPE_CHECKING:
     from autoid_lib.config import Settings
@@ -124,7 +124,8 @@ def email_hook(settings: Settings) -> Notify:
     (including a password reference that does not resolve).
     """
     from autoid_lib.errors import ConfigError
-    from autoid_lib.mail.send import email_settings_from_config, notify
+    from autoid_lib.mail.send import notify
+    from autoid_lib.mail.settings import email_settings_from_config
 
     if not settings.email:
         raise ConfigError(

@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autoid_lib import errors
-from autoid_lib.cli.main import ExitStatus
 from autoid_lib.lock import environment_for_child, run_lock
+from autoid_lib.records.folders import RUN_MODES
 from autoid_lib.records.html_export import RUN_TITLE, export_html, fallback_report
-from autoid_lib.records.prune import RUN_MODES
 from autoid_lib.secret import Secret, redact
+from autoid_lib.status import ExitStatus
 
 if TYPE_CHECKING:
     from autoid_lib.config import Settings
