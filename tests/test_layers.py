@@ -140,3 +140,10 @@ def test_pure_core_imports_no_io_module():
     assert {
         name: sorted(edges[name] & io_modules) for name in pure if edges[name] & io_modules
     } == {}
+
+
+def test_shipped_files_are_found_through_importlib_resources():
+    """A wheel has no checkout around it: only ``cli.demo`` looks at ``__file__``, to tell a
+    developer checkout (reports in its reports/) from an installed kit."""
+    users = {name for name, path in MODULES.items() if "__file__" in path.read_text("utf-8")}
+    assert users == {"autoid_lib.cli.demo"}

@@ -16,6 +16,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from autoid_lib.package_data import notebook_path
+
 if TYPE_CHECKING:
     from autoid_lib.audit.checks import AuditReport
     from autoid_lib.config import Settings
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
     from autoid_lib.redcap import RedcapGateway
     from autoid_lib.snapshot import Snapshot
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "audit.ipynb"
+NOTEBOOK = notebook_path("audit.ipynb")
 MODE = "audit"
 TITLE = "Auto-ID audit report"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from importlib import metadata
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -23,12 +24,25 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sandbox": ("autoid_lib.sandbox.cli", "serve a local REDCap-compatible sandbox"),
     "gen-id": ("autoid_lib.cli.gen_id", "generate IDs from a pattern (drop-in for gen-id.py)"),
     "prune": ("autoid_lib.cli.prune", "remove run reports older than N days, rebuild index.html"),
+    "explore": (
+        "autoid_lib.cli.explore",
+        "find the installed explore notebook (ask REDCap questions)",
+    ),
 }
 
 
+def installed_version() -> str:
+    """The installed distribution's version (what ``pip show autoid-kit`` says)."""
+    try:
+        return metadata.version("autoid-kit")
+    except metadata.PackageNotFoundError:  # imported from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The full parser, or one whose only fully built subcommand is ``only``."""
+    """The full parser, or one whose only fully built subcommand is ``only`` ("" for none)."""
     parser = argparse.ArgumentParser(prog="autoid", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"autoid {installed_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
@@ -42,7 +56,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     chosen = next((arg for arg in argv if not arg.startswith("-")), None)
-    args = build_parser(only=chosen if chosen in COMMANDS else None).parse_args(argv)
+    # no command given (--help, --version) or an unknown one: no command module is needed
+    args = build_parser(only=chosen if chosen in COMMANDS else "").parse_args(argv)
     return int(args._run(args))
 
 
