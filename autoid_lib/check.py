@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from autoid_lib.cli import ExitStatus
 from autoid_lib.config import DATABASES, Settings, load_settings
 from autoid_lib.errors import AutoIdError, ConfigError
 from autoid_lib.plan import PlanSettings, plan
 from autoid_lib.redcap import RedcapGateway
 from autoid_lib.run import server_time
 from autoid_lib.snapshot import Snapshot
+from autoid_lib.status import ExitStatus
 
 
 @dataclass

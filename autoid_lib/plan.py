@@ -20,11 +20,11 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
-from autoid_lib import idgen
 from autoid_lib.errors import PatternError
 from autoid_lib.hash_scheme import HASH_SCHEME_RECORD, fingerprint_to_record
 from autoid_lib.hashing import PatientHasher, normalise_hash, normalise_patient_id
-from autoid_lib.patterns import compile_pattern
+from autoid_lib.ids import generate as idgen
+from autoid_lib.ids.space import compile_pattern
 from autoid_lib.snapshot import (
     KIT_PROJECT_PREFIX,
     AutoIdRow,

@@ -114,7 +114,7 @@ def _steps(result, settings, gateway, dry_run, projects, rng) -> None:
 def _plan_settings(settings: Settings, result: RunResult, projects, rng) -> PlanSettings:
     generator = None
     if settings.run.external_generator:
-        from autoid_lib.idgen import ExternalGenerator
+        from autoid_lib.ids.generate import ExternalGenerator
 
         generator = ExternalGenerator(settings.run.external_generator).generate_ids
     return PlanSettings(

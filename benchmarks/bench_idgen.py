@@ -21,8 +21,8 @@ import textwrap
 import time
 from pathlib import Path
 
-from autoid_lib.idgen import ExternalGenerator, IdAllocator, generate_ids
-from autoid_lib.patterns import compile_pattern
+from autoid_lib.ids.generate import ExternalGenerator, IdAllocator, generate_ids
+from autoid_lib.ids.space import compile_pattern
 
 PATTERN = r"P_0\d{4}"
 SIZE = 10_000

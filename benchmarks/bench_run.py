@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from autoid_lib.config import load_settings
-from autoid_lib.notebook_run import execute_run
+from autoid_lib.records.notebook_run import execute_run
 from autoid_lib.sandbox import Sandbox
 
 CASES = [("demo", 300, "full"), ("10,000 studies", 10_000, "summary"),

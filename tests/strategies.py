@@ -13,8 +13,8 @@ from hypothesis import assume
 from hypothesis import strategies as st
 
 from autoid_lib.errors import PatternError
-from autoid_lib.pattern_syntax import MAX_PATTERN_LENGTH
-from autoid_lib.patterns import compile_pattern, parse
+from autoid_lib.ids.space import compile_pattern, parse
+from autoid_lib.ids.syntax import MAX_PATTERN_LENGTH
 
 ATOMS = st.sampled_from(["a", "b", "c", "[ab]", "[a-c]", "[bc]", "[ca]", "[b]"])
 QUANTIFIERS = st.sampled_from(["", "", "", "?", "{2}", "{0,2}", "{1,2}", "{1,3}"])

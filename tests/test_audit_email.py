@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from scenarios import PATIENTS, clean_history, plant_problems
 
-from autoid_lib import audit_cli
-from autoid_lib.cli import ExitStatus
+from autoid_lib.cli import audit as audit_cli
 from autoid_lib.hashing import sha512_hex
+from autoid_lib.status import ExitStatus
 
 RECIPIENT = "pacs-ops@example.org"
 

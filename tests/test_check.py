@@ -1,6 +1,7 @@
 """``autoid check``: reaches every database and describes the auto-ID projects."""
 
-from autoid_lib.cli import ExitStatus, main
+from autoid_lib.cli.main import main
+from autoid_lib.status import ExitStatus
 
 
 def test_check_lists_projects_with_capacity_and_problems(demo_sandbox, tmp_path, capsys):

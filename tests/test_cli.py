@@ -1,7 +1,14 @@
 import subprocess
 import sys
+from importlib import metadata
+from pathlib import Path
 
-from autoid_lib.cli import COMMANDS, build_parser
+import nbformat
+import pytest
+
+import autoid_lib
+from autoid_lib.cli.main import COMMANDS, build_parser
+from autoid_lib.package_data import NOTEBOOKS, notebook_path, templates_dir
 
 
 def test_every_command_is_listed_in_help():
@@ -16,3 +23,33 @@ def test_console_script_runs_as_a_module():
     )
     assert done.returncode == 0
     assert "gen-id" in done.stdout
+
+
+def test_version_is_the_installed_distributions():
+    done = subprocess.run(
+        [sys.executable, "-m", "autoid_lib.cli", "--version"], capture_output=True, text=True
+    )
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"autoid {metadata.version('autoid-kit')}"
+    assert metadata.version("autoid-kit") == autoid_lib.__version__  # one source of the number
+
+
+def test_explore_prints_the_installed_notebooks_path():
+    done = subprocess.run(
+        [sys.executable, "-m", "autoid_lib.cli", "explore", "--print-path"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0 and done.stderr == ""
+    path = Path(done.stdout.strip())
+    assert path.is_absolute() and path.name == "explore.ipynb"
+    assert path.parent.parent == Path(autoid_lib.__file__).parent
+    assert "explore_app" in nbformat.read(path, as_version=4).cells[-1].source
+
+
+def test_every_shipped_notebook_and_the_templates_are_found():
+    for name in NOTEBOOKS:
+        assert nbformat.read(notebook_path(name), as_version=4).cells
+    assert (templates_dir() / "report" / "index.html.j2").is_file()
+    with pytest.raises(ValueError, match=r"explore\.ipynb"):
+        notebook_path("nope.ipynb")

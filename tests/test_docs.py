@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from autoid_lib.cli import COMMANDS, main
+from autoid_lib.cli.main import COMMANDS, main
 from autoid_lib.config import KNOWN_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent

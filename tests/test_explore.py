@@ -14,14 +14,14 @@ import pandas as pd
 import pytest
 from scenarios import OLD, PATIENTS, PID, autoid, clean_history, study, transfer
 
-from autoid_lib import explore
 from autoid_lib.config import load_settings
+from autoid_lib.explore import answers as explore
+from autoid_lib.explore.widgets import ExploreApp, ExploreSession, text_of
 from autoid_lib.hashing import PatientHasher, sha512_hex
 from autoid_lib.plan import PlanSettings
 from autoid_lib.snapshot import AutoIdRow, ExistingTransfer, IncomingStudy, ProjectRecord, Snapshot
-from autoid_lib.widgets import ExploreApp, ExploreSession, text_of
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "explore.ipynb"
+NOTEBOOK = Path(__file__).resolve().parent.parent / "autoid_lib" / "notebooks" / "explore.ipynb"
 NOW = datetime(2026, 11, 28, 8, 0)
 SETTINGS = PlanSettings(
     hasher=PatientHasher(), requested_at="2026-11-28 08:00", rng=random.Random(3)

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from strategies import any_char_patterns, small_patterns, small_space
 
 from autoid_lib.errors import ExternalGeneratorError, IdSpaceExhausted, PatternError
-from autoid_lib.idgen import Capacity, ExternalGenerator, IdAllocator, capacity, generate_ids
-from autoid_lib.pattern_syntax import FORBIDDEN_CHARACTERS, ID_CHARACTERS
-from autoid_lib.patterns import compile_pattern
+from autoid_lib.ids.generate import Capacity, ExternalGenerator, IdAllocator, capacity, generate_ids
+from autoid_lib.ids.space import compile_pattern
+from autoid_lib.ids.syntax import FORBIDDEN_CHARACTERS, ID_CHARACTERS
 
 # --- properties -------------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from tiny_notebooks import write_notebook
 
 from autoid_lib.errors import ConfigError
-from autoid_lib.mail import (
+from autoid_lib.mail.send import (
     EmailSettings,
     compose_message,
     email_settings_from_config,
@@ -518,7 +518,7 @@ def test_a_recorded_run_says_its_detail_and_its_full_report_is_not_attached(smtp
     """execute_notebook puts the run's ``detail`` parameter into summary.json, which is how the
     mail knows a ``--detail full`` report (with study UIDs) must not be attached."""
 
-    from autoid_lib.notebook_run import execute_notebook
+    from autoid_lib.records.notebook_run import execute_notebook
 
     kernel_summary = tmp_path / "kernel-summary.json"
     kernel_summary.write_text(json.dumps({k: v for k, v in SUMMARY.items() if k != "detail"}))

@@ -18,13 +18,16 @@ import pytest
 from scenarios import patient_rows
 from tiny_notebooks import write_notebook
 
-from autoid_lib import notebook_run, report, report_index, run_cli
-from autoid_lib.cli import ExitStatus
+from autoid_lib import report
+from autoid_lib.cli import run as run_cli
 from autoid_lib.config import load_settings
-from autoid_lib.html_export import export_html, fallback_report
 from autoid_lib.lock import run_lock
-from autoid_lib.notebook_run import NOTEBOOK, execute_run
+from autoid_lib.records import index as report_index
+from autoid_lib.records import notebook_run
+from autoid_lib.records.html_export import export_html, fallback_report
+from autoid_lib.records.notebook_run import NOTEBOOK, execute_run
 from autoid_lib.run import run_autoid
+from autoid_lib.status import ExitStatus
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

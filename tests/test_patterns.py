@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from strategies import small_patterns, small_space
 
 from autoid_lib.errors import PatternError
-from autoid_lib.pattern_syntax import ID_CHARACTERS, MAX_NESTING, MAX_PATTERN_LENGTH
-from autoid_lib.patterns import ENUMERATION_LIMIT, MAX_ID_LENGTH, compile_pattern, parse
+from autoid_lib.ids.space import ENUMERATION_LIMIT, MAX_ID_LENGTH, compile_pattern, parse
+from autoid_lib.ids.syntax import ID_CHARACTERS, MAX_NESTING, MAX_PATTERN_LENGTH
 
 # --- properties: the space against brute force over "abc" -----------------------------------
 

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from autoid_lib import prune_cli
-from autoid_lib.cli import ExitStatus
+from autoid_lib.cli import prune as prune_cli
 from autoid_lib.errors import ConfigError
-from autoid_lib.mail import SEND_POLICIES, EmailSettings
-from autoid_lib.notebook_run import _new_run_folder
-from autoid_lib.prune import RUN_MODES, RunFolder, parse_run_folder, prune_reports
+from autoid_lib.mail.settings import SEND_POLICIES, EmailSettings
+from autoid_lib.records.folders import RUN_MODES, RunFolder, parse_run_folder
+from autoid_lib.records.notebook_run import _new_run_folder
+from autoid_lib.records.prune import prune_reports
+from autoid_lib.status import ExitStatus
 
 NOW = datetime(2026, 11, 28, 6, 30, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +90,7 @@ def test_nothing_to_remove_does_not_touch_the_index(reports):
 
 
 def test_missing_index_writer_is_logged_not_fatal(reports, monkeypatch, caplog):
-    monkeypatch.setitem(sys.modules, "autoid_lib.report_index", None)  # import fails
+    monkeypatch.setitem(sys.modules, "autoid_lib.records.index", None)  # import fails
     with caplog.at_level(logging.INFO, logger="autoid.prune"):
         removed = prune_reports(reports, keep_days=7, now=NOW)
     assert names(removed) == set(OLD)

@@ -19,11 +19,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autoid_lib import run_cli
-from autoid_lib.cli import ExitStatus
+from autoid_lib.cli import run as run_cli
 from autoid_lib.config import load_settings
-from autoid_lib.notebook_run import NOTEBOOK, execute_run
+from autoid_lib.records.notebook_run import NOTEBOOK, execute_run
 from autoid_lib.sandbox import seed_patient_identifiers
+from autoid_lib.status import ExitStatus
 
 MIN_LENGTH = 6
 

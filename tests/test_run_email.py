@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from autoid_lib import run_cli
-from autoid_lib.cli import ExitStatus
+from autoid_lib.cli import run as run_cli
 from autoid_lib.config import load_settings
 from autoid_lib.errors import ConfigError
 from autoid_lib.sandbox import seed_patient_identifiers
+from autoid_lib.status import ExitStatus
 
 MIN_LENGTH = 6  # as in test_report_privacy: shorter strings match base64 and times by chance
 RECIPIENT = "pacs-ops@example.org"

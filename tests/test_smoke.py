@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from autoid_lib.cli import ExitStatus
+from autoid_lib.status import ExitStatus
 
 
 def autoid(*args: str, **popen) -> subprocess.Popen:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from autoid_lib.prune import run_folders
+from autoid_lib.records.folders import run_folders
 
 INDEX_FILE = "index.html"
 _STATUS_LABEL = {"ok": "OK", "attention": "needs attention", "failed": "FAILED"}

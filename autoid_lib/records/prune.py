@@ -1,85 +1,29 @@
 """Report retention: remove run folders older than N days and keep ``index.html`` consistent.
 
-A run folder is ``<reports_dir>/<UTC timestamp>-<mode>/``, the mode one of ``RUN_MODES``
-(``live``, ``dry``, ``audit``); ``parse_run_folder`` accepts ``20261128T063000Z-live``,
-``2026-11-28T06-30-00Z-dry`` and similar spellings. Its age is read from its name, never from
-file times, and anything whose name does not parse is never touched.
+A run folder is ``<reports_dir>/<UTC timestamp>-<mode>/`` (``records.folders`` reads the
+name). Its age is read from its name, never from file times, and anything whose name does not
+parse is never touched.
 The newest run of each mode is always kept, however old, so the index is never empty and the
 mail's "since the last run" comparison always has a previous run.
 
 The index is rewritten by an injectable ``rebuild_index(reports_dir)`` callable; by default
-``autoid_lib.report_index.rebuild_index``, imported lazily (skipped with a log line if absent).
+``autoid_lib.records.index.rebuild_index``, imported lazily (skipped with a log line if absent).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import NamedTuple
 
 from autoid_lib.errors import AutoIdError, ConfigError
+from autoid_lib.records.folders import parse_run_folder, run_folders
 
 log = logging.getLogger("autoid.prune")
 
-# The modes of a run folder's name: the one list ``notebook_run`` creates folders for and
-# prune, the index and the mail read back.
-RUN_MODES = ("live", "dry", "audit")
-
-_RUN_FOLDER = re.compile(
-    r"^(?P<y>\d{4})-?(?P<mo>\d{2})-?(?P<d>\d{2})[T_-]?"
-    r"(?P<h>\d{2})[-:]?(?P<mi>\d{2})[-:]?(?P<s>\d{2})(?:[.,](?P<f>\d{1,6}))?Z?"
-    rf"-(?P<mode>{'|'.join(RUN_MODES)})$"
-)
 _TRASH_PREFIX = ".pruning-"  # a folder being removed; hidden from index writers
-
-
-class RunFolder(NamedTuple):
-    """A run folder's name, read: when the run started (UTC) and its mode."""
-
-    started: datetime
-    mode: str
-
-
-def parse_run_folder(name: str) -> RunFolder | None:
-    """``RunFolder`` for a run folder's name, or None if the name is not one."""
-    match = _RUN_FOLDER.match(name)
-    if not match:
-        return None
-    parts = match.groupdict()
-    try:
-        started = datetime(
-            int(parts["y"]),
-            int(parts["mo"]),
-            int(parts["d"]),
-            int(parts["h"]),
-            int(parts["mi"]),
-            int(parts["s"]),
-            int((parts["f"] or "0").ljust(6, "0")),
-            tzinfo=UTC,
-        )
-    except ValueError:  # 2026-13-45 and the like
-        return None
-    return RunFolder(started, parts["mode"])
-
-
-def run_folders(reports_dir: Path | str) -> list[tuple[Path, RunFolder]]:
-    """Every run folder directly under ``reports_dir``, oldest first (symlinks ignored)."""
-    reports_dir = Path(reports_dir)
-    found = []
-    try:
-        entries = list(reports_dir.iterdir())
-    except FileNotFoundError:
-        return []
-    for entry in entries:
-        parsed = parse_run_folder(entry.name)
-        if parsed and entry.is_dir() and not entry.is_symlink():
-            found.append((entry, parsed))
-    found.sort(key=lambda item: (item[1].started, item[0].name))
-    return found
 
 
 def prune_reports(
@@ -153,9 +97,9 @@ def _clean_leftovers(reports_dir: Path) -> None:
 def _rebuild(reports_dir: Path, rebuild_index: Callable[[Path], object] | None) -> None:
     if rebuild_index is None:
         try:
-            from autoid_lib.report_index import rebuild_index
+            from autoid_lib.records.index import rebuild_index
         except ImportError:
-            log.warning("index not rebuilt: autoid_lib.report_index.rebuild_index is missing")
+            log.warning("index not rebuilt: autoid_lib.records.index.rebuild_index is missing")
             return
     rebuild_index(reports_dir)
     log.info("rebuilt %s", reports_dir / "index.html")

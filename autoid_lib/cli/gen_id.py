@@ -109,10 +109,10 @@ def _fail(message: str, status: int) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from autoid_lib.cli import ExitStatus
     from autoid_lib.errors import PatternError
-    from autoid_lib.idgen import capacity
-    from autoid_lib.patterns import compile_pattern
+    from autoid_lib.ids.generate import capacity
+    from autoid_lib.ids.space import compile_pattern
+    from autoid_lib.status import ExitStatus
 
     if args.auto_add and not args.exclusion_file:
         return _fail("--auto_add needs --exclusion_file", ExitStatus.CONFIG)
@@ -162,9 +162,9 @@ def _cannot_read(path: str, exc: Exception) -> str:
 
 def _draw(space, in_use: set[str], args: argparse.Namespace) -> list[str] | int:
     """The new IDs, or the exit status after reporting an exhausted space."""
-    from autoid_lib.cli import ExitStatus
     from autoid_lib.errors import IdSpaceExhausted
-    from autoid_lib.idgen import generate_ids
+    from autoid_lib.ids.generate import generate_ids
+    from autoid_lib.status import ExitStatus
 
     try:
         return generate_ids(space, in_use, args.number, args.seed)

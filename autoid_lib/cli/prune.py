@@ -36,9 +36,9 @@ def run(args: argparse.Namespace) -> int:
     import logging
     from datetime import UTC, datetime
 
-    from autoid_lib.cli import ExitStatus
     from autoid_lib.errors import AutoIdError, ConfigError
-    from autoid_lib.prune import prune_reports
+    from autoid_lib.records.prune import prune_reports
+    from autoid_lib.status import ExitStatus
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -28,7 +28,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from autoid_lib.errors import ExternalGeneratorError, IdSpaceExhausted
-from autoid_lib.patterns import PatternSpace, compile_pattern
+from autoid_lib.ids.space import PatternSpace, compile_pattern
 
 __all__ = [
     "Capacity",

@@ -14,7 +14,9 @@ import html
 from collections.abc import Mapping
 from pathlib import Path
 
-TEMPLATES = Path(__file__).resolve().parent / "templates"
+from autoid_lib.package_data import templates_dir
+
+TEMPLATES = templates_dir()
 HIDE_TAG = "hide"  # cells (and the papermill-injected parameters) left out of the HTML
 REMOVED_TAGS = frozenset({HIDE_TAG, "parameters", "injected-parameters"})
 RUN_TITLE = "Auto-ID run report"

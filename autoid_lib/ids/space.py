@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from autoid_lib.errors import PatternError
-from autoid_lib.pattern_syntax import parse
-from autoid_lib.pattern_tree import (
+from autoid_lib.ids.syntax import parse
+from autoid_lib.ids.tree import (
     EMPTY_ENV,
     MAX_COUNT,
     MAX_ID_LENGTH,

@@ -3,7 +3,7 @@
 ``audit(snapshot, settings)`` takes a ``Snapshot`` of *all* history (the Projects records, every
 Incoming study read with ``history=True`` and the whole AutoID table) and returns an
 ``AuditReport``: one ``Finding`` per kind of problem, each with a count, a table and what to do.
-It never talks to REDCap, reads the clock or the environment; ``autoid_lib.audit_cli`` does the
+It never talks to REDCap, reads the clock or the environment; ``autoid_lib.audit.job`` does the
 four reads and runs the audit notebook.
 
 Checks (``Finding.kind``):
@@ -37,7 +37,7 @@ import pandas as pd
 
 from autoid_lib.errors import PatternError
 from autoid_lib.hashing import PatientHasher, normalise_patient_id
-from autoid_lib.idgen import as_space
+from autoid_lib.ids.generate import as_space
 from autoid_lib.result import dicom_date, study_ref
 from autoid_lib.snapshot import AutoIdRow, ExistingTransfer, IncomingStudy, Snapshot
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
 
 if TYPE_CHECKING:
-    from autoid_lib.mail import EmailSettings
+    from autoid_lib.mail.settings import EmailSettings
 
 HTML_BUDGET = 90_000  # bytes of the HTML part; Gmail clips at ~102 KB
 _LIMITS = ((60, 50), (30, 25), (15, 10), (5, 5), (0, 0))  # (projects, anomalies) shown

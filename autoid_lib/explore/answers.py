@@ -3,7 +3,7 @@
 Each function takes plain values (a ``Snapshot``, AutoID rows, a pattern, ``PlanSettings``) and
 returns a small result with tables that carry no patient data: a study is shown by project,
 study date, a short reference (the last 8 characters of its UID), its pseudonym and its state.
-``autoid_lib.widgets`` reads REDCap and draws the widgets; everything it shows is computed here.
+``explore.widgets`` reads REDCap and draws the widgets; everything it shows is computed here.
 
 - ``project_overview``  a project's studies in a window, each transferred / pending / skipped
                         (and why, as the run's planner decides it), and the project's capacity;
@@ -23,10 +23,10 @@ from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
-from autoid_lib import idgen
-from autoid_lib.audit import ERROR_REASONS
+from autoid_lib.audit.checks import ERROR_REASONS
 from autoid_lib.errors import IdSpaceExhausted, PatternError
 from autoid_lib.hashing import PatientHasher, normalise_patient_id
+from autoid_lib.ids import generate as idgen
 from autoid_lib.plan import (
     ALREADY_TRANSFERRED,
     SKIPPED,

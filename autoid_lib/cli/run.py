@@ -1,13 +1,13 @@
 """``autoid run``: one recorded run — executed notebook, HTML report, summary.json, index.
 
-Exit statuses (``autoid_lib.cli.ExitStatus``, documented in docs/report.md): 0 the run
+Exit statuses (``autoid_lib.status.ExitStatus``, documented in docs/report.md): 0 the run
 succeeded (its report may still ask for attention), 1 the run failed (the message names the
 step; the report shows the error), 2 bad configuration or command line (nothing was done),
 3 another run holds the lock (nothing was done, no report folder).
 
 ``--email`` checks the config's ``[email]`` table before anything else (a missing table or a bad
 setting is exit 2) and mails the run's summary once summary.json is written
-(``autoid_lib.mail.notify``); the mail's outcome is summary.json's ``email`` entry and never
+(``autoid_lib.mail.send.notify``); the mail's outcome is summary.json's ``email`` entry and never
 changes the exit status.
 """
 
@@ -19,11 +19,11 @@ import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from autoid_lib.cli import ExitStatus
+from autoid_lib.status import ExitStatus
 
 if TYPE_CHECKING:
     from autoid_lib.config import Settings
-    from autoid_lib.notebook_run import Notify, RunRecord
+    from autoid_lib.records.notebook_run import Notify, RunRecord
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from autoid_lib.config import load_settings
     from autoid_lib.errors import ConfigError, LockHeld
-    from autoid_lib.notebook_run import execute_run
+    from autoid_lib.records.notebook_run import execute_run
 
     configure_logging(args.quiet)
     try:
@@ -124,7 +124,8 @@ def email_hook(settings: Settings) -> Notify:
     (including a password reference that does not resolve).
     """
     from autoid_lib.errors import ConfigError
-    from autoid_lib.mail import email_settings_from_config, notify
+    from autoid_lib.mail.send import notify
+    from autoid_lib.mail.settings import email_settings_from_config
 
     if not settings.email:
         raise ConfigError(

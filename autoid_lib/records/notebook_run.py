@@ -35,11 +35,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autoid_lib import errors
-from autoid_lib.cli import ExitStatus
-from autoid_lib.html_export import RUN_TITLE, export_html, fallback_report
 from autoid_lib.lock import environment_for_child, run_lock
-from autoid_lib.prune import RUN_MODES
+from autoid_lib.package_data import notebook_path
+from autoid_lib.records.folders import RUN_MODES
+from autoid_lib.records.html_export import RUN_TITLE, export_html, fallback_report
 from autoid_lib.secret import Secret, redact
+from autoid_lib.status import ExitStatus
 
 if TYPE_CHECKING:
     from autoid_lib.config import Settings
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("autoid.notebook")
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "populate_autoid.ipynb"
+NOTEBOOK = notebook_path("populate_autoid.ipynb")
 DETAILS = ("summary", "full")
 NOTEBOOK_FILE, REPORT_FILE, SUMMARY_FILE, LOG_FILE = (
     "run.ipynb",
@@ -462,7 +463,7 @@ def write_json(path: Path, data: Mapping[str, Any]) -> None:
 
 
 def rebuild_index(reports_dir: Path) -> None:
-    from autoid_lib.report_index import rebuild_index as rebuild
+    from autoid_lib.records.index import rebuild_index as rebuild
 
     try:
         rebuild(reports_dir)

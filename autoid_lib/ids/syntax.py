@@ -19,7 +19,7 @@ import re
 import string
 
 from autoid_lib.errors import PatternError
-from autoid_lib.pattern_tree import (
+from autoid_lib.ids.tree import (
     MAX_ID_LENGTH,
     Alternation,
     BackRef,

@@ -1,86 +1,33 @@
-"""``autoid audit``: the full-history audit as a recorded notebook, like ``autoid run``.
+"""The full-history audit as a recorded notebook, like a run (``autoid audit`` is its command).
 
 ``execute_audit(settings, ...)`` runs ``notebooks/audit.ipynb`` with papermill into
 ``<reports_dir>/<UTC timestamp>-audit/`` (run.ipynb, report.html titled "Auto-ID audit report",
 summary.json) and rebuilds the reports index through the run's public entry point,
 ``notebook_run.execute_notebook`` (execution, scrubbing, HTML export, summary). The
 kernel side is ``audit_in_kernel``: four reads (Projects, all of Incoming with the forwarder's
-fields, the AutoID table, the UIDs a run would read now), then the pure ``audit.audit``. The
-audit only reads, so it takes no run lock and may run next to the job.
-
-``--email`` works as for ``autoid run`` (``run_cli.email_hook``): the config's ``[email]`` table is
-checked before anything runs (missing or bad: exit 2), and the audit's summary is mailed once
-summary.json is written; the mail's outcome is summary.json's ``email`` entry and never changes
-the exit status. ``on-change`` compares with the previous audit.
-
-Exit statuses: 0 the audit ran (its report may list findings), 1 it failed (REDCap or notebook
-error; the report says where), 2 bad configuration or command line.
+fields, the AutoID table, the UIDs a run would read now), then the pure ``audit.checks.audit``.
+The audit only reads, so it takes no run lock and may run next to the job.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from autoid_lib.cli import ExitStatus
+from autoid_lib.package_data import notebook_path
 
 if TYPE_CHECKING:
-    from autoid_lib.audit import AuditReport
+    from autoid_lib.audit.checks import AuditReport
     from autoid_lib.config import Settings
-    from autoid_lib.notebook_run import Notify, RunRecord
+    from autoid_lib.records.notebook_run import Notify, RunRecord
     from autoid_lib.redcap import RedcapGateway
     from autoid_lib.snapshot import Snapshot
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "audit.ipynb"
+NOTEBOOK = notebook_path("audit.ipynb")
 MODE = "audit"
 TITLE = "Auto-ID audit report"
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, metavar="FILE", help="the kit's TOML config")
-    parser.add_argument(
-        "--output-dir",
-        metavar="DIR",
-        help="reports folder (default: the config's [run] reports_dir)",
-    )
-    parser.add_argument(
-        "--detail",
-        choices=("summary", "full"),
-        default="summary",
-        help="full lists every row of each finding, with study UIDs (default: summary)",
-    )
-    parser.add_argument(
-        "--email",
-        action="store_true",
-        help="mail the audit's summary as the config's [email] table says (docs/operations.md)",
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
-
-
-def run(args: argparse.Namespace) -> int:
-    from autoid_lib.config import load_settings
-    from autoid_lib.errors import ConfigError
-    from autoid_lib.run_cli import configure_logging, email_hook, print_outcome
-
-    configure_logging(args.quiet)
-    try:
-        settings = load_settings(args.config)
-        notify = email_hook(settings) if args.email else None
-        record = execute_audit(
-            settings,
-            output_dir=args.output_dir,
-            detail=args.detail,
-            progress=not args.quiet,
-            notify=notify,
-        )
-    except ConfigError as error:
-        print(f"autoid audit: {error}", file=sys.stderr)
-        return ExitStatus.CONFIG
-    return print_outcome("autoid audit", record, quiet=args.quiet)
 
 
 # -- the parent side ----------------------------------------------------------------------------
@@ -100,7 +47,7 @@ def execute_audit(
     ``notify`` is ``execute_notebook``'s hook (``autoid audit --email``).
     """
     from autoid_lib.errors import ConfigError
-    from autoid_lib.notebook_run import DETAILS, execute_notebook
+    from autoid_lib.records.notebook_run import DETAILS, execute_notebook
 
     if detail not in DETAILS:
         raise ConfigError(f"detail must be one of {', '.join(DETAILS)}, not {detail!r}")
@@ -144,9 +91,9 @@ def read_history(
 
 def audit_in_kernel(config_path: str, *, output_dir: str = "", now: str = "") -> AuditReport:
     """The notebook's audit cell: load the config, read, audit, write summary.json (if asked)."""
-    from autoid_lib.audit import AuditSettings, audit
+    from autoid_lib.audit.checks import AuditSettings, audit
     from autoid_lib.config import load_settings
-    from autoid_lib.notebook_run import SUMMARY_FILE, write_json
+    from autoid_lib.records.notebook_run import SUMMARY_FILE, write_json
     from autoid_lib.redcap import RedcapGateway
     from autoid_lib.run import server_time
 

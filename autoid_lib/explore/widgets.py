@@ -1,4 +1,4 @@
-"""The explore notebook's widgets: a thin ipywidgets layer over ``autoid_lib.explore``.
+"""The explore notebook's widgets: a thin ipywidgets layer over ``autoid_lib.explore.answers``.
 
 ``explore_app(config_path)`` builds five panels in tabs; each has its inputs, one button and an
 ``ipywidgets.Output`` whose ``outputs`` are set directly (so what a panel shows is plain data a
@@ -22,12 +22,12 @@ from datetime import UTC, date, datetime, time, timedelta
 import ipywidgets as widgets
 import pandas as pd
 
-from autoid_lib import explore
 from autoid_lib.config import Settings, load_settings
 from autoid_lib.errors import AutoIdError
+from autoid_lib.explore import answers as explore
 from autoid_lib.plan import PlanSettings
+from autoid_lib.records.index import recent_summaries
 from autoid_lib.redcap import RedcapGateway
-from autoid_lib.report_index import recent_summaries
 from autoid_lib.run import server_time
 from autoid_lib.snapshot import Snapshot
 

@@ -2,7 +2,7 @@
 
 Subcommand modules expose ``add_arguments(parser)`` and ``run(args) -> int``; only the module
 of the command being run is imported, so ``autoid gen-id`` does not pay for pandas or PyCap.
-Known errors become one-line messages and a documented exit status (see ``ExitStatus``).
+Known errors become one-line messages and a documented exit status (``status.ExitStatus``).
 """
 
 from __future__ import annotations
@@ -10,33 +10,39 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from enum import IntEnum
-
-
-class ExitStatus(IntEnum):
-    """Exit statuses a scheduler can act on (documented in README.md)."""
-
-    OK = 0  # the run succeeded (its report may still ask for attention)
-    FAILED = 1  # the run failed; the message names the step, the report shows the error
-    CONFIG = 2  # bad configuration or command line; nothing was done
-    LOCKED = 3  # another run holds the lock; nothing was done
-
+from importlib import metadata
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("autoid_lib.run_cli", "run the job once as a recorded notebook: report, summary.json"),
+    "run": ("autoid_lib.cli.run", "run the job once as a recorded notebook: report, summary.json"),
     "check": ("autoid_lib.check", "validate the config, reach each database, list projects"),
-    "audit": ("autoid_lib.audit_cli", "check all Incoming/AutoID history; write an audit report"),
-    "demo": ("autoid_lib.demo", "run the job on a seeded local sandbox and print the report path"),
+    "audit": ("autoid_lib.cli.audit", "check all Incoming/AutoID history; write an audit report"),
+    "demo": (
+        "autoid_lib.cli.demo",
+        "run the job on a seeded local sandbox and print the report path",
+    ),
     "sandbox": ("autoid_lib.sandbox.cli", "serve a local REDCap-compatible sandbox"),
-    "gen-id": ("autoid_lib.gen_id_cli", "generate IDs from a pattern (drop-in for gen-id.py)"),
-    "prune": ("autoid_lib.prune_cli", "remove run reports older than N days, rebuild index.html"),
+    "gen-id": ("autoid_lib.cli.gen_id", "generate IDs from a pattern (drop-in for gen-id.py)"),
+    "prune": ("autoid_lib.cli.prune", "remove run reports older than N days, rebuild index.html"),
+    "explore": (
+        "autoid_lib.cli.explore",
+        "find the installed explore notebook (ask REDCap questions)",
+    ),
 }
 
 
+def installed_version() -> str:
+    """The installed distribution's version (what ``pip show autoid-kit`` says)."""
+    try:
+        return metadata.version("autoid-kit")
+    except metadata.PackageNotFoundError:  # imported from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The full parser, or one whose only fully built subcommand is ``only``."""
+    """The full parser, or one whose only fully built subcommand is ``only`` ("" for none)."""
     parser = argparse.ArgumentParser(prog="autoid", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"autoid {installed_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
@@ -50,7 +56,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     chosen = next((arg for arg in argv if not arg.startswith("-")), None)
-    args = build_parser(only=chosen if chosen in COMMANDS else None).parse_args(argv)
+    # no command given (--help, --version) or an unknown one: no command module is needed
+    args = build_parser(only=chosen if chosen in COMMANDS else "").parse_args(argv)
     return int(args._run(args))
 
 

@@ -12,14 +12,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from autoid_lib.cli import ExitStatus
+from autoid_lib.status import ExitStatus
 
-_REPO = Path(__file__).resolve().parent.parent
+_REPO = Path(__file__).resolve().parents[2]
 
 
 def default_reports_dir() -> Path:
     """The checkout's ``reports/`` when running from one, else ``./reports``."""
-    if (_REPO / "notebooks").is_dir() and (_REPO / "pyproject.toml").is_file():
+    if (_REPO / "autoid_lib").is_dir() and (_REPO / "pyproject.toml").is_file():
         return _REPO / "reports"
     return Path.cwd() / "reports"
 
@@ -45,10 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import tempfile
 
+    from autoid_lib.cli.run import configure_logging
     from autoid_lib.config import load_settings
     from autoid_lib.errors import ConfigError, LockHeld
-    from autoid_lib.notebook_run import execute_run
-    from autoid_lib.run_cli import configure_logging
+    from autoid_lib.records.notebook_run import execute_run
     from autoid_lib.sandbox import Sandbox
 
     configure_logging(args.quiet)

@@ -1,0 +1,1 @@
+"""The full-history audit: pure checks over a snapshot, and the recorded audit job."""

@@ -1,0 +1,1 @@
+"""The ``autoid`` command line; nothing below it imports this package."""

@@ -1,0 +1,61 @@
+"""``autoid audit``: the full-history audit (``audit.job.execute_audit``) from the command line.
+
+``--email`` works as for ``autoid run`` (``cli.run.email_hook``): the config's ``[email]`` table
+is checked before anything runs (missing or bad: exit 2), and the audit's summary is mailed once
+summary.json is written; the mail's outcome is summary.json's ``email`` entry and never changes
+the exit status. ``on-change`` compares with the previous audit.
+
+Exit statuses: 0 the audit ran (its report may list findings), 1 it failed (REDCap or notebook
+error; the report says where), 2 bad configuration or command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from autoid_lib.status import ExitStatus
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, metavar="FILE", help="the kit's TOML config")
+    parser.add_argument(
+        "--output-dir",
+        metavar="DIR",
+        help="reports folder (default: the config's [run] reports_dir)",
+    )
+    parser.add_argument(
+        "--detail",
+        choices=("summary", "full"),
+        default="summary",
+        help="full lists every row of each finding, with study UIDs (default: summary)",
+    )
+    parser.add_argument(
+        "--email",
+        action="store_true",
+        help="mail the audit's summary as the config's [email] table says (docs/operations.md)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+def run(args: argparse.Namespace) -> int:
+    from autoid_lib.audit.job import execute_audit
+    from autoid_lib.cli.run import configure_logging, email_hook, print_outcome
+    from autoid_lib.config import load_settings
+    from autoid_lib.errors import ConfigError
+
+    configure_logging(args.quiet)
+    try:
+        settings = load_settings(args.config)
+        notify = email_hook(settings) if args.email else None
+        record = execute_audit(
+            settings,
+            output_dir=args.output_dir,
+            detail=args.detail,
+            progress=not args.quiet,
+            notify=notify,
+        )
+    except ConfigError as error:
+        print(f"autoid audit: {error}", file=sys.stderr)
+        return ExitStatus.CONFIG
+    return print_outcome("autoid audit", record, quiet=args.quiet)

@@ -1,0 +1,1 @@
+"""The explore notebook: pure answers over a snapshot, and its ipywidgets layer."""

@@ -1,0 +1,1 @@
+"""Participant IDs from patterns: syntax, tree, space (size and unranking), generation."""

@@ -1,0 +1,1 @@
+"""Mail after a run or audit: when to send, composing from summary.json, sending."""

@@ -1,0 +1,1 @@
+"""The run folder: recorded notebook runs, the HTML report, the index, retention."""
