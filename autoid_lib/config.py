@@ -22,6 +22,7 @@ Relative paths are read relative to the config file's folder.
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -41,10 +42,13 @@ KNOWN_KEYS = {
     "redcap.tokens": DATABASES,
     "run": (
         "lookback_days", "hash", "hash_key", "lock_file", "reports_dir", "capacity_warn_at",
-        "server_timezone", "external_generator", "cell_timeout_s",
+        "server_timezone", "external_generator", "cell_timeout_s", "previous_hash",
+        "previous_hash_key", "max_catchup_days",
     ),
 }  # fmt: skip
 _TOKEN_SHAPE = re.compile(r"[0-9A-Za-z]{32}")
+# Ten years: longer than any site's history, short enough that dates stay representable.
+MAX_LOOKBACK_DAYS = 3660
 
 
 @dataclass(frozen=True)
@@ -71,9 +75,15 @@ class RunSettings:
     server_timezone: str = ""  # REDCap's clock for dateRangeBegin; default: this machine's
     external_generator: tuple[str, ...] = ()  # argv with {pattern} and {exclusion_file}
     cell_timeout_s: float = 900.0  # a notebook cell running longer fails the run
+    previous_hash: str = ""  # the scheme before a rotation, still looked up ("" = none)
+    previous_hash_key: Secret | None = field(default=None, repr=False)
+    max_catchup_days: int = 60  # how far back a run reaches after runs stopped
 
     def hasher(self) -> PatientHasher:
-        return PatientHasher(self.hash, self.hash_key)
+        previous = None
+        if self.previous_hash:
+            previous = PatientHasher(self.previous_hash, self.previous_hash_key)
+        return PatientHasher(self.hash, self.hash_key, previous)
 
 
 @dataclass(frozen=True)
@@ -85,8 +95,7 @@ class Settings:
 
     def secrets(self) -> list[Secret]:
         found = list(self.redcap.tokens.values())
-        if self.run.hash_key is not None:
-            found.append(self.run.hash_key)
+        found += [k for k in (self.run.hash_key, self.run.previous_hash_key) if k is not None]
         return found
 
 
@@ -97,6 +106,10 @@ def load_settings(path: str | Path) -> Settings:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise ConfigError(f"cannot read config {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"config {path} is not UTF-8 text (byte {error.start}); save it as UTF-8"
+        ) from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"config {path} is not valid TOML: {error}") from None
     _refuse_unknown_keys(data)
@@ -184,11 +197,30 @@ def _run_settings(table: dict, base: Path) -> RunSettings:
     scheme = table.get("hash", "sha512")
     key_reference = table.get("hash_key")
     hash_key = resolve_secret(key_reference, "[run] hash_key") if key_reference else None
+    previous_reference = table.get("previous_hash_key")
+    previous_key = (
+        resolve_secret(previous_reference, "[run] previous_hash_key")
+        if previous_reference
+        else None
+    )
+    previous_hash = table.get("previous_hash", "")
+    if not isinstance(previous_hash, str):
+        raise ConfigError("[run] previous_hash must be 'sha512' or 'hmac-sha256'")
     generator = table.get("external_generator", [])
-    if isinstance(generator, str) or not all(isinstance(a, str) for a in generator):
-        raise ConfigError("[run] external_generator must be a list of arguments")
+    if not isinstance(generator, list) or not all(isinstance(a, str) for a in generator):
+        raise ConfigError(
+            "[run] external_generator must be a list of arguments, e.g. "
+            "['/opt/gen-id.py', '-r', '{pattern}', '-e', '{exclusion_file}']"
+        )
+    lookback_days = _days(table, "lookback_days", 14)
+    max_catchup_days = _days(table, "max_catchup_days", max(60, lookback_days))
+    if max_catchup_days < lookback_days:
+        raise ConfigError(
+            f"[run] max_catchup_days ({max_catchup_days}) must be at least lookback_days "
+            f"({lookback_days})"
+        )
     settings = RunSettings(
-        lookback_days=_whole(table, "lookback_days", 14, "[run]"),
+        lookback_days=lookback_days,
         hash=scheme,
         hash_key=hash_key,
         lock_file=_path(table.get("lock_file", "autoid.lock"), base),
@@ -197,6 +229,9 @@ def _run_settings(table: dict, base: Path) -> RunSettings:
         server_timezone=_timezone(table.get("server_timezone", "")),
         external_generator=tuple(generator),
         cell_timeout_s=float(_positive(table, "cell_timeout_s", 900.0, "[run]")),
+        previous_hash=previous_hash,
+        previous_hash_key=previous_key,
+        max_catchup_days=max_catchup_days,
     )
     settings.hasher()  # validates the scheme and key now, not mid-run
     return settings
@@ -206,6 +241,8 @@ def _positive(table: dict, key: str, default, where: str, allow_zero: bool = Fal
     value = table.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{where} {key} must be a number")
+    if not math.isfinite(value):
+        raise ConfigError(f"{where} {key} must be a finite number, not {value}")
     if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(f"{where} {key} must be positive")
     return value
@@ -215,6 +252,14 @@ def _whole(table: dict, key: str, default: int, where: str, allow_zero: bool = F
     value = _positive(table, key, default, where, allow_zero)
     if not isinstance(value, int):
         raise ConfigError(f"{where} {key} must be a whole number, not {value}")
+    return value
+
+
+def _days(table: dict, key: str, default: int) -> int:
+    """A number of days back from now, bounded so that every date stays representable."""
+    value = _whole(table, key, default, "[run]")
+    if value > MAX_LOOKBACK_DAYS:
+        raise ConfigError(f"[run] {key} must be at most {MAX_LOOKBACK_DAYS} (ten years)")
     return value
 
 

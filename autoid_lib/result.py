@@ -21,6 +21,7 @@ from autoid_lib.plan import (
     TRANSFER,
     Plan,
 )
+from autoid_lib.window import RunWindow
 
 SUMMARY_SCHEMA = 1
 
@@ -66,6 +67,7 @@ class RunResult:
     api_requests: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     duration_s: float = 0.0
+    window: RunWindow | None = None  # how the window was chosen (None: lookback only)
 
     # -- status ------------------------------------------------------------------------------
 
@@ -83,11 +85,15 @@ class RunResult:
         label = {"ok": "OK", "attention": "Needs attention", "failed": "FAILED"}[self.status]
         mode = "dry run" if self.mode == "dry" else "live run"
         window = f"{self.window_begin:%Y-%m-%d %H:%M} → {self.window_end:%Y-%m-%d %H:%M}"
+        if self.window is not None and self.window.describe():
+            window += f" ({self.window.describe()})"
         text = f"{label} — {mode}, window {window}, {self.duration_s:.1f} s"
         if self.error is not None:
             text += f" — failed at {self.error.step}: {self.error.message}"
         elif self.problems:
             text += f" — verification found {len(self.problems)} difference(s)"
+        elif self.plan is not None and not self.plan.studies:
+            text += " — nothing to do: no study in the window was addressed to an auto-ID project"
         elif self.plan is not None:
             verb = "would create" if self.mode == "dry" else "created"
             text += f" — {verb} {self.plan.describe()}"
@@ -222,6 +228,10 @@ class RunResult:
                 "begin": f"{self.window_begin:%Y-%m-%d %H:%M:%S}",
                 "end": f"{self.window_end:%Y-%m-%d %H:%M:%S}",
                 "lookback_days": self.lookback_days,
+                "catch_up_days": self.window.catch_up_days if self.window else 0,
+                "last_success_end": _server_time(self.window.last_success_end)
+                if self.window
+                else None,
             },
             "api_requests": self.api_requests,
             **self.counts(),
@@ -232,6 +242,10 @@ class RunResult:
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
             "error": self.error.__dict__ if self.error else None,
         }
+
+
+def _server_time(moment: datetime | None) -> str | None:
+    return f"{moment:%Y-%m-%d %H:%M:%S}" if moment else None
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:

@@ -13,7 +13,9 @@ import random
 import time
 import traceback
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from autoid_lib.apply import apply_plan, verify_plan
@@ -21,9 +23,11 @@ from autoid_lib.config import Settings
 from autoid_lib.errors import AutoIdError
 from autoid_lib.lock import run_lock
 from autoid_lib.plan import PlanSettings, plan
+from autoid_lib.records.last_success import read_last_success, record_success
 from autoid_lib.redcap import RedcapGateway
 from autoid_lib.result import RunError, RunResult
 from autoid_lib.snapshot import Snapshot
+from autoid_lib.window import gap_anomaly, run_window
 
 log = logging.getLogger("autoid.run")
 
@@ -42,28 +46,41 @@ def run_autoid(
     lookback_days: int | None = None,
     projects: Iterable[str] | None = None,
     rng: random.Random | None = None,
+    history_dir: Path | None = None,
 ) -> RunResult:
-    """Run the job once under the lock; raises ``LockHeld`` if another run holds it."""
+    """Run the job once under the lock; raises ``LockHeld`` if another run holds it.
+
+    ``history_dir`` (default: the config's reports folder) keeps where the last successful live
+    run's window ended, so that the window reaches back over an outage.
+    """
     started = now or datetime.now(UTC)
     if started.tzinfo is None:  # as on the command line: a naive time is UTC
         started = started.replace(tzinfo=UTC)
-    days = lookback_days or settings.run.lookback_days
-    window_end = server_time(started, settings.run.server_timezone)
-    result = RunResult(
-        mode="dry" if dry_run else "live",
-        started=started,
-        window_begin=window_end - timedelta(days=days),
-        window_end=window_end,
-        lookback_days=days,
-    )
+    history_dir = history_dir or settings.run.reports_dir
     clock = time.perf_counter()
     with run_lock(settings.run.lock_file):
+        window = run_window(
+            server_time(started, settings.run.server_timezone),
+            lookback_days or settings.run.lookback_days,
+            read_last_success(history_dir),
+            settings.run.max_catchup_days,
+        )
+        result = RunResult(
+            mode="dry" if dry_run else "live",
+            started=started,
+            window_begin=window.begin,
+            window_end=window.end,
+            lookback_days=window.lookback_days,
+            window=window,
+        )
         gateway = RedcapGateway(settings.redcap)
         try:
             _steps(result, settings, gateway, dry_run, projects, rng)
         finally:
             result.api_requests = gateway.requests
             result.duration_s = time.perf_counter() - clock
+        if not dry_run and result.status != "failed" and not projects:
+            record_success(history_dir, window.end)
     log.info("%s", result.headline)
     return result
 
@@ -88,6 +105,9 @@ def _steps(result, settings, gateway, dry_run, projects, rng) -> None:
         step = "plan"
         with _timed(result, "plan"):
             result.plan = plan(snapshot, _plan_settings(settings, result, projects, rng))
+            gap = gap_anomaly(result.window) if result.window else None
+            if gap is not None:
+                result.plan = replace(result.plan, anomalies=(*result.plan.anomalies, gap))
         log.info("plan: %s", result.plan.describe())
         if dry_run or result.plan.is_empty:
             return

@@ -170,8 +170,48 @@ def test_transfers_follow_the_incoming_url_as_they_follow_its_token(tmp_path, mo
         ("capacity_warn_at = 80", "is a fraction"),
         ("lookback_days = 1.5", "whole number"),
         ("lookback_days = 0", "must be positive"),
+        ("lookback_days = 1000000", "at most 3660"),  # issue 15, case 9: OverflowError before
+        ("cell_timeout_s = nan", "finite number"),
+        ("cell_timeout_s = inf", "finite number"),
+        ("capacity_warn_at = nan", "finite number"),
+        ("external_generator = 5", "list of arguments"),
+        ('external_generator = "gen-id.py"', "list of arguments"),
+        ('previous_hash = "md5"', "unknown hash scheme"),
+        ('previous_hash = "hmac-sha256"', "needs"),
+        ("max_catchup_days = 3", "at least lookback_days"),
     ],
 )
 def test_run_settings_are_checked_when_the_config_is_read(tmp_path, monkeypatch, line, message):
     with pytest.raises(ConfigError, match=message):
         load_settings(write_config(tmp_path, env_tokens(monkeypatch), line))
+
+
+@pytest.mark.parametrize("line", ["timeout_s = nan", "timeout_s = inf"])
+def test_a_non_finite_timeout_is_refused(tmp_path, monkeypatch, line):
+    path = write_config(tmp_path, env_tokens(monkeypatch))
+    path.write_text(path.read_text().replace("timeout_s = 5", line))
+    with pytest.raises(ConfigError, match="finite number"):
+        load_settings(path)
+
+
+def test_a_config_that_is_not_utf8_is_one_config_error(tmp_path, monkeypatch):
+    path = write_config(tmp_path, env_tokens(monkeypatch), "# caf\xe9")
+    path.write_bytes(path.read_text().replace("\\xe9", "").encode() + b"# caf\xe9\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_settings(path)
+
+
+def test_a_rotation_names_the_previous_key_and_keeps_it_secret(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOID_HASH_KEY", "new-key")
+    monkeypatch.setenv("AUTOID_OLD_KEY", "old-key")
+    extra = (
+        'hash = "hmac-sha256"\nhash_key = "env:AUTOID_HASH_KEY"\n'
+        'previous_hash = "hmac-sha256"\nprevious_hash_key = "env:AUTOID_OLD_KEY"'
+    )
+    settings = load_settings(write_config(tmp_path, env_tokens(monkeypatch), extra))
+    hasher = settings.run.hasher()
+    assert hasher.previous is not None
+    assert hasher.previous.fingerprint in hasher.accepted_fingerprints
+    assert "old-key" not in repr(settings) and any(
+        s.reveal() == "old-key" for s in settings.secrets()
+    )

@@ -19,6 +19,7 @@ import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from autoid_lib.config import MAX_LOOKBACK_DAYS
 from autoid_lib.status import ExitStatus
 
 if TYPE_CHECKING:
@@ -153,6 +154,8 @@ def _non_negative_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError("must be 0 (the config's value) or more")
+    if value > MAX_LOOKBACK_DAYS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_LOOKBACK_DAYS} (ten years)")
     return value
 
 

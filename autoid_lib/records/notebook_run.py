@@ -227,6 +227,7 @@ def run_in_kernel(
         now=moment,
         lookback_days=lookback_days or None,
         projects=names or None,
+        history_dir=Path(output_dir).parent if output_dir else None,
     )
     if output_dir:
         write_json(Path(output_dir) / SUMMARY_FILE, run_summary(result))
