@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from autoid_lib.child_env import refused_name
 from autoid_lib.errors import ConfigError
 from autoid_lib.hashing import PatientHasher
 from autoid_lib.secret import Secret, resolve_secret
@@ -41,7 +42,7 @@ KNOWN_KEYS = {
     "redcap.tokens": DATABASES,
     "run": (
         "lookback_days", "hash", "hash_key", "lock_file", "reports_dir", "capacity_warn_at",
-        "server_timezone", "external_generator", "cell_timeout_s",
+        "server_timezone", "external_generator", "cell_timeout_s", "external_generator_env",
     ),
 }  # fmt: skip
 _TOKEN_SHAPE = re.compile(r"[0-9A-Za-z]{32}")
@@ -70,6 +71,7 @@ class RunSettings:
     capacity_warn_at: float = 0.8
     server_timezone: str = ""  # REDCap's clock for dateRangeBegin; default: this machine's
     external_generator: tuple[str, ...] = ()  # argv with {pattern} and {exclusion_file}
+    external_generator_env: tuple[str, ...] = ()  # variables it gets besides PATH, LANG, HOME...
     cell_timeout_s: float = 900.0  # a notebook cell running longer fails the run
 
     def hasher(self) -> PatientHasher:
@@ -100,6 +102,7 @@ def load_settings(path: str | Path) -> Settings:
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"config {path} is not valid TOML: {error}") from None
     _refuse_unknown_keys(data)
+    _refuse_secrets_for_generator(data)
     base = path.parent.resolve()
     return Settings(
         redcap=_redcap_settings(_table(data, "redcap"), base),
@@ -122,6 +125,21 @@ def _refuse_unknown_keys(data: dict) -> None:
             raise ConfigError(
                 f"unknown config key {shown}{unknown[0]}; known keys: {', '.join(known)}"
             )
+
+
+def _refuse_secrets_for_generator(data: dict) -> None:
+    """A variable that holds one of this config's secrets never goes to the generator."""
+    run, redcap = data.get("run") or {}, data.get("redcap") or {}
+    names = run.get("external_generator_env") if isinstance(run, dict) else None
+    if not isinstance(names, list):
+        return
+    tokens = redcap.get("tokens") if isinstance(redcap, dict) else None
+    references = list(tokens.values()) if isinstance(tokens, dict) else []
+    references += [run.get("hash_key"), (data.get("email") or {}).get("password")]
+    secret_vars = {r[4:] for r in references if isinstance(r, str) and r.startswith("env:")}
+    for name in names:
+        if name in secret_vars:
+            raise ConfigError(f"[run] external_generator_env: {name} holds a secret of the kit")
 
 
 def _table(data: dict, name: str, required: bool = True) -> dict:
@@ -187,6 +205,7 @@ def _run_settings(table: dict, base: Path) -> RunSettings:
     generator = table.get("external_generator", [])
     if isinstance(generator, str) or not all(isinstance(a, str) for a in generator):
         raise ConfigError("[run] external_generator must be a list of arguments")
+    generator_env = _generator_env(table.get("external_generator_env", []))
     settings = RunSettings(
         lookback_days=_whole(table, "lookback_days", 14, "[run]"),
         hash=scheme,
@@ -196,10 +215,22 @@ def _run_settings(table: dict, base: Path) -> RunSettings:
         capacity_warn_at=_fraction(table, "capacity_warn_at", 0.8, "[run]"),
         server_timezone=_timezone(table.get("server_timezone", "")),
         external_generator=tuple(generator),
+        external_generator_env=generator_env,
         cell_timeout_s=float(_positive(table, "cell_timeout_s", 900.0, "[run]")),
     )
     settings.hasher()  # validates the scheme and key now, not mid-run
     return settings
+
+
+def _generator_env(names) -> tuple[str, ...]:
+    """Variable names the site passes to its generator; the kit's secrets are refused."""
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        raise ConfigError("[run] external_generator_env must be a list of variable names")
+    for name in names:
+        why = refused_name(name)
+        if why:
+            raise ConfigError(f"[run] external_generator_env: {why}")
+    return tuple(names)
 
 
 def _positive(table: dict, key: str, default, where: str, allow_zero: bool = False):
