@@ -37,7 +37,10 @@ DATABASES = ("projects", "incoming", "autoid", "transfers")
 # Every key the kit reads; anything else is a typo worth stopping for (docs/run.md lists them).
 KNOWN_KEYS = {
     "": ("redcap", "run", "email"),
-    "redcap": ("url", "urls", "verify", "timeout_s", "read_retries", "chunk_size", "tokens"),
+    "redcap": (
+        "url", "urls", "verify", "timeout_s", "read_retries", "chunk_size", "tokens",
+        "max_answer_mb",
+    ),
     "redcap.urls": DATABASES,
     "redcap.tokens": DATABASES,
     "run": (
@@ -56,6 +59,7 @@ class RedcapSettings:
     timeout_s: float = 30.0
     read_retries: int = 3
     chunk_size: int = 500
+    max_answer_bytes: int = 512 * 10**6  # a larger answer fails closed (memory stays bounded)
 
     def same_database(self, a: str, b: str) -> bool:
         return self.urls[a] == self.urls[b] and self.tokens[a].reveal() == self.tokens[b].reveal()
@@ -184,6 +188,7 @@ def _redcap_settings(table: dict, base: Path) -> RedcapSettings:
         timeout_s=_positive(table, "timeout_s", 30.0, "[redcap]"),
         read_retries=_whole(table, "read_retries", 3, "[redcap]", allow_zero=True),
         chunk_size=_whole(table, "chunk_size", 500, "[redcap]"),
+        max_answer_bytes=int(_positive(table, "max_answer_mb", 512, "[redcap]") * 10**6),
     )
 
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import textwrap
 
 import pytest
+from hostile import HostileServer
 
 from autoid_lib.config import load_settings
 from autoid_lib.errors import ConfigError, ExternalGeneratorError
@@ -102,3 +104,125 @@ def test_the_config_refuses_to_pass_a_secret_to_the_generator(tmp_path, monkeypa
     ):
         with pytest.raises(ConfigError, match="external_generator_env"):
             load_settings(_config(tmp_path, monkeypatch, line + "\n"))
+
+
+# --- hostile REDCap answers -------------------------------------------------------------------
+
+
+def _kit_config(tmp_path, url: str, extra: str = "") -> tuple[str, dict]:
+    """A config whose four databases live at ``url``; the environment with the tokens."""
+    path = tmp_path / "autoid.toml"
+    path.write_text(
+        textwrap.dedent(
+            f"""\
+            [redcap]
+            url = "{url}"
+            timeout_s = 2
+            read_retries = 0
+            {extra}
+            [redcap.tokens]
+            projects = "env:AUTOID_TOKEN_PROJECTS"
+            incoming = "env:AUTOID_TOKEN_INCOMING"
+            autoid = "env:AUTOID_TOKEN_AUTOID"
+            [run]
+            lock_file = "state/run.lock"
+            reports_dir = "reports"
+            """
+        )
+    )
+    env = {
+        **os.environ,
+        **{f"AUTOID_TOKEN_{db}": TOKEN for db in ("PROJECTS", "INCOMING", "AUTOID")},
+    }
+    return str(path), env
+
+
+def _autoid(
+    args: list[str], env: dict, timeout: float = 60
+) -> tuple[subprocess.CompletedProcess, float, int]:
+    """Run the real command line; (process, seconds, peak memory of the child in MB)."""
+    code = (
+        "import resource, sys, time\n"
+        "from autoid_lib.cli import main\n"
+        "start = time.monotonic()\n"
+        "try:\n    status = main(sys.argv[1:])\n"
+        "finally:\n"
+        "    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024\n"
+        "    print(f'@@ {time.monotonic() - start:.2f} {peak}', file=sys.stderr)\n"
+        "sys.exit(status)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, *args], env=env, text=True,
+                          capture_output=True, timeout=timeout)  # fmt: skip
+    seconds, peak = proc.stderr.rsplit("@@ ", 1)[1].split()
+    return proc, float(seconds), int(peak)
+
+
+@pytest.fixture
+def hostile():
+    servers: list[HostileServer] = []
+
+    def start(behaviour: str, **options) -> HostileServer:
+        servers.append(HostileServer(behaviour, **options))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+@pytest.mark.parametrize("status", [307, 308, 302])
+def test_a_redirect_sends_the_other_port_nothing_and_names_where_it_pointed(
+    tmp_path, hostile, status
+):
+    elsewhere = hostile("silent")
+    server = hostile("redirect", status=status, location=elsewhere.url)
+    config, env = _kit_config(tmp_path, server.url)
+    proc, _, _ = _autoid(["check", "--config", config], env)
+    assert proc.returncode == 1
+    assert f"the server answered {status}, a redirect to {elsewhere.url}" in proc.stdout
+    assert "set [redcap] url" in proc.stdout
+    assert elsewhere.connections == 0 and elsewhere.received == b""
+    assert server.connections == 1  # the other databases on that server are not tried again
+    assert TOKEN not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_a_dripping_server_ends_the_command_within_the_timeout(tmp_path, hostile, command):
+    server = hostile("drip", every_s=0.2)  # every byte well within the 2 s per-read timeout
+    config, env = _kit_config(tmp_path, server.url)
+    args = ["check", "--config", config] if command == "check" else ["run", "--config", config]
+    proc, seconds, _ = _autoid(args, env)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "no complete answer within 3 s" in proc.stdout + proc.stderr
+    assert seconds < 2 + 1 + 5  # timeout_s, the deadline's extra second, and start-up margin
+    assert server.connections == 1
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_a_huge_answer_fails_closed_in_bounded_memory(tmp_path, hostile, declared):
+    server = hostile("flood", megabytes=200, declared=declared)
+    config, env = _kit_config(tmp_path, server.url, "max_answer_mb = 5")
+    proc, _, peak_mb = _autoid(["check", "--config", config], env)
+    assert proc.returncode == 1
+    assert "answer larger than 5 MB; see [redcap] max_answer_mb" in proc.stdout
+    assert peak_mb < 150  # the answer alone would be 200 MB, parsed several times that
+
+
+def test_a_deeply_nested_answer_fails_with_one_line(tmp_path, hostile):
+    server = hostile("nested", depth=200_000)
+    config, env = _kit_config(tmp_path, server.url)
+    proc, _, _ = _autoid(["check", "--config", config], env)
+    assert proc.returncode == 1
+    assert "export project info failed: answer nests too deeply to parse" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_an_escape_sequence_in_a_redcap_error_reaches_no_output_raw(tmp_path, hostile):
+    forged = "\x1b[2J\x1b[31mall fine\r\n2026-01-01 INFO forged line\x07"
+    server = hostile("error", message=forged)
+    config, env = _kit_config(tmp_path, server.url)
+    proc, _, _ = _autoid(["check", "--config", config], env)
+    assert proc.returncode == 1
+    out = proc.stdout + proc.stderr
+    assert "\\x1b[2J\\x1b[31mall fine\\r\\n2026-01-01 INFO forged line\\x07" in proc.stdout
+    assert not any(c in out.replace("\n", "") for c in "\x1b\r\x07")
