@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from autoid_lib import errors
 from autoid_lib.cli import ExitStatus
 from autoid_lib.html_export import RUN_TITLE, export_html, fallback_report
+from autoid_lib.kernel_transport import private_kernel_config
 from autoid_lib.lock import environment_for_child, run_lock
 from autoid_lib.prune import RUN_MODES
 from autoid_lib.secret import Secret, redact
@@ -293,15 +294,17 @@ def _execute(
     clock = time.perf_counter()
     failure = None
     try:
-        papermill.execute_notebook(
-            str(notebook),
-            str(output),
-            parameters=parameters,
-            progress_bar=progress,
-            log_output=False,
-            report_mode=False,
-            execution_timeout=cell_timeout_s,  # a hung cell fails the run instead of the lock
-        )
+        with private_kernel_config() as kernel_config:
+            papermill.execute_notebook(
+                str(notebook),
+                str(output),
+                parameters=parameters,
+                progress_bar=progress,
+                log_output=False,
+                report_mode=False,
+                execution_timeout=cell_timeout_s,  # a hung cell fails the run instead of the lock
+                config=kernel_config,  # ipc sockets in a 0700 folder: no TCP port to listen in on
+            )
     except PapermillExecutionError as error:
         failure = _cell_failure(output, error.ename, error.evalue)
     except TimeoutError as error:  # nbclient's CellTimeoutError: the cell was interrupted

@@ -226,3 +226,49 @@ def test_an_escape_sequence_in_a_redcap_error_reaches_no_output_raw(tmp_path, ho
     out = proc.stdout + proc.stderr
     assert "\\x1b[2J\\x1b[31mall fine\\r\\n2026-01-01 INFO forged line\\x07" in proc.stdout
     assert not any(c in out.replace("\n", "") for c in "\x1b\r\x07")
+
+
+# --- the notebook kernel's transport ----------------------------------------------------------
+
+_PROBE = """\
+import json, os, stat, psutil
+from ipykernel.connect import get_connection_file
+connection_file = get_connection_file()
+info = json.load(open(connection_file))
+folder = os.path.dirname(info["ip"])
+json.dump({
+    "transport": info["transport"],
+    "ip": info["ip"],
+    "connection_file": connection_file,
+    "folder_mode": stat.S_IMODE(os.stat(folder).st_mode),
+    "inet": [(c.laddr.ip, c.laddr.port, c.status, c.raddr or None)
+             for c in psutil.Process().net_connections(kind="inet")],
+    "iopub_pipe_port": get_ipython().kernel.iopub_thread._pipe_port,
+    "sockets": sorted(os.listdir(folder)),
+}, open(probe, "w"))
+"""
+
+
+def test_the_run_kernel_listens_on_no_tcp_port_only_in_a_private_folder(tmp_path):
+    from tiny_notebooks import write_notebook
+
+    from autoid_lib.notebook_run import execute_notebook
+
+    notebook = write_notebook(tmp_path / "probe.ipynb", 'probe = ""\noutput_dir = ""', _PROBE)
+    probe = tmp_path / "probe.json"
+    record = execute_notebook(
+        notebook, {"probe": str(probe)}, mode="dry", reports_dir=tmp_path / "reports",
+        progress=False,
+    )  # fmt: skip
+    assert record.summary["error"] is None or record.summary["error"]["step"] != "notebook"
+    seen = json.loads(probe.read_text())
+    assert seen["transport"] == "ipc"
+    # ipykernel's one TCP listener is its IOPub *pipe*: a PULL socket for forked children that
+    # only receives, and drops what lacks its random key; nothing can be read from it
+    assert seen["inet"] == [["127.0.0.1", seen["iopub_pipe_port"], "LISTEN", None]]
+    assert seen["folder_mode"] & 0o777 == 0o700  # (jupyter_client adds the sticky bit)
+    folder = os.path.dirname(seen["ip"])
+    assert os.path.isabs(seen["ip"]) and len(seen["ip"]) < 80
+    assert os.path.dirname(seen["connection_file"]) == folder  # the signing key is in there too
+    assert len([name for name in seen["sockets"] if name.startswith("k-")]) == 5
+    assert not os.path.exists(folder)  # removed after the run
