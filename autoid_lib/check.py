@@ -16,6 +16,7 @@ from autoid_lib.cli import ExitStatus
 from autoid_lib.config import DATABASES, Settings, load_settings
 from autoid_lib.errors import AutoIdError, ConfigError
 from autoid_lib.plan import PlanSettings, plan
+from autoid_lib.private_files import private_folder
 from autoid_lib.redcap import RedcapGateway
 from autoid_lib.run import server_time
 from autoid_lib.snapshot import Snapshot
@@ -83,7 +84,7 @@ def check_setup(settings: Settings) -> CheckReport:
 def _writable(folder: Path) -> bool:
     """Whether the run could create files in ``folder`` (creating the folder if needed)."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        private_folder(folder)
         with tempfile.TemporaryFile(dir=folder):
             return True
     except OSError:

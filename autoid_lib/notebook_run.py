@@ -22,6 +22,7 @@ exception text is withheld, since it may quote data.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -39,6 +40,7 @@ from autoid_lib.cli import ExitStatus
 from autoid_lib.html_export import RUN_TITLE, export_html, fallback_report
 from autoid_lib.kernel_transport import private_kernel_config
 from autoid_lib.lock import environment_for_child, run_lock
+from autoid_lib.private_files import private_folder, private_umask, write_private
 from autoid_lib.prune import RUN_MODES
 from autoid_lib.secret import Secret, redact
 
@@ -102,7 +104,16 @@ def execute_notebook(
     hook that raises is logged and recorded there; it never changes how the run ended.
     Takes no lock: ``execute_run`` holds the run lock around this call.
     """
-    reports_dir = Path(reports_dir)
+    with private_umask():  # the run folder, its files and what the kernel writes: 0600/0700
+        return _execute_notebook(
+            notebook, parameters, mode, Path(reports_dir), title, secrets, progress, notify,
+            cell_timeout_s,
+        )  # fmt: skip
+
+
+def _execute_notebook(
+    notebook, parameters, mode, reports_dir, title, secrets, progress, notify, cell_timeout_s
+) -> RunRecord:
     run_dir = _new_run_folder(reports_dir, mode)
     log.info("run folder %s", run_dir)
     started = datetime.now(UTC)
@@ -161,11 +172,19 @@ def execute_run(
         "now": now.isoformat() if now else "",
         "detail": detail,
     }
-    with run_lock(settings.run.lock_file), _child_environment(settings.run.lock_file):
+    mode = "dry" if dry_run else "live"
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(run_lock(settings.run.lock_file))
+        except errors.LockHeld as held:
+            if held.held_for_s <= lock_stuck_after_s(settings):
+                raise  # an ordinary overlap: exit 3, nothing done
+            return _record_stuck_lock(held, reports_dir, mode, notify)
+        stack.enter_context(_child_environment(settings.run.lock_file))
         return execute_notebook(
             notebook or NOTEBOOK,
             parameters,
-            mode="dry" if dry_run else "live",
+            mode=mode,
             reports_dir=reports_dir,
             title=RUN_TITLE,
             secrets=settings.secrets(),
@@ -173,6 +192,37 @@ def execute_run(
             notify=notify,
             cell_timeout_s=settings.run.cell_timeout_s,
         )
+
+
+def lock_stuck_after_s(settings: Settings) -> float:
+    """Longer than any run can take: four notebook cells each at their time limit."""
+    return 4 * settings.run.cell_timeout_s
+
+
+def _record_stuck_lock(
+    held: errors.LockHeld, reports_dir: Path, mode: str, notify: Notify | None
+) -> RunRecord:
+    """A lock held past any run's length is a failure with a report and a mail, not a silent 3
+    (systemd counts 3 as success, so processing would stop unnoticed)."""
+    failure = _failure(
+        "lock",
+        "LockHeld",
+        f"the lock {held.lock_file} has been held for {held.held_for_s / 60:.0f} min, longer "
+        "than any run takes; find its holder (the PID in that file) and stop it",
+    )
+    with private_umask():
+        run_dir = _new_run_folder(reports_dir, mode)
+        fallback_report(run_dir / REPORT_FILE, failure, title=RUN_TITLE)
+        summary = _unknown_summary(datetime.now(UTC), mode, {})
+        summary.update(error=failure, headline=f"FAILED at lock: {failure['message']}")
+        summary.update(report=REPORT_FILE, notebook=None, email=None, detail="summary")
+        summary["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+        write_json(run_dir / SUMMARY_FILE, summary)
+        if notify is not None:
+            summary["email"] = _notified(notify, summary, run_dir)
+            write_json(run_dir / SUMMARY_FILE, summary)
+        rebuild_index(reports_dir)
+    return _record(run_dir, summary)
 
 
 def _notified(notify: Notify, summary: dict[str, Any], run_dir: Path) -> Any:
@@ -271,11 +321,11 @@ def _new_run_folder(reports_dir: Path, mode: str) -> Path:
     if mode not in RUN_MODES:  # prune, the index and the mail read it from the folder name
         raise ValueError(f"a run mode is one of {', '.join(RUN_MODES)}, not {mode!r}")
     moment = datetime.now(UTC)
-    reports_dir.mkdir(parents=True, exist_ok=True)
+    private_folder(reports_dir)
     path = reports_dir / f"{moment:%Y%m%dT%H%M%S}Z-{mode}"
     if path.exists():  # two runs in one second: keep both, milliseconds tell them apart
         path = reports_dir / f"{moment:%Y%m%dT%H%M%S}.{moment.microsecond // 1000:03d}Z-{mode}"
-    path.mkdir()
+    path.mkdir(mode=0o700)
     return path
 
 
@@ -382,7 +432,7 @@ def _scrub_notebook(path: Path, secrets: list[Secret]) -> None:
             if output.get("output_type") == "error":
                 _scrub_error(output, kit_errors)
     text = redact(json.dumps(nb, indent=1, ensure_ascii=False), secrets)
-    path.write_text(text + "\n", encoding="utf-8")
+    write_private(path, text + "\n")
 
 
 def _scrub_error(output: dict, kit_errors: frozenset[str]) -> None:
@@ -459,9 +509,7 @@ def _unknown_summary(started: datetime, mode: str, timings: dict) -> dict[str, A
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
     """Write ``data`` atomically (a reader never sees half a file)."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(partial, path)
+    write_private(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def rebuild_index(reports_dir: Path) -> None:

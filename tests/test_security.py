@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 from hostile import HostileServer
@@ -272,3 +274,142 @@ def test_the_run_kernel_listens_on_no_tcp_port_only_in_a_private_folder(tmp_path
     assert os.path.dirname(seen["connection_file"]) == folder  # the signing key is in there too
     assert len([name for name in seen["sockets"] if name.startswith("k-")]) == 5
     assert not os.path.exists(folder)  # removed after the run
+
+
+# --- the lock, and the files the kit writes ---------------------------------------------------
+
+
+def test_a_symlink_as_lock_file_is_refused_and_its_target_untouched(tmp_path):
+    from autoid_lib.lock import run_lock
+
+    private = tmp_path / "state"
+    private.mkdir(mode=0o700)
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me\n")
+    (private / "run.lock").symlink_to(target)
+    with pytest.raises(ConfigError, match="is a symbolic link"), run_lock(private / "run.lock"):
+        pass
+    assert target.read_text() == "keep me\n"
+
+
+@pytest.mark.parametrize("problem", ["shared folder", "writable file", "another owner"])
+def test_an_unsafe_lock_is_refused(tmp_path, problem):
+    from autoid_lib.lock import run_lock
+
+    folder = tmp_path / "state"
+    folder.mkdir(mode=0o700)
+    lock = folder / "run.lock"
+    if problem == "shared folder":
+        folder.chmod(0o1777)  # like /var/lock or /tmp
+        match = "can be written by other users; set \\[run\\] lock_file"
+    else:
+        lock.write_text("")
+        if problem == "writable file":
+            lock.chmod(0o666)
+            match = "can be written by other users; refused"
+        else:
+            if os.geteuid() != 0:
+                pytest.skip("needs root to give a file to another user")
+            os.chown(lock, 65534, 65534)
+            match = "belongs to another user"
+    with pytest.raises(ConfigError, match=match), run_lock(lock):
+        pass
+
+
+def test_the_lock_folder_is_created_private_under_umask_022(tmp_path):
+    from autoid_lib.lock import run_lock
+
+    old = os.umask(0o022)
+    try:
+        with run_lock(tmp_path / "new" / "state" / "run.lock"):
+            pass
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "new" / "state").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "new" / "state" / "run.lock").stat().st_mode) == 0o600
+
+
+def _hold_lock(lock) -> subprocess.Popen:
+    """Another process holding the run lock (as a hung run or a hostile user would)."""
+    code = (
+        "import sys, time\nfrom autoid_lib.lock import run_lock\n"
+        "with run_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(120)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(lock)], stdout=subprocess.PIPE,
+                              text=True)  # fmt: skip
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_lock_held_past_any_run_is_a_mailed_failure_not_a_silent_3(
+    sandbox, smtp_server, tmp_path, capsys
+):
+    from test_run_email import autoid_run, email_table, kit_config
+
+    from autoid_lib.cli import ExitStatus
+
+    inbox, port = smtp_server()
+    config = kit_config(sandbox, tmp_path, email_table(port, send='"always"'))
+    lock = load_settings(config).run.lock_file
+    holder = _hold_lock(lock)
+    try:
+        assert autoid_run("--config", str(config), "--email", "--quiet") == ExitStatus.LOCKED
+        assert not (tmp_path / "reports").exists() and inbox.messages() == []  # an overlap
+        two_hours_ago = time.time() - 7200
+        os.utime(lock, (two_hours_ago, two_hours_ago))  # as if taken two hours ago
+        status = autoid_run("--config", str(config), "--email", "--quiet")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert status == ExitStatus.FAILED
+    err = capsys.readouterr().err
+    assert "run failed at lock: the lock" in err and "held for 120 min" in err
+    [folder] = [p for p in (tmp_path / "reports").iterdir() if p.is_dir()]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["error"]["step"] == "lock"
+    assert summary["email"]["sent"] is True
+    [message] = inbox.messages()
+    assert "FAILED" in message["Subject"]
+    assert sandbox.total_requests() == 0
+
+
+def test_files_the_run_writes_are_private_under_umask_022(demo_sandbox, tmp_path):
+    from test_run_email import kit_config
+
+    from autoid_lib.notebook_run import execute_run
+
+    settings = load_settings(kit_config(demo_sandbox, tmp_path))
+    old = os.umask(0o022)
+    try:
+        record = execute_run(settings, detail="full", progress=False)
+    finally:
+        os.umask(old)
+    assert record.summary["error"] is None
+    reports = tmp_path / "reports"
+    found = [reports, *reports.rglob("*")]
+    assert len(found) >= 7  # the folder, index.html, the run folder and its files
+    loose = {
+        str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.stat().st_mode))
+        for p in found
+        if stat.S_IMODE(p.stat().st_mode) & 0o077
+    }
+    assert loose == {}
+    names = {p.name for p in found}
+    assert {"report.html", "summary.json", "run.ipynb", "run.log", "index.html"} <= names
+    assert not [n for n in names if n.endswith(".partial")]
+
+
+def test_a_planted_symlink_is_replaced_never_written_through(tmp_path):
+    from autoid_lib.private_files import write_private
+
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("keep me\n")
+    (tmp_path / "index.html").symlink_to(target)
+    for name in (".index.html.partial", ".summary.json.partial"):  # the old fixed names
+        (tmp_path / name).symlink_to(target)
+    write_private(tmp_path / "index.html", "<p>new</p>")
+    assert target.read_text() == "keep me\n"
+    assert not (tmp_path / "index.html").is_symlink()
+    assert (tmp_path / "index.html").read_text() == "<p>new</p>"
+    assert stat.S_IMODE((tmp_path / "index.html").stat().st_mode) == 0o600
