@@ -132,6 +132,8 @@ def _execute_notebook(
     timings["export"] = time.perf_counter() - clock
     summary = _final_summary(run_dir, started, mode, timings, failure, secrets)
     summary["detail"] = parameters.get("detail")  # the mail attaches only a summary-detail report
+    if summary["detail"] != "full":  # the summary feeds the mail: no study-to-pseudonym link
+        summary["verification"] = without_study_refs(summary.get("verification") or [])
     write_json(run_dir / SUMMARY_FILE, summary)
     if notify is not None:  # the single place the e-mail step hooks in
         summary["email"] = _notified(notify, summary, run_dir)
@@ -192,6 +194,14 @@ def execute_run(
             notify=notify,
             cell_timeout_s=settings.run.cell_timeout_s,
         )
+
+
+_STUDY_REF = re.compile(r"\bstudy …\S+")
+
+
+def without_study_refs(problems: Sequence[str]) -> list[str]:
+    """Verification sentences with each study reference ("study …12345678") made anonymous."""
+    return [_STUDY_REF.sub("a study", problem) for problem in problems]
 
 
 def lock_stuck_after_s(settings: Settings) -> float:

@@ -413,3 +413,29 @@ def test_a_planted_symlink_is_replaced_never_written_through(tmp_path):
     assert not (tmp_path / "index.html").is_symlink()
     assert (tmp_path / "index.html").read_text() == "<p>new</p>"
     assert stat.S_IMODE((tmp_path / "index.html").stat().st_mode) == 0o600
+
+
+def test_summary_detail_verification_names_no_study(demo_sandbox, tmp_path):
+    """A verification problem names the study and its pseudonym; summary.json at detail =
+    summary (which feeds the mail) keeps the problem but not which study."""
+    from test_run import settings_for
+
+    from autoid_lib.apply import apply_plan, verify_plan
+    from autoid_lib.notebook_run import without_study_refs
+    from autoid_lib.redcap import RedcapGateway
+    from autoid_lib.run import run_autoid
+
+    settings = settings_for(demo_sandbox, tmp_path)
+    planned = run_autoid(settings, dry_run=True).plan
+    target = planned.transfers[0]
+    demo_sandbox.add_rows("incoming", [{
+        "study_instance_uid": target.study_uid, "redcap_repeat_instrument": "transfers",
+        "redcap_repeat_instance": str(target.instance), "transfer_project_name": "MANUAL",
+    }])  # fmt: skip
+    gateway = RedcapGateway(settings.redcap)
+    apply_plan(planned, gateway)
+    [problem] = verify_plan(planned, gateway)
+    assert target.study_uid[-8:] in problem  # the full report keeps it
+    [public] = without_study_refs([problem])
+    assert target.study_uid[-8:] not in public and "…" not in public
+    assert public.startswith(f"{target.project_name}: a study should hold one transfer request")
