@@ -439,3 +439,25 @@ def test_summary_detail_verification_names_no_study(demo_sandbox, tmp_path):
     [public] = without_study_refs([problem])
     assert target.study_uid[-8:] not in public and "…" not in public
     assert public.startswith(f"{target.project_name}: a study should hold one transfer request")
+
+
+# --- the sandbox ------------------------------------------------------------------------------
+
+
+def test_the_sandbox_database_is_private_and_refuses_a_symlink(tmp_path):
+    from autoid_lib.sandbox.store import Store
+
+    old = os.umask(0o022)
+    try:
+        store = Store(tmp_path / "sandbox.db")
+        store.close()
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert modes["sandbox.db"] == 0o600 and all(m & 0o077 == 0 for m in modes.values())
+    target = tmp_path / "precious"
+    target.write_text("keep me\n")
+    (tmp_path / "link.db").symlink_to(target)
+    with pytest.raises(ValueError, match="symbolic link"):
+        Store(tmp_path / "link.db")
+    assert target.read_text() == "keep me\n"
