@@ -19,6 +19,7 @@ from autoid_lib.plan import PlanSettings, plan
 from autoid_lib.private_files import private_folder
 from autoid_lib.redcap import RedcapGateway
 from autoid_lib.run import server_time
+from autoid_lib.safe_text import printable
 from autoid_lib.snapshot import Snapshot
 
 
@@ -103,5 +104,5 @@ def run(args) -> int:
         return ExitStatus.CONFIG
     report = check_setup(settings)
     print(f"config: {settings.path}")
-    print("\n".join(report.lines()))
+    print("\n".join(printable(line) for line in report.lines()))  # names come from REDCap
     return ExitStatus.OK if report.ok else ExitStatus.FAILED

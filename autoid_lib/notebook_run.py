@@ -42,6 +42,7 @@ from autoid_lib.kernel_transport import private_kernel_config
 from autoid_lib.lock import environment_for_child, run_lock
 from autoid_lib.private_files import private_folder, private_umask, write_private
 from autoid_lib.prune import RUN_MODES
+from autoid_lib.safe_text import PrintableFormatter
 from autoid_lib.secret import Secret, redact
 
 if TYPE_CHECKING:
@@ -302,7 +303,7 @@ def _log_to_file(path: Path) -> None:
     """Send the kit's log lines to run.log instead of the notebook's stderr (and so the report)."""
     logger = logging.getLogger("autoid")
     handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger.handlers[:] = [handler]
     logger.setLevel(logging.INFO)
     logger.propagate = False

@@ -461,3 +461,40 @@ def test_the_sandbox_database_is_private_and_refuses_a_symlink(tmp_path):
     with pytest.raises(ValueError, match="symbolic link"):
         Store(tmp_path / "link.db")
     assert target.read_text() == "keep me\n"
+
+
+# --- terminal and log injection ---------------------------------------------------------------
+
+
+def test_a_project_name_with_escapes_is_printed_escaped_by_check(sandbox, tmp_path, capsys):
+    from autoid_lib.cli import main
+
+    name = "Evil\x1b[2J\r\n2026-01-01 autoid.run: all fine"
+    sandbox.add_rows("projects", [{
+        "record_id": "9", "project_name": name, "project_use_autoid": "1",
+        "project_autoid_aetitle": "EVIL", "project_patient_naming": "E[0-9]{3}",
+    }])  # fmt: skip
+    main(["check", "--config", str(sandbox.write_kit_files(tmp_path))])
+    out = capsys.readouterr().out
+    assert "Evil\\x1b[2J\\r\\n2026-01-01 autoid.run: all fine" in out
+    assert "\x1b" not in out and "\r" not in out
+
+
+def test_log_lines_cannot_be_forged(tmp_path):
+    import logging
+
+    from autoid_lib.safe_text import PrintableFormatter
+
+    stream = open(tmp_path / "run.log", "w")  # noqa: SIM115
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(PrintableFormatter("%(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("autoid.test_forge")
+    logger.addHandler(handler)
+    try:
+        logger.warning("REDCap said %s", "no\x1b[8m\nINFO autoid.run: run succeeded\rX")
+    finally:
+        logger.removeHandler(handler)
+        stream.close()
+    lines = (tmp_path / "run.log").read_text().split("\n")
+    assert lines[0].startswith("WARNING autoid.test_forge: REDCap said no\\x1b[8m")
+    assert lines[1] == "    INFO autoid.run: run succeeded\\rX"  # indented: visibly not ours
