@@ -50,6 +50,7 @@ def check_setup(settings: Settings) -> CheckReport:
             f"ok ({folder})" if writable else (f"FAILED: {folder} cannot be created or written")
         )
         report.ok &= writable
+    report.warnings.extend(security_warnings(settings))
     gateway = RedcapGateway(settings.redcap)
     for database in DATABASES:
         try:
@@ -80,6 +81,22 @@ def check_setup(settings: Settings) -> CheckReport:
         if anomaly.kind in {"ambiguous_ae_title", "project_misconfigured"}:
             report.warnings.append(anomaly.message)
     return report
+
+
+def security_warnings(settings: Settings) -> list[str]:
+    """Settings that work but weaken what the kit protects; said loudly, never refused."""
+    found = []
+    if settings.run.hash == "sha512":
+        found.append(
+            "hash = 'sha512' can be reversed by hashing every possible national ID; new "
+            "installations should use hash = 'hmac-sha256' with a hash_key"
+        )
+    if settings.redcap.verify is False:
+        found.append("[redcap] verify = false: TLS certificates are NOT checked; tokens can leak")
+    email = settings.email or {}
+    if email.get("password") and email.get("security", "starttls") == "none":
+        found.append("[email] sends its password without TLS (security = 'none')")
+    return found
 
 
 def _writable(folder: Path) -> bool:

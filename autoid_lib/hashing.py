@@ -27,6 +27,9 @@ def sha512_hex(value: str) -> str:
     return hashlib.sha512(value.encode("utf-8")).hexdigest()
 
 
+MIN_KEY_BYTES = 32  # a shorter key can be guessed like a password
+
+
 @dataclass(frozen=True)
 class PatientHasher:
     """Hashes patient IDs under the configured scheme and lists the keys to look up."""
@@ -39,6 +42,11 @@ class PatientHasher:
             raise ConfigError(f"unknown hash scheme {self.scheme!r}; use one of {SCHEMES}")
         if self.scheme == "hmac-sha256" and self.key is None:
             raise ConfigError("hash = 'hmac-sha256' needs [run] hash_key = 'env:...' or 'file:...'")
+        if self.scheme == "hmac-sha256" and len(self.key.reveal().encode("utf-8")) < MIN_KEY_BYTES:
+            raise ConfigError(
+                f"[run] hash_key ({self.key.source}) is shorter than {MIN_KEY_BYTES} bytes; "
+                "use a long random key, e.g. from: openssl rand -hex 32"
+            )
 
     def primary(self, normalised: str) -> str:
         """The hash a new AutoID row is stored under."""

@@ -498,3 +498,40 @@ def test_log_lines_cannot_be_forged(tmp_path):
     lines = (tmp_path / "run.log").read_text().split("\n")
     assert lines[0].startswith("WARNING autoid.test_forge: REDCap said no\\x1b[8m")
     assert lines[1] == "    INFO autoid.run: run succeeded\\rX"  # indented: visibly not ours
+
+
+# --- hardening --------------------------------------------------------------------------------
+
+
+def test_a_short_hash_key_is_refused(tmp_path, monkeypatch):
+    path = _config(tmp_path, monkeypatch, 'hash = "hmac-sha256"\nhash_key = "env:SHORT_KEY"\n')
+    monkeypatch.setenv("SHORT_KEY", "k" * 31)
+    with pytest.raises(ConfigError, match="shorter than 32 bytes"):
+        load_settings(path)
+    monkeypatch.setenv("SHORT_KEY", "k" * 32)
+    assert load_settings(path).run.hasher().scheme == "hmac-sha256"
+
+
+def test_check_warns_about_sha512_and_unverified_tls(demo_sandbox, tmp_path, capsys):
+    from autoid_lib.cli import main
+
+    config = demo_sandbox.write_kit_files(tmp_path)
+    config.write_text(config.read_text().replace("verify = true", "verify = false"))
+    main(["check", "--config", str(config)])
+    out = capsys.readouterr().out
+    assert "! hash = 'sha512' can be reversed by hashing every possible national ID" in out
+    assert "! [redcap] verify = false: TLS certificates are NOT checked" in out
+
+
+def test_gen_id_creates_its_exclusion_file_private(tmp_path):
+    old = os.umask(0o022)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "autoid_lib.cli", "gen-id", "-r", "P[0-9]{3}", "-e",
+             str(tmp_path / "used.txt"), "-a"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+    finally:
+        os.umask(old)
+    assert proc.returncode == 0, proc.stderr
+    assert stat.S_IMODE((tmp_path / "used.txt").stat().st_mode) == 0o600
