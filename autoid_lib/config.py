@@ -14,7 +14,7 @@ Scripts and schedulers depend on these key names, so keys are added, never renam
     [run]
     lookback_days = 14
     hash = "sha512"                            # or "hmac-sha256" with hash_key = "env:..."
-    lock_file = "/var/lock/autoid.lock"
+    lock_file = "/var/lib/autoid/autoid.lock"
     reports_dir = "reports"
 
 Relative paths are read relative to the config file's folder.
