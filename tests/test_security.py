@@ -144,12 +144,14 @@ def _autoid(
 ) -> tuple[subprocess.CompletedProcess, float, int]:
     """Run the real command line; (process, seconds, peak memory of the child in MB)."""
     code = (
-        "import resource, sys, time\n"
+        "import sys, time\n"
         "from autoid_lib.cli import main\n"
         "start = time.monotonic()\n"
         "try:\n    status = main(sys.argv[1:])\n"
         "finally:\n"
-        "    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024\n"
+        # VmHWM, not ru_maxrss: the latter keeps the forking parent's size across exec
+        "    hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+        "    peak = int(hwm.split()[1]) // 1024\n"
         "    print(f'@@ {time.monotonic() - start:.2f} {peak}', file=sys.stderr)\n"
         "sys.exit(status)\n"
     )
