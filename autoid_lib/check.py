@@ -15,8 +15,10 @@ from pathlib import Path
 from autoid_lib.config import DATABASES, Settings, load_settings
 from autoid_lib.errors import AutoIdError, ConfigError
 from autoid_lib.plan import PlanSettings, plan
+from autoid_lib.private_files import private_folder
 from autoid_lib.redcap import RedcapGateway
 from autoid_lib.run import server_time
+from autoid_lib.safe_text import printable
 from autoid_lib.snapshot import Snapshot
 from autoid_lib.status import ExitStatus
 
@@ -48,6 +50,7 @@ def check_setup(settings: Settings) -> CheckReport:
             f"ok ({folder})" if writable else (f"FAILED: {folder} cannot be created or written")
         )
         report.ok &= writable
+    report.warnings.extend(security_warnings(settings))
     gateway = RedcapGateway(settings.redcap)
     for database in DATABASES:
         try:
@@ -80,10 +83,26 @@ def check_setup(settings: Settings) -> CheckReport:
     return report
 
 
+def security_warnings(settings: Settings) -> list[str]:
+    """Settings that work but weaken what the kit protects; said loudly, never refused."""
+    found = []
+    if settings.run.hash == "sha512":
+        found.append(
+            "hash = 'sha512' can be reversed by hashing every possible national ID; new "
+            "installations should use hash = 'hmac-sha256' with a hash_key"
+        )
+    if settings.redcap.verify is False:
+        found.append("[redcap] verify = false: TLS certificates are NOT checked; tokens can leak")
+    email = settings.email or {}
+    if email.get("password") and email.get("security", "starttls") == "none":
+        found.append("[email] sends its password without TLS (security = 'none')")
+    return found
+
+
 def _writable(folder: Path) -> bool:
     """Whether the run could create files in ``folder`` (creating the folder if needed)."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        private_folder(folder)
         with tempfile.TemporaryFile(dir=folder):
             return True
     except OSError:
@@ -102,5 +121,5 @@ def run(args) -> int:
         return ExitStatus.CONFIG
     report = check_setup(settings)
     print(f"config: {settings.path}")
-    print("\n".join(report.lines()))
+    print("\n".join(printable(line) for line in report.lines()))  # names come from REDCap
     return ExitStatus.OK if report.ok else ExitStatus.FAILED

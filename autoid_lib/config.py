@@ -14,7 +14,7 @@ Scripts and schedulers depend on these key names, so keys are added, never renam
     [run]
     lookback_days = 14
     hash = "sha512"                            # or "hmac-sha256" with hash_key = "env:..."
-    lock_file = "/var/lock/autoid.lock"
+    lock_file = "/var/lib/autoid/autoid.lock"
     reports_dir = "reports"
 
 Relative paths are read relative to the config file's folder.
@@ -29,21 +29,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from autoid_lib.child_env import refused_name
 from autoid_lib.errors import ConfigError
-from autoid_lib.hashing import PatientHasher
+from autoid_lib.hashing import MIN_KEY_BYTES, PatientHasher
 from autoid_lib.secret import Secret, resolve_secret
 
 DATABASES = ("projects", "incoming", "autoid", "transfers")
 # Every key the kit reads; anything else is a typo worth stopping for (docs/run.md lists them).
 KNOWN_KEYS = {
     "": ("redcap", "run", "email"),
-    "redcap": ("url", "urls", "verify", "timeout_s", "read_retries", "chunk_size", "tokens"),
+    "redcap": (
+        "url", "urls", "verify", "timeout_s", "read_retries", "chunk_size", "tokens",
+        "max_answer_mb",
+    ),
     "redcap.urls": DATABASES,
     "redcap.tokens": DATABASES,
     "run": (
         "lookback_days", "hash", "hash_key", "lock_file", "reports_dir", "capacity_warn_at",
-        "server_timezone", "external_generator", "cell_timeout_s", "previous_hash",
-        "previous_hash_key", "max_catchup_days",
+        "server_timezone", "external_generator", "cell_timeout_s", "external_generator_env",
+        "previous_hash", "previous_hash_key", "max_catchup_days",
     ),
 }  # fmt: skip
 _TOKEN_SHAPE = re.compile(r"[0-9A-Za-z]{32}")
@@ -59,6 +63,7 @@ class RedcapSettings:
     timeout_s: float = 30.0
     read_retries: int = 3
     chunk_size: int = 500
+    max_answer_bytes: int = 512 * 10**6  # a larger answer fails closed (memory stays bounded)
 
     def same_database(self, a: str, b: str) -> bool:
         return self.urls[a] == self.urls[b] and self.tokens[a].reveal() == self.tokens[b].reveal()
@@ -74,6 +79,7 @@ class RunSettings:
     capacity_warn_at: float = 0.8
     server_timezone: str = ""  # REDCap's clock for dateRangeBegin; default: this machine's
     external_generator: tuple[str, ...] = ()  # argv with {pattern} and {exclusion_file}
+    external_generator_env: tuple[str, ...] = ()  # variables it gets besides PATH, LANG, HOME...
     cell_timeout_s: float = 900.0  # a notebook cell running longer fails the run
     previous_hash: str = ""  # the scheme before a rotation, still looked up ("" = none)
     previous_hash_key: Secret | None = field(default=None, repr=False)
@@ -113,6 +119,7 @@ def load_settings(path: str | Path) -> Settings:
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"config {path} is not valid TOML: {error}") from None
     _refuse_unknown_keys(data)
+    _refuse_secrets_for_generator(data)
     base = path.parent.resolve()
     return Settings(
         redcap=_redcap_settings(_table(data, "redcap"), base),
@@ -135,6 +142,21 @@ def _refuse_unknown_keys(data: dict) -> None:
             raise ConfigError(
                 f"unknown config key {shown}{unknown[0]}; known keys: {', '.join(known)}"
             )
+
+
+def _refuse_secrets_for_generator(data: dict) -> None:
+    """A variable that holds one of this config's secrets never goes to the generator."""
+    run, redcap = data.get("run") or {}, data.get("redcap") or {}
+    names = run.get("external_generator_env") if isinstance(run, dict) else None
+    if not isinstance(names, list):
+        return
+    tokens = redcap.get("tokens") if isinstance(redcap, dict) else None
+    references = list(tokens.values()) if isinstance(tokens, dict) else []
+    references += [run.get("hash_key"), (data.get("email") or {}).get("password")]
+    secret_vars = {r[4:] for r in references if isinstance(r, str) and r.startswith("env:")}
+    for name in names:
+        if name in secret_vars:
+            raise ConfigError(f"[run] external_generator_env: {name} holds a secret of the kit")
 
 
 def _table(data: dict, name: str, required: bool = True) -> dict:
@@ -179,6 +201,7 @@ def _redcap_settings(table: dict, base: Path) -> RedcapSettings:
         timeout_s=_positive(table, "timeout_s", 30.0, "[redcap]"),
         read_retries=_whole(table, "read_retries", 3, "[redcap]", allow_zero=True),
         chunk_size=_whole(table, "chunk_size", 500, "[redcap]"),
+        max_answer_bytes=int(_positive(table, "max_answer_mb", 512, "[redcap]") * 10**6),
     )
 
 
@@ -197,6 +220,12 @@ def _run_settings(table: dict, base: Path) -> RunSettings:
     scheme = table.get("hash", "sha512")
     key_reference = table.get("hash_key")
     hash_key = resolve_secret(key_reference, "[run] hash_key") if key_reference else None
+    if hash_key is not None and len(hash_key.reveal().encode("utf-8")) < MIN_KEY_BYTES:
+        # new rows are keyed with it; a rotation's previous key is only looked up, so not here
+        raise ConfigError(
+            f"[run] hash_key ({hash_key.source}) is shorter than {MIN_KEY_BYTES} bytes; "
+            "use a long random key, e.g. from: openssl rand -hex 32"
+        )
     previous_reference = table.get("previous_hash_key")
     previous_key = (
         resolve_secret(previous_reference, "[run] previous_hash_key")
@@ -219,6 +248,7 @@ def _run_settings(table: dict, base: Path) -> RunSettings:
             f"[run] max_catchup_days ({max_catchup_days}) must be at least lookback_days "
             f"({lookback_days})"
         )
+    generator_env = _generator_env(table.get("external_generator_env", []))
     settings = RunSettings(
         lookback_days=lookback_days,
         hash=scheme,
@@ -228,6 +258,7 @@ def _run_settings(table: dict, base: Path) -> RunSettings:
         capacity_warn_at=_fraction(table, "capacity_warn_at", 0.8, "[run]"),
         server_timezone=_timezone(table.get("server_timezone", "")),
         external_generator=tuple(generator),
+        external_generator_env=generator_env,
         cell_timeout_s=float(_positive(table, "cell_timeout_s", 900.0, "[run]")),
         previous_hash=previous_hash,
         previous_hash_key=previous_key,
@@ -235,6 +266,17 @@ def _run_settings(table: dict, base: Path) -> RunSettings:
     )
     settings.hasher()  # validates the scheme and key now, not mid-run
     return settings
+
+
+def _generator_env(names) -> tuple[str, ...]:
+    """Variable names the site passes to its generator; the kit's secrets are refused."""
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        raise ConfigError("[run] external_generator_env must be a list of variable names")
+    for name in names:
+        why = refused_name(name)
+        if why:
+            raise ConfigError(f"[run] external_generator_env: {why}")
+    return tuple(names)
 
 
 def _positive(table: dict, key: str, default, where: str, allow_zero: bool = False):

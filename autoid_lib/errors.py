@@ -65,8 +65,9 @@ class RedcapError(AutoIdError):
 class LockHeld(AutoIdError):
     """Another run holds the lock; this run did nothing."""
 
-    def __init__(self, lock_file: str):
+    def __init__(self, lock_file: str, held_for_s: float = 0.0):
         self.lock_file = lock_file
+        self.held_for_s = held_for_s
         super().__init__(f"another run holds the lock {lock_file}; nothing was done")
 
 

@@ -40,6 +40,9 @@ def sha512_hex(value: str) -> str:
     return hashlib.sha512(value.encode("utf-8")).hexdigest()
 
 
+MIN_KEY_BYTES = 32  # a shorter key can be guessed like a password
+
+
 def normalise_hash(value: str) -> str:
     """A stored hash as the kit compares it: hex is case-insensitive, padding is not data."""
     return value.strip().lower()

@@ -3,6 +3,12 @@
 ``autoid run`` takes the lock and then starts the notebook's kernel, which runs the job in a
 child process. The child must not wait for its own parent's lock, so the parent names the lock
 it holds in ``AUTOID_LOCK_HELD_BY`` and a *direct child* may proceed under it.
+
+The lock file lives in a private folder: in a folder others can write to (``/var/lock``) another
+user could plant a symlink (the run would truncate its target) or hold the lock for ever. So the
+folder is created 0700, a folder writable by group or others is refused, the file is opened
+without following a symlink and must be a regular file of this user, not writable by others.
+A refused lock is a ``ConfigError``; ``LockHeld`` says how long the holder has had the lock.
 """
 
 from __future__ import annotations
@@ -10,10 +16,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from autoid_lib.errors import LockHeld
+from autoid_lib.errors import ConfigError, LockHeld
+from autoid_lib.private_files import private_folder
 
 INHERITED = "AUTOID_LOCK_HELD_BY"
 
@@ -25,13 +34,14 @@ def run_lock(path: str | Path) -> Iterator[None]:
     if _held_by_parent(path):
         yield
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = _open_private(path)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise LockHeld(str(path)) from None
+            # the holder rewrote the file when it took the lock: its mtime is when
+            held_for = max(0.0, time.time() - os.fstat(fd).st_mtime)
+            raise LockHeld(str(path), held_for) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         try:
@@ -40,6 +50,34 @@ def run_lock(path: str | Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def _open_private(path: Path) -> int:
+    folder = private_folder(path.parent)
+    info = os.stat(folder)
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) or info.st_uid not in (os.geteuid(), 0):
+        raise ConfigError(
+            f"lock folder {folder} can be written by other users; set [run] lock_file to a "
+            "file in a private folder (e.g. /var/lib/autoid/autoid.lock)"
+        )
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError:
+        if os.path.islink(path):
+            raise ConfigError(f"lock file {path} is a symbolic link; refused") from None
+        raise
+    info = os.fstat(fd)
+    problem = None
+    if not stat.S_ISREG(info.st_mode):
+        problem = "is not a regular file"
+    elif info.st_uid != os.geteuid():
+        problem = "belongs to another user"
+    elif info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        problem = "can be written by other users"
+    if problem:
+        os.close(fd)
+        raise ConfigError(f"lock file {path} {problem}; refused (remove it, the run recreates it)")
+    return fd
 
 
 def environment_for_child(path: str | Path) -> dict[str, str]:

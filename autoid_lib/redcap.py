@@ -17,10 +17,13 @@ from typing import Any
 
 import requests
 from redcap import Project
+from redcap.request import _ContentConfig, _RCRequest
 
 from autoid_lib.config import RedcapSettings
 from autoid_lib.errors import RedcapError
+from autoid_lib.http_guard import AnswerRefused, DeadlineExceeded, guarded_session
 from autoid_lib.plan import NewAutoId, TransferRequest
+from autoid_lib.safe_text import printable
 from autoid_lib.secret import redact
 from autoid_lib.snapshot import AutoIdRow, ExistingTransfer, IncomingStudy, ProjectRecord
 
@@ -55,13 +58,30 @@ REDCAP_TIME = "%Y-%m-%d %H:%M:%S"
 class _KnownSchemaProject(Project):
     """A PyCap Project whose record ID field is known, so exports need no metadata call."""
 
-    def __init__(self, url: str, token: str, record_id_field: str, **kwargs):
+    def __init__(
+        self, url: str, token: str, record_id_field: str, session: requests.Session, **kwargs
+    ):
         super().__init__(url, token, **kwargs)
         self._record_id_field = record_id_field
+        self._session = session
 
     @property
     def def_field(self) -> str:
         return self._record_id_field
+
+    def _call_api(self, payload, return_type, file=None):
+        """PyCap's own ``_call_api``, but on our guarded session instead of its global one."""
+        config = _ContentConfig(
+            return_empty_json=return_type == "empty_json",
+            return_bytes=return_type == "file_map",
+        )
+        request = _RCRequest(url=self.url, payload=payload, config=config, session=self._session)
+        return request.execute(
+            verify_ssl=self.verify_ssl,
+            return_headers=return_type == "file_map",
+            file=file,
+            **self._request_kwargs,
+        )
 
 
 class RedcapGateway:
@@ -73,6 +93,10 @@ class RedcapGateway:
         self._sleep = sleep
         self._secrets = list(settings.tokens.values())
         self._projects: dict[str, Project] = {}
+        self._refused: dict[str, str] = {}  # URL -> why its server is not asked again
+        # a second beyond the per-read timeout, so a silent server stays a (retried) timeout
+        # and only one that keeps dripping meets the deadline
+        self._session = guarded_session(settings.timeout_s + 1, settings.max_answer_bytes)
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -235,8 +259,10 @@ class RedcapGateway:
                 self.settings.urls[database],
                 self.settings.tokens[database].reveal(),
                 RECORD_ID_FIELD[database],
+                self._session,
                 verify_ssl=self.settings.verify,
                 timeout=self.settings.timeout_s,
+                allow_redirects=False,
             )
         return self._projects[database]
 
@@ -270,9 +296,25 @@ class RedcapGateway:
 
     def _call(self, database: str, operation: str, method: str, *args, **kwargs):
         project = self._project(database)
+        url = self.settings.urls[database]
+        if url in self._refused:  # one slow, redirecting or flooding server costs one deadline
+            raise RedcapError(database, operation, f"not tried: {self._refused[url]}")
+        try:
+            return self._request(project, method, database, operation, *args, **kwargs)
+        except AnswerRefused as error:  # a redirect, too slow or too large: retrying won't help
+            self._refused[url] = f"the same server failed before ({error})"
+            if isinstance(error, DeadlineExceeded) and method == "import_records":
+                raise _Transient(str(error)) from None  # it may have been written: see _import
+            raise RedcapError(database, operation, str(error)) from None
+
+    def _request(self, project, method: str, database: str, operation: str, *args, **kwargs):
         self.requests += 1
         try:
             return getattr(project, method)(*args, **kwargs)
+        except AnswerRefused:
+            raise
+        except RecursionError:
+            raise RedcapError(database, operation, "answer nests too deeply to parse") from None
         except requests.exceptions.JSONDecodeError:
             raise _Transient("answer is not valid JSON (an error page or a cut-off body)") from None
         except requests.exceptions.SSLError:
@@ -293,7 +335,7 @@ class RedcapGateway:
         detail = error.args[0] if error.args else error
         if isinstance(detail, dict) and "error" in detail:
             detail = detail["error"]
-        return redact(str(detail), self._secrets)[:300]
+        return printable(redact(str(detail), self._secrets))[:300]
 
 
 class _Transient(Exception):

@@ -136,7 +136,9 @@ def _plan_settings(settings: Settings, result: RunResult, projects, rng) -> Plan
     if settings.run.external_generator:
         from autoid_lib.ids.generate import ExternalGenerator
 
-        generator = ExternalGenerator(settings.run.external_generator).generate_ids
+        generator = ExternalGenerator(
+            settings.run.external_generator, env_names=settings.run.external_generator_env
+        ).generate_ids
     return PlanSettings(
         hasher=settings.run.hasher(),
         requested_at=f"{result.window_end:%Y-%m-%d %H:%M}",

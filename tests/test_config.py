@@ -202,7 +202,7 @@ def test_a_config_that_is_not_utf8_is_one_config_error(tmp_path, monkeypatch):
 
 
 def test_a_rotation_names_the_previous_key_and_keeps_it_secret(tmp_path, monkeypatch):
-    monkeypatch.setenv("AUTOID_HASH_KEY", "new-key")
+    monkeypatch.setenv("AUTOID_HASH_KEY", "new-key-" + "n" * 32)
     monkeypatch.setenv("AUTOID_OLD_KEY", "old-key")
     extra = (
         'hash = "hmac-sha256"\nhash_key = "env:AUTOID_HASH_KEY"\n'

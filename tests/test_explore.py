@@ -303,3 +303,20 @@ def test_overview_widget_shows_the_projects_recent_runs(app):
     app.overview.button.click()
     shown = text_of(app.overview.output)
     assert "Recent runs:" in shown and "attention" in shown and "17" in shown
+
+
+def test_typed_patient_and_study_values_are_never_echoed_on_the_kernel_channel(app):
+    """ipywidgets re-sends every value a front-end sets ("echo_update") on iopub, where any
+    other front-end (or a listener) sees it; the lookup fields must not."""
+    for field, button, typed in (
+        (app.patient.password, app.patient.button, PID[0]),
+        (app.study.query, app.study.button, "ACC-4711"),
+    ):
+        sent = []
+        field._send = lambda msg, buffers=None, sent=sent: sent.append(msg)  # the comm's wire
+        assert field.continuous_update is False  # nothing travels per keystroke
+        field.set_state({"value": typed})  # what the front-end's update does
+        assert field.value == typed
+        button.click()
+        assert field.value == ""
+        assert typed not in json.dumps(sent)

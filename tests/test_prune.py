@@ -208,7 +208,7 @@ def test_both_services_create_the_state_directory_alike():
     service, prune = _unit("autoid.service"), _unit("autoid-prune.service")
     for key in ("StateDirectory", "StateDirectoryMode", "UMask", "User", "Group"):
         assert prune.get(key) == service.get(key), key
-    assert service["StateDirectoryMode"] == "0750"
+    assert service["StateDirectoryMode"] == "0700"
 
 
 def test_cron_runs_every_five_minutes_with_email_and_prunes_daily():

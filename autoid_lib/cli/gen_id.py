@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,7 +89,8 @@ def read_id_file(path: str | Path) -> set[str]:
 def locked_id_file(path: str | Path) -> Iterator[BinaryIO]:
     """``path`` opened for reading and appending (created if missing), under an exclusive
     ``flock`` that is held until the block ends and the file is closed."""
-    with open(path, "a+b") as fh:
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)  # a new file is private
+    with os.fdopen(fd, "a+b") as fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)  # released when the file is closed
         fh.seek(0)
         yield fh

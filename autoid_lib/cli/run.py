@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from autoid_lib.config import MAX_LOOKBACK_DAYS
+from autoid_lib.safe_text import printable
 from autoid_lib.status import ExitStatus
 
 if TYPE_CHECKING:
@@ -111,9 +112,10 @@ def run(args: argparse.Namespace) -> int:
 def print_outcome(command: str, record: RunRecord, *, quiet: bool) -> ExitStatus:
     """The report path on stdout (the one line scripts read), how it ended on stderr."""
     if record.exit_status != ExitStatus.OK:
-        print(f"{command}: {record.message} (report: {record.report})", file=sys.stderr)
+        message = printable(record.message)
+        print(f"{command}: {message} (report: {record.report})", file=sys.stderr)
     elif not quiet:
-        print(record.message, file=sys.stderr)
+        print(printable(record.message), file=sys.stderr)
     print(record.report)
     return record.exit_status
 
@@ -139,7 +141,9 @@ def email_hook(settings: Settings) -> Notify:
 
 def configure_logging(quiet: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    from autoid_lib.safe_text import PrintableFormatter
+
+    handler.setFormatter(PrintableFormatter("%(name)s: %(message)s"))
     for name in ("autoid", "papermill"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]

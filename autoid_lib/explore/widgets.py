@@ -5,8 +5,10 @@
 test can read). ``ExploreSession`` does the REDCap reads (through ``RedcapGateway``) and caches
 them; everything shown is computed by ``explore``.
 
-Privacy: the patient lookup's input is a ``Password`` field; its value is taken, cleared at once
-and never shown, logged or kept. The study lookup's field (which may hold an accession number)
+Privacy: the patient lookup's input is a ``Password`` field that the kernel never echoes back
+(ipywidgets otherwise re-broadcasts every keystroke on the kernel's output channel) and that
+sends its value only on Enter or when focus leaves; the value is taken, cleared at once and
+never shown, logged or kept. The study lookup's field (which may hold an accession number)
 is cleared the same way. Outputs carry project, study date, a short study reference, pseudonym
 and state; never a patient ID, a patient name, an accession number or a token. Unexpected errors
 are shown by type only (their text may quote data).
@@ -21,6 +23,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import ipywidgets as widgets
 import pandas as pd
+from traitlets import Unicode
 
 from autoid_lib.config import Settings, load_settings
 from autoid_lib.errors import AutoIdError
@@ -195,13 +198,27 @@ class OverviewPanel:
         show(self.output, result.sentence(), result.table, "Recent runs:", runs)
 
 
+class _QuietPassword(widgets.Password):
+    """A password field whose typed value is never echoed back to the front-ends."""
+
+    value = Unicode(help="String value").tag(sync=True, echo_update=False)
+
+
+class _QuietText(widgets.Text):
+    """A text field (it may hold an accession number) whose value is never echoed back."""
+
+    value = Unicode(help="String value").tag(sync=True, echo_update=False)
+
+
 class StudyPanel:
     """A study UID (or its ending) or accession number → transfers and what the run would do."""
 
     def __init__(self, session: ExploreSession):
         self.session = session
-        self.query = widgets.Text(
-            description="Study", placeholder="study UID, its last 8+ characters, or accession no."
+        self.query = _QuietText(
+            description="Study",
+            placeholder="study UID, its last 8+ characters, or accession no.",
+            continuous_update=False,
         )
         self.button = _button("Look up study")
         self.output = widgets.Output()
@@ -233,7 +250,9 @@ class PatientPanel:
 
     def __init__(self, session: ExploreSession):
         self.session = session
-        self.password = widgets.Password(description="Patient ID", placeholder="not stored")
+        self.password = _QuietPassword(
+            description="Patient ID", placeholder="not stored", continuous_update=False
+        )
         self.button = _button("Look up patient")
         self.output = widgets.Output()
         self.button.on_click(lambda _: self.lookup())

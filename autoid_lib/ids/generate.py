@@ -27,6 +27,7 @@ from collections.abc import Collection, Iterable, Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
+from autoid_lib.child_env import minimal_environment
 from autoid_lib.errors import ExternalGeneratorError, IdSpaceExhausted
 from autoid_lib.ids.space import PatternSpace, compile_pattern
 
@@ -217,9 +218,11 @@ class ExternalGenerator:
     timeout: float = 10.0
     attempts: int = 5
     temp_dir: str | None = None  # where the exclusion file goes (default: the system's)
+    env_names: tuple[str, ...] = ()  # passed on besides PATH, locale, HOME, TMPDIR (no secrets)
 
     def __post_init__(self):
         object.__setattr__(self, "command", tuple(self.command))
+        object.__setattr__(self, "env_names", tuple(self.env_names))
         if not self.command:
             raise ValueError("the external generator command is empty")
         if self.attempts < 1 or self.timeout <= 0:
@@ -253,22 +256,27 @@ class ExternalGenerator:
 
     def _ask(self, pattern: str, taken: set[str]) -> tuple[str, str | None]:
         """Run the program once; (answer, None) or ("", what went wrong)."""
+        if pattern.startswith("-"):  # would be read as an option by the program
+            raise ExternalGeneratorError(
+                f"pattern {pattern!r} starts with '-'; the external generator is not asked"
+            )
         fd, path = tempfile.mkstemp(prefix="autoid-in-use-", suffix=".txt", dir=self.temp_dir)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.writelines(f"{value}\n" for value in sorted(taken))
             values = {"pattern": pattern, "exclusion_file": path}
             args = [_PLACEHOLDER.sub(lambda m: values[m[1]], arg) for arg in self.command]
-            return _run(args, self.timeout)
+            return _run(args, self.timeout, minimal_environment(self.env_names))
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
 
 
-def _run(args: list[str], timeout: float) -> tuple[str, str | None]:
+def _run(args: list[str], timeout: float, env: dict[str, str]) -> tuple[str, str | None]:
     try:
         proc = subprocess.Popen(
             args,
+            env=env,  # an allow-list: no token, key or password reaches the program
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from autoid_lib.package_data import templates_dir
+from autoid_lib.private_files import write_private
 
 TEMPLATES = templates_dir()
 HIDE_TAG = "hide"  # cells (and the papermill-injected parameters) left out of the HTML
@@ -49,19 +50,19 @@ def export_html(notebook: Path, html_path: Path, *, title: str = RUN_TITLE) -> i
     )
     body, _ = exporter.from_notebook_node(nb)
     data = body.encode("utf-8")
-    html_path.write_bytes(data)
+    write_private(html_path, data)
     return len(data)
 
 
 def fallback_report(path: Path, failure: Mapping[str, str], *, title: str = RUN_TITLE) -> None:
     """A minimal page naming the failure (``step``, ``type``, ``message``): the export failed."""
     heading = title.removesuffix(" report")
-    path.write_text(
+    write_private(
+        path,
         f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}"
         f"</title></head><body><h1>{html.escape(heading)}: failed</h1>"
         f"<p>Failed at <b>{html.escape(failure['step'])}</b> ({html.escape(failure['type'])}): "
         f"{html.escape(failure['message'])}</p><p>See run.ipynb in this folder.</p></body></html>",
-        encoding="utf-8",
     )
 
 

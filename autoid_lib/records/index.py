@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import html
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from autoid_lib.private_files import private_folder, write_private
 from autoid_lib.records.folders import run_folders
 
 INDEX_FILE = "index.html"
@@ -37,7 +37,7 @@ tr.dry td{color:#5b6670}
 def rebuild_index(reports_dir: Path | str) -> Path:
     """Rewrite ``<reports_dir>/index.html`` from the run folders; returns its path."""
     reports_dir = Path(reports_dir)
-    reports_dir.mkdir(parents=True, exist_ok=True)
+    private_folder(reports_dir)
     rows = [_row(path, parsed.started, parsed.mode) for path, parsed in run_folders(reports_dir)]
     rows.reverse()  # newest first
     generated = datetime.now(UTC)
@@ -56,9 +56,7 @@ def rebuild_index(reports_dir: Path | str) -> Path:
         "</main></body></html>\n"
     )
     path = reports_dir / INDEX_FILE
-    partial = reports_dir / f".{INDEX_FILE}.partial"
-    partial.write_text(page, encoding="utf-8")
-    os.replace(partial, path)
+    write_private(path, page)
     return path
 
 

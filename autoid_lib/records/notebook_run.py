@@ -22,6 +22,7 @@ exception text is withheld, since it may quote data.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -35,10 +36,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autoid_lib import errors
+from autoid_lib.kernel_transport import private_kernel_config
 from autoid_lib.lock import environment_for_child, run_lock
 from autoid_lib.package_data import notebook_path
+from autoid_lib.private_files import private_folder, private_umask, write_private
 from autoid_lib.records.folders import RUN_MODES
 from autoid_lib.records.html_export import RUN_TITLE, export_html, fallback_report
+from autoid_lib.safe_text import PrintableFormatter
 from autoid_lib.secret import Secret, redact
 from autoid_lib.status import ExitStatus
 
@@ -102,7 +106,16 @@ def execute_notebook(
     hook that raises is logged and recorded there; it never changes how the run ended.
     Takes no lock: ``execute_run`` holds the run lock around this call.
     """
-    reports_dir = Path(reports_dir)
+    with private_umask():  # the run folder, its files and what the kernel writes: 0600/0700
+        return _execute_notebook(
+            notebook, parameters, mode, Path(reports_dir), title, secrets, progress, notify,
+            cell_timeout_s,
+        )  # fmt: skip
+
+
+def _execute_notebook(
+    notebook, parameters, mode, reports_dir, title, secrets, progress, notify, cell_timeout_s
+) -> RunRecord:
     run_dir = _new_run_folder(reports_dir, mode)
     log.info("run folder %s", run_dir)
     started = datetime.now(UTC)
@@ -121,6 +134,8 @@ def execute_notebook(
     timings["export"] = time.perf_counter() - clock
     summary = _final_summary(run_dir, started, mode, timings, failure, secrets)
     summary["detail"] = parameters.get("detail")  # the mail attaches only a summary-detail report
+    if summary["detail"] != "full":  # the summary feeds the mail: no study-to-pseudonym link
+        summary["verification"] = without_study_refs(summary.get("verification") or [])
     write_json(run_dir / SUMMARY_FILE, summary)
     if notify is not None:  # the single place the e-mail step hooks in
         summary["email"] = _notified(notify, summary, run_dir)
@@ -161,11 +176,19 @@ def execute_run(
         "now": now.isoformat() if now else "",
         "detail": detail,
     }
-    with run_lock(settings.run.lock_file), _child_environment(settings.run.lock_file):
+    mode = "dry" if dry_run else "live"
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(run_lock(settings.run.lock_file))
+        except errors.LockHeld as held:
+            if held.held_for_s <= lock_stuck_after_s(settings):
+                raise  # an ordinary overlap: exit 3, nothing done
+            return _record_stuck_lock(held, reports_dir, mode, notify)
+        stack.enter_context(_child_environment(settings.run.lock_file))
         return execute_notebook(
             notebook or NOTEBOOK,
             parameters,
-            mode="dry" if dry_run else "live",
+            mode=mode,
             reports_dir=reports_dir,
             title=RUN_TITLE,
             secrets=settings.secrets(),
@@ -173,6 +196,45 @@ def execute_run(
             notify=notify,
             cell_timeout_s=settings.run.cell_timeout_s,
         )
+
+
+_STUDY_REF = re.compile(r"\bstudy …\S+")
+
+
+def without_study_refs(problems: Sequence[str]) -> list[str]:
+    """Verification sentences with each study reference ("study …12345678") made anonymous."""
+    return [_STUDY_REF.sub("a study", problem) for problem in problems]
+
+
+def lock_stuck_after_s(settings: Settings) -> float:
+    """Longer than any run can take: four notebook cells each at their time limit."""
+    return 4 * settings.run.cell_timeout_s
+
+
+def _record_stuck_lock(
+    held: errors.LockHeld, reports_dir: Path, mode: str, notify: Notify | None
+) -> RunRecord:
+    """A lock held past any run's length is a failure with a report and a mail, not a silent 3
+    (systemd counts 3 as success, so processing would stop unnoticed)."""
+    failure = _failure(
+        "lock",
+        "LockHeld",
+        f"the lock {held.lock_file} has been held for {held.held_for_s / 60:.0f} min, longer "
+        "than any run takes; find its holder (the PID in that file) and stop it",
+    )
+    with private_umask():
+        run_dir = _new_run_folder(reports_dir, mode)
+        fallback_report(run_dir / REPORT_FILE, failure, title=RUN_TITLE)
+        summary = _unknown_summary(datetime.now(UTC), mode, {})
+        summary.update(error=failure, headline=f"FAILED at lock: {failure['message']}")
+        summary.update(report=REPORT_FILE, notebook=None, email=None, detail="summary")
+        summary["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+        write_json(run_dir / SUMMARY_FILE, summary)
+        if notify is not None:
+            summary["email"] = _notified(notify, summary, run_dir)
+            write_json(run_dir / SUMMARY_FILE, summary)
+        rebuild_index(reports_dir)
+    return _record(run_dir, summary)
 
 
 def _notified(notify: Notify, summary: dict[str, Any], run_dir: Path) -> Any:
@@ -243,7 +305,7 @@ def _log_to_file(path: Path) -> None:
     """Send the kit's log lines to run.log instead of the notebook's stderr (and so the report)."""
     logger = logging.getLogger("autoid")
     handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger.handlers[:] = [handler]
     logger.setLevel(logging.INFO)
     logger.propagate = False
@@ -272,11 +334,11 @@ def _new_run_folder(reports_dir: Path, mode: str) -> Path:
     if mode not in RUN_MODES:  # prune, the index and the mail read it from the folder name
         raise ValueError(f"a run mode is one of {', '.join(RUN_MODES)}, not {mode!r}")
     moment = datetime.now(UTC)
-    reports_dir.mkdir(parents=True, exist_ok=True)
+    private_folder(reports_dir)
     path = reports_dir / f"{moment:%Y%m%dT%H%M%S}Z-{mode}"
     if path.exists():  # two runs in one second: keep both, milliseconds tell them apart
         path = reports_dir / f"{moment:%Y%m%dT%H%M%S}.{moment.microsecond // 1000:03d}Z-{mode}"
-    path.mkdir()
+    path.mkdir(mode=0o700)
     return path
 
 
@@ -295,15 +357,17 @@ def _execute(
     clock = time.perf_counter()
     failure = None
     try:
-        papermill.execute_notebook(
-            str(notebook),
-            str(output),
-            parameters=parameters,
-            progress_bar=progress,
-            log_output=False,
-            report_mode=False,
-            execution_timeout=cell_timeout_s,  # a hung cell fails the run instead of the lock
-        )
+        with private_kernel_config() as kernel_config:
+            papermill.execute_notebook(
+                str(notebook),
+                str(output),
+                parameters=parameters,
+                progress_bar=progress,
+                log_output=False,
+                report_mode=False,
+                execution_timeout=cell_timeout_s,  # a hung cell fails the run instead of the lock
+                config=kernel_config,  # ipc sockets in a 0700 folder: no TCP port to listen in on
+            )
     except PapermillExecutionError as error:
         failure = _cell_failure(output, error.ename, error.evalue)
     except TimeoutError as error:  # nbclient's CellTimeoutError: the cell was interrupted
@@ -381,7 +445,7 @@ def _scrub_notebook(path: Path, secrets: list[Secret]) -> None:
             if output.get("output_type") == "error":
                 _scrub_error(output, kit_errors)
     text = redact(json.dumps(nb, indent=1, ensure_ascii=False), secrets)
-    path.write_text(text + "\n", encoding="utf-8")
+    write_private(path, text + "\n")
 
 
 def _scrub_error(output: dict, kit_errors: frozenset[str]) -> None:
@@ -458,9 +522,7 @@ def _unknown_summary(started: datetime, mode: str, timings: dict) -> dict[str, A
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
     """Write ``data`` atomically (a reader never sees half a file)."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(partial, path)
+    write_private(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def rebuild_index(reports_dir: Path) -> None:

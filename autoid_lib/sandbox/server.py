@@ -269,9 +269,9 @@ class Sandbox:
 
 
 def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to a file only its owner can read (it holds a token)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.chmod(path, 0o600)
+    """Write ``text`` to a file only its owner can read (it holds a token); a symlink there is
+    replaced, never written through."""
+    from autoid_lib.private_files import private_folder, write_private
+
+    private_folder(path.parent)
+    write_private(path, text)

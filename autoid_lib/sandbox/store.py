@@ -10,10 +10,13 @@ transaction, so an import is all-or-nothing.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
+
+from autoid_lib.private_files import private_umask
 
 # (form, instance) -> {column: value}; ("", 0) holds the non-repeating instruments.
 Slot = tuple[str, int]
@@ -41,13 +44,30 @@ def record_sort_key(name: str) -> tuple[int, int, str]:
     return (0, int(name), "") if name.isdigit() else (1, 0, name)
 
 
+def _prepare_private_file(path: Path) -> None:
+    """Create the database file 0600 (or check an existing one), never through a symlink."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError:
+        if path.is_symlink():
+            raise ValueError(f"sandbox database {path} is a symbolic link; refused") from None
+        raise
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
 class Store:
     """Thread-safe access to the sandbox database; ``lock`` may be held across calls."""
 
     def __init__(self, path: str | Path | None = None):
         self.path = str(path) if path else ":memory:"
         self.lock = threading.RLock()
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        if path:
+            _prepare_private_file(Path(path))
+        with private_umask():  # the journal files too: the database holds the tokens
+            self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL" if path else "PRAGMA journal_mode=MEMORY")
         self._conn.executescript(_SCHEMA_SQL)
 
