@@ -35,7 +35,7 @@ from autoid_lib.secret import Secret, resolve_secret
 DATABASES = ("projects", "incoming", "autoid", "transfers")
 # Every key the kit reads; anything else is a typo worth stopping for (docs/run.md lists them).
 KNOWN_KEYS = {
-    "": ("redcap", "run", "email"),
+    "": ("redcap", "run", "email", "lease"),
     "redcap": ("url", "urls", "verify", "timeout_s", "read_retries", "chunk_size", "tokens"),
     "redcap.urls": DATABASES,
     "redcap.tokens": DATABASES,
@@ -81,6 +81,7 @@ class Settings:
     redcap: RedcapSettings
     run: RunSettings
     email: dict = field(default_factory=dict)  # the raw [email] table, parsed by autoid_lib.mail
+    lease: dict = field(default_factory=dict)  # the raw [lease] table, read by autoid_lib.lease
     path: Path | None = None
 
     def secrets(self) -> list[Secret]:
@@ -101,12 +102,17 @@ def load_settings(path: str | Path) -> Settings:
         raise ConfigError(f"config {path} is not valid TOML: {error}") from None
     _refuse_unknown_keys(data)
     base = path.parent.resolve()
-    return Settings(
+    settings = Settings(
         redcap=_redcap_settings(_table(data, "redcap"), base),
         run=_run_settings(_table(data, "run", required=False), base),
         email=_table(data, "email", required=False),
+        lease=_table(data, "lease", required=False),
         path=path.resolve(),
     )
+    from autoid_lib.lease import lease_settings  # checks [lease] now, not mid-run
+
+    lease_settings(settings.lease, timeout_s=settings.redcap.timeout_s)
+    return settings
 
 
 def _refuse_unknown_keys(data: dict) -> None:
