@@ -30,6 +30,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from autoid_lib.errors import ConfigError
 from autoid_lib.hashing import PatientHasher
+from autoid_lib.lease import KNOWN_KEYS as LEASE_KEYS
+from autoid_lib.lease import lease_settings
 from autoid_lib.secret import Secret, resolve_secret
 
 DATABASES = ("projects", "incoming", "autoid", "transfers")
@@ -43,6 +45,7 @@ KNOWN_KEYS = {
         "lookback_days", "hash", "hash_key", "lock_file", "reports_dir", "capacity_warn_at",
         "server_timezone", "external_generator", "cell_timeout_s",
     ),
+    "lease": LEASE_KEYS,  # checked by autoid_lib.lease
 }  # fmt: skip
 _TOKEN_SHAPE = re.compile(r"[0-9A-Za-z]{32}")
 
@@ -109,9 +112,7 @@ def load_settings(path: str | Path) -> Settings:
         lease=_table(data, "lease", required=False),
         path=path.resolve(),
     )
-    from autoid_lib.lease import lease_settings  # checks [lease] now, not mid-run
-
-    lease_settings(settings.lease, timeout_s=settings.redcap.timeout_s)
+    lease_settings(settings.lease, timeout_s=settings.redcap.timeout_s)  # checked now, not mid-run
     return settings
 
 

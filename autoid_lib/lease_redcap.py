@@ -221,3 +221,24 @@ class RedcapLease:
             "installation": self.settings.installation,
             "others_seen": [t.describe() for t in self.seen],
         }
+
+
+def installations_seen(lease_rows: list[dict], now: datetime) -> list[str]:
+    """One line per lease record, newest first: who ran (or runs) against this REDCap.
+
+    Runs of an installation whose token may delete records remove their tickets, so their
+    clean runs leave nothing here; running, crashed and no-delete installations stay visible.
+    """
+    tickets = sorted(tickets_of(lease_rows), key=Ticket.order, reverse=True)
+    lines = []
+    for ticket in tickets:
+        if ticket.malformed:
+            state = "malformed"
+        elif ticket.live(now):
+            state = "running now (holds or is taking the lease)"
+        elif ticket.state == RELEASED:
+            state = "finished"
+        else:
+            state = "stopped without giving the lease back (expired)"
+        lines.append(f"{ticket.describe()}: {state}")
+    return lines
