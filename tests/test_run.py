@@ -95,7 +95,9 @@ def test_live_run_serves_every_study_once_and_a_second_run_changes_nothing(demo_
     assert demo_sandbox.rows("autoid") == rows_before
     assert transfer_requests(demo_sandbox) == after
     assert second.api_requests == demo_sandbox.total_requests() == 3 + 2  # + ticket, release
-    assert not demo_sandbox.rows("autoid", filter_logic="[autoid_project_name] = '[autoid-kit:lease]'")
+    assert not demo_sandbox.rows(
+        "autoid", filter_logic="[autoid_project_name] = '[autoid-kit:lease]'"
+    )
 
 
 def test_dry_run_reads_and_plans_but_writes_nothing(demo_sandbox, tmp_path):  # legacy defect 11
@@ -267,9 +269,7 @@ def test_an_import_whose_answer_is_lost_is_completed_by_the_next_run(
     expected = run_autoid(settings, dry_run=True).plan
     before, stored = transfer_requests(demo_sandbox), len(demo_sandbox.rows("autoid"))
     nth = 2 if database == "autoid" else 1  # the first AutoID import is the lease ticket
-    demo_sandbox.inject_fault(
-        "lost_answer", database=database, action="import", nth=nth, delay_s=1
-    )
+    demo_sandbox.inject_fault("lost_answer", database=database, action="import", nth=nth, delay_s=1)
     failed = run_autoid(settings)
     assert failed.error.step == "write" and "timed out" in failed.error.message
     assert len(demo_sandbox.rows("autoid")) == stored + len(expected.new_ids)  # it was written
