@@ -367,3 +367,35 @@ def test_rows_another_writer_adds_for_this_runs_patients_stop_the_transfers(sand
     assert "KNEE" in result.error.message and "PAT1" not in result.error.message
     assert not [r for r in sandbox.rows("incoming") if r.get("redcap_repeat_instrument")]
     assert lease_rows(sandbox) == []
+
+
+@pytest.mark.slow
+def test_autoid_run_exits_3_naming_the_other_installation(demo_sandbox, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    settings = kit(demo_sandbox, tmp_path, lease={**FAST, "expiry_s": 60})
+    plant_ticket(demo_sandbox, host="old-server", expiry_s=60)
+    autoid = str(Path(sys.executable).with_name("autoid"))
+    done = subprocess.run(
+        [autoid, "run", "--config", str(settings.path), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 3, done.stderr
+    assert "old-server" in done.stderr and "nothing was written" in done.stderr
+    assert demo_sandbox.tokens["autoid"] not in done.stderr
+
+
+def test_check_lists_the_installations_in_the_lease_records(demo_sandbox, tmp_path, capsys):
+    from autoid_lib.check import check_setup
+
+    settings = kit(demo_sandbox, tmp_path)
+    plant_ticket(demo_sandbox, host="old-server", expiry_s=60)
+    plant_ticket(demo_sandbox, host="laptop", started=datetime.now(UTC) - timedelta(hours=2))
+    lines = "\n".join(check_setup(settings).lines())
+    assert "installations in the REDCap lease records: 2" in lines
+    assert "old-server" in lines and "running now" in lines
+    assert "laptop" in lines and "expired" in lines

@@ -11,6 +11,7 @@ study with two transfer requests; after a final clean run every servable study i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -49,10 +50,8 @@ def start(config: Path) -> subprocess.Popen:
 
 
 def kill(run: subprocess.Popen) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(run.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def live_tickets(sb) -> list[dict]:
