@@ -157,6 +157,9 @@ class RedcapLease:
             raise LeaseHeld(holder)
         self.held = True
         self._dead = decision.dead
+        log.info("lease: held (ticket %s)", self.record)
+        for other in self.seen:
+            log.info("lease: also in REDCap: %s", other.describe())
         self.check()
         return again
 
@@ -214,13 +217,6 @@ class RedcapLease:
         self.gateway.write_lease(fields, record)
         if not record.isdigit():
             self.state.save(slot=record)
-
-    def summary(self) -> dict:
-        """For summary.json: the ticket and the other installations seen (no patient data)."""
-        return {
-            "installation": self.settings.installation,
-            "others_seen": [t.describe() for t in self.seen],
-        }
 
 
 def installations_seen(lease_rows: list[dict], now: datetime) -> list[str]:

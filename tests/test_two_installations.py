@@ -34,7 +34,10 @@ LEASE = {"expiry_s": 8, "wait_s": 0.5, "clock_skew_s": 0}
 def installation(sb, folder: Path, label: str) -> Path:
     config = sb.write_kit_files(folder, reports_dir=folder / "reports")
     text = config.read_text().replace("timeout_s = 10", "timeout_s = 2")
-    table = "".join(f"{k} = {v!r}\n" for k, v in {**LEASE, "installation": label}.items())
+    table = "".join(
+        f"{k} = {str(v).lower() if isinstance(v, bool) else repr(v)}\n"
+        for k, v in {**LEASE, "installation": label}.items()
+    )
     config.write_text(text + "[lease]\n" + table)
     return config
 
