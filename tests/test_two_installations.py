@@ -119,7 +119,7 @@ def play(sb, tmp_path: Path, rounds: int, seed: int) -> dict[str, Counter]:
     for round_no in range(rounds):
         add_studies(sb, rng, round_no, patients)
         runs = [start(config) for config in configs]
-        victim = rng.choice([None, 0, 1, 0, 1])
+        victim = None if round_no == 0 else rng.choice([None, 0, 1, 0, 1])  # 0: both finish
         how = rng.choice(["random", "holding"])
         if victim is not None and how == "random":
             time.sleep(rng.uniform(0.5, 5.0))
