@@ -11,31 +11,54 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
+from autoid_lib.errors import ConcurrentWriter
 from autoid_lib.hashing import normalise_hash
 from autoid_lib.plan import Plan
 from autoid_lib.redcap import RedcapGateway
+from autoid_lib.second_look import foreign_rows
+from autoid_lib.snapshot import AutoIdRow
 
 
 @dataclass(frozen=True)
 class Applied:
     autoid_records: tuple[str, ...]
     transfer_studies: int
+    autoid_rows: tuple[AutoIdRow, ...] | None = None  # re-read just before the transfers
 
 
-def apply_plan(plan: Plan, gateway: RedcapGateway) -> Applied:
-    """Write exactly what the plan says: new AutoID rows, then transfer requests."""
+def apply_plan(
+    plan: Plan, gateway: RedcapGateway, read_rows: tuple[AutoIdRow, ...] | None = None
+) -> Applied:
+    """Write exactly what the plan says: new AutoID rows, then transfer requests. Given the
+    AutoID rows the plan was made from, re-read AutoID before the transfers and stop if
+    another writer touched this run's patients (``second_look``)."""
     records = gateway.create_autoid_rows(plan.autoid_writes) if plan.autoid_writes else []
+    now = None
+    if plan.transfers and read_rows is not None:
+        now = tuple(gateway.autoid_rows())
+        problems = foreign_rows(plan, read_rows, now)
+        if problems:
+            shown = "; ".join(problems[:3]) + (
+                f" (+{len(problems) - 3} more)" * (len(problems) > 3)
+            )
+            raise ConcurrentWriter(
+                f"another writer changed AutoID during this run: {shown}; no transfer request "
+                "was written — stop the other installation, then run again"
+            )
     studies = gateway.create_transfers(plan.transfers) if plan.transfers else 0
-    return Applied(tuple(records), studies)
+    return Applied(tuple(records), studies, now)
 
 
-def verify_plan(plan: Plan, gateway: RedcapGateway) -> list[str]:
-    """Re-read what the plan wrote; every difference is one sentence (no patient data)."""
+def verify_plan(
+    plan: Plan, gateway: RedcapGateway, autoid_rows: tuple[AutoIdRow, ...] | None = None
+) -> list[str]:
+    """Re-read what the plan wrote (AutoID only if ``autoid_rows``, read after the AutoID
+    import, is not given); every difference is one sentence (no patient data)."""
     problems: list[str] = []
     if plan.autoid_writes:
         values_by_hash = defaultdict(set)
         hashes_by_value = defaultdict(set)
-        for row in gateway.autoid_rows():
+        for row in gateway.autoid_rows() if autoid_rows is None else autoid_rows:
             hash_, value = normalise_hash(row.hash), row.value.strip()
             if hash_ and value:  # an incomplete row is nobody's ID (the plan reports it)
                 values_by_hash[(row.project_name, hash_)].add(value)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from autoid_lib.config import DATABASES, Settings, load_settings
 from autoid_lib.errors import AutoIdError, ConfigError
+from autoid_lib.lease_redcap import installations_seen
 from autoid_lib.plan import PlanSettings, plan
 from autoid_lib.private_files import private_folder
 from autoid_lib.redcap import RedcapGateway
@@ -28,6 +29,7 @@ class CheckReport:
     checks: dict[str, str] = field(default_factory=dict)  # "REDCap autoid" -> "ok (...)" / error
     projects: list[str] = field(default_factory=list)  # one line per auto-ID project
     warnings: list[str] = field(default_factory=list)  # project setups a run cannot serve
+    leases: list[str] = field(default_factory=list)  # installations seen in the lease records
     ok: bool = True
 
     def lines(self) -> list[str]:
@@ -35,6 +37,8 @@ class CheckReport:
         out.append(f"auto-ID projects: {len(self.projects)}")
         out.extend(f"  {line}" for line in self.projects)
         out.extend(f"  ! {line}" for line in self.warnings)
+        out.append(f"installations in the REDCap lease records: {len(self.leases)}")
+        out.extend(f"  {line}" for line in self.leases)
         return out
 
 
@@ -62,7 +66,7 @@ def check_setup(settings: Settings) -> CheckReport:
         return report
     try:
         records = gateway.project_records()
-        rows = gateway.autoid_rows()
+        rows, lease_rows = gateway.autoid_table()
     except AutoIdError as error:
         report.checks["REDCap projects/autoid"] = f"FAILED: {error}"
         report.ok = False
@@ -80,6 +84,7 @@ def check_setup(settings: Settings) -> CheckReport:
     for anomaly in planned.anomalies:
         if anomaly.kind in {"ambiguous_ae_title", "project_misconfigured"}:
             report.warnings.append(anomaly.message)
+    report.leases = installations_seen(lease_rows, datetime.now(UTC))
     return report
 
 

@@ -32,12 +32,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from autoid_lib.child_env import refused_name
 from autoid_lib.errors import ConfigError
 from autoid_lib.hashing import MIN_KEY_BYTES, PatientHasher
+from autoid_lib.lease import KNOWN_KEYS as LEASE_KEYS
+from autoid_lib.lease import lease_settings
 from autoid_lib.secret import Secret, resolve_secret
 
 DATABASES = ("projects", "incoming", "autoid", "transfers")
 # Every key the kit reads; anything else is a typo worth stopping for (docs/run.md lists them).
 KNOWN_KEYS = {
-    "": ("redcap", "run", "email"),
+    "": ("redcap", "run", "email", "lease"),
     "redcap": (
         "url", "urls", "verify", "timeout_s", "read_retries", "chunk_size", "tokens",
         "max_answer_mb",
@@ -49,6 +51,7 @@ KNOWN_KEYS = {
         "server_timezone", "external_generator", "cell_timeout_s", "external_generator_env",
         "previous_hash", "previous_hash_key", "max_catchup_days",
     ),
+    "lease": LEASE_KEYS,  # checked by autoid_lib.lease
 }  # fmt: skip
 _TOKEN_SHAPE = re.compile(r"[0-9A-Za-z]{32}")
 # Ten years: longer than any site's history, short enough that dates stay representable.
@@ -97,6 +100,7 @@ class Settings:
     redcap: RedcapSettings
     run: RunSettings
     email: dict = field(default_factory=dict)  # the raw [email] table, parsed by autoid_lib.mail
+    lease: dict = field(default_factory=dict)  # the raw [lease] table, read by autoid_lib.lease
     path: Path | None = None
 
     def secrets(self) -> list[Secret]:
@@ -121,12 +125,15 @@ def load_settings(path: str | Path) -> Settings:
     _refuse_unknown_keys(data)
     _refuse_secrets_for_generator(data)
     base = path.parent.resolve()
-    return Settings(
+    settings = Settings(
         redcap=_redcap_settings(_table(data, "redcap"), base),
         run=_run_settings(_table(data, "run", required=False), base),
         email=_table(data, "email", required=False),
+        lease=_table(data, "lease", required=False),
         path=path.resolve(),
     )
+    lease_settings(settings.lease, timeout_s=settings.redcap.timeout_s)  # checked now, not mid-run
+    return settings
 
 
 def _refuse_unknown_keys(data: dict) -> None:

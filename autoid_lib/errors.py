@@ -10,7 +10,10 @@ token or a patient identifier::
     ├── IdSpaceExhausted       every ID of a pattern is in use (with .size and .used)
     ├── ExternalGeneratorError a site's own generator program failed or answered badly
     ├── RedcapError            REDCap refused, failed or answered garbage (.database, .operation)
-    └── LockHeld               another run holds the lock
+    ├── LockHeld               another run holds the lock
+    │   └── LeaseHeld          another installation holds the REDCap lease (docs/run.md)
+    ├── LeaseExpired           this run outlived its lease: it writes nothing more
+    └── ConcurrentWriter       AutoID rows of this run's patients changed under it
 """
 
 from __future__ import annotations
@@ -73,3 +76,22 @@ class LockHeld(AutoIdError):
 
 class HashSchemeChanged(ConfigError):
     """The configured hash scheme or key differs from the one AutoID was written with."""
+
+
+class LeaseHeld(LockHeld):
+    """Another run, maybe on another machine, holds the REDCap lease; this run wrote nothing."""
+
+    def __init__(self, holder: str):
+        self.lock_file = ""
+        self.holder = holder
+        AutoIdError.__init__(
+            self, f"another run holds the REDCap lease: {holder}; nothing was written"
+        )
+
+
+class LeaseExpired(AutoIdError):
+    """The run's lease ran out before a write: another run may already be writing."""
+
+
+class ConcurrentWriter(AutoIdError):
+    """Just before the transfers, AutoID showed rows this run did not write for its patients."""

@@ -22,6 +22,7 @@ from redcap.request import _ContentConfig, _RCRequest
 from autoid_lib.config import RedcapSettings
 from autoid_lib.errors import RedcapError
 from autoid_lib.http_guard import AnswerRefused, DeadlineExceeded, guarded_session
+from autoid_lib.lease import LEASE_PROJECT
 from autoid_lib.plan import NewAutoId, TransferRequest
 from autoid_lib.safe_text import printable
 from autoid_lib.secret import redact
@@ -97,6 +98,8 @@ class RedcapGateway:
         # a second beyond the per-read timeout, so a silent server stays a (retried) timeout
         # and only one that keeps dripping meets the deadline
         self._session = guarded_session(settings.timeout_s + 1, settings.max_answer_bytes)
+        # called before every data import (not the lease's own): the lease's expiry check
+        self.write_guard: Callable[[], None] | None = None
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -113,6 +116,7 @@ class RedcapGateway:
             )
             for row in rows
             if not row.get("redcap_repeat_instrument")
+            and row["project_name"].strip() != LEASE_PROJECT  # reserved for the lease
         ]
 
     def incoming_studies(
@@ -169,9 +173,16 @@ class RedcapGateway:
         return rows
 
     def autoid_rows(self) -> list[AutoIdRow]:
-        """The whole AutoID table, in one export."""
+        """The whole AutoID table, in one export, without the lease records."""
+        return self.autoid_table()[0]
+
+    def autoid_table(self) -> tuple[list[AutoIdRow], list[dict]]:
+        """The whole AutoID table in one export: (ID rows, lease records). Lease records are
+        split off here, where rows are built, so no reader ever counts them as IDs."""
         rows = self._export("autoid", "export AutoID table", fields=AUTOID_FIELDS)
         _require_fields(rows, AUTOID_FIELDS[:-1], "autoid", "export AutoID table")
+        leases = [row for row in rows if row["autoid_project_name"].strip() == LEASE_PROJECT]
+        rows = [row for row in rows if row["autoid_project_name"].strip() != LEASE_PROJECT]
         return [
             AutoIdRow(
                 record_id=row["record_id"],
@@ -181,7 +192,7 @@ class RedcapGateway:
                 method=row.get("autoid_method", ""),
             )
             for row in rows
-        ]
+        ], leases
 
     def project_title(self, database: str) -> str:
         """The database's REDCap project title: proves the URL and token work."""
@@ -283,8 +294,38 @@ class RedcapGateway:
                 self._sleep(delay)
         raise AssertionError("unreachable")
 
-    def _import(self, database: str, operation: str, rows: list[dict], **options: Any):
+    # -- the lease's records (autoid_lib.lease_redcap) -----------------------------------------
+
+    def write_lease(self, fields: dict[str, str], record: str | None = None) -> str:
+        """Write one lease record: a new auto-numbered one, or ``record`` again; its name."""
+        row = {"record_id": record or "lease", **fields}
+        operation = "write lease ticket" if record is None else f"update lease record {record}"
+        answer = self._import(
+            "autoid",
+            operation,
+            [row],
+            guarded=False,
+            force_auto_number=record is None,
+            return_content="ids",
+        )
+        if not isinstance(answer, list) or len(answer) != 1:
+            raise RedcapError("autoid", operation, "REDCap did not confirm one record")
+        return str(answer[0])
+
+    def delete_lease_records(self, records: Sequence[str]) -> None:
+        """Delete lease records (one request); REDCap refuses all if one is missing."""
+        operation = f"delete {len(records)} lease record(s)"
+        try:
+            self._call("autoid", operation, "delete_records", list(records))
+        except _Transient as error:
+            raise RedcapError("autoid", operation, str(error)) from None
+
+    def _import(
+        self, database: str, operation: str, rows: list[dict], guarded: bool = True, **options
+    ):
         """Imports are never retried: a timed-out import may have been written."""
+        if guarded and self.write_guard is not None:
+            self.write_guard()
         try:
             return self._call(database, operation, "import_records", rows, **options)
         except _Transient as error:

@@ -58,7 +58,7 @@ def run_autoid(
         started = started.replace(tzinfo=UTC)
     history_dir = history_dir or settings.run.reports_dir
     clock = time.perf_counter()
-    with run_lock(settings.run.lock_file):
+    with run_lock(settings.run.lock_file):  # the cheap local gate first, then the REDCap lease
         window = run_window(
             server_time(started, settings.run.server_timezone),
             lookback_days or settings.run.lookback_days,
@@ -74,8 +74,9 @@ def run_autoid(
             window=window,
         )
         gateway = RedcapGateway(settings.redcap)
+        lease = None if dry_run else redcap_lease(settings, gateway)
         try:
-            _steps(result, settings, gateway, dry_run, projects, rng)
+            _steps(result, settings, gateway, dry_run, projects, rng, lease)
         finally:
             result.api_requests = gateway.requests
             result.duration_s = time.perf_counter() - clock
@@ -85,16 +86,27 @@ def run_autoid(
     return result
 
 
-def _steps(result, settings, gateway, dry_run, projects, rng) -> None:
+def _steps(result, settings, gateway, dry_run, projects, rng, lease=None) -> None:
     step = "read"
     try:
         with _timed(result, "read"):
+            if lease is not None:
+                step = "lease"
+                lease.take()
+            # AutoID first: with a lease it is the decisive read, and every other read must
+            # come after it (docs/run.md, "Two installations, one REDCap")
+            step = "read AutoID table"
+            autoid_rows, lease_rows = gateway.autoid_table()
+            if lease is not None:
+                step = "lease"
+                reread: list = []
+                if lease.settle(lease_rows, lambda: _reread(gateway, reread)):
+                    autoid_rows = reread[0]
+                gateway.write_guard = lease.check
             step = "read projects"
             project_records = gateway.project_records()
             step = "read incoming studies"
             studies = gateway.incoming_studies(result.window_begin, result.window_end)
-            step = "read AutoID table"
-            autoid_rows = gateway.autoid_rows()
         snapshot = Snapshot(
             projects=tuple(project_records),
             studies=tuple(studies),
@@ -113,7 +125,7 @@ def _steps(result, settings, gateway, dry_run, projects, rng) -> None:
             return
         step = "write"
         with _timed(result, "write"):
-            applied = apply_plan(result.plan, gateway)
+            applied = apply_plan(result.plan, gateway, snapshot.autoid_rows)
         log.info(
             "wrote %d AutoID row(s) and transfer requests on %d study(ies)",
             len(applied.autoid_records),
@@ -121,7 +133,7 @@ def _steps(result, settings, gateway, dry_run, projects, rng) -> None:
         )
         step = "verify"
         with _timed(result, "verify"):
-            result.problems = verify_plan(result.plan, gateway)
+            result.problems = verify_plan(result.plan, gateway, applied.autoid_rows)
     except AutoIdError as error:
         result.error = RunError(step, type(error).__name__, str(error))
         log.error("run failed at %s: %s", step, error)
@@ -129,6 +141,38 @@ def _steps(result, settings, gateway, dry_run, projects, rng) -> None:
         result.error = RunError(step, type(error).__name__, "internal error; see the log")
         frames = "".join(traceback.format_tb(error.__traceback__))
         log.error("run failed at %s with %s:\n%s", step, type(error).__name__, frames)
+    finally:
+        if lease is not None:
+            gateway.write_guard = None
+            _release(result, lease)
+
+
+def redcap_lease(settings: Settings, gateway: RedcapGateway):
+    """The run's REDCap lease, or None if ``[lease] enabled = false``."""
+    from autoid_lib.lease import lease_settings
+    from autoid_lib.lease_redcap import LeaseState, RedcapLease, state_path
+
+    chosen = lease_settings(settings.lease, timeout_s=settings.redcap.timeout_s)
+    if not chosen.enabled:
+        return None
+    state = LeaseState(state_path(settings.run.lock_file))
+    return RedcapLease(gateway, chosen, state, timeout_s=settings.redcap.timeout_s)
+
+
+def _reread(gateway: RedcapGateway, into: list) -> list[dict]:
+    rows, leases = gateway.autoid_table()
+    into.append(rows)
+    return leases
+
+
+def _release(result: RunResult, lease) -> None:
+    """Give the lease back; a failed release is logged (the ticket expires on its own)."""
+    try:
+        lease.release()
+    except AutoIdError as error:
+        log.warning("could not release the REDCap lease (it expires on its own): %s", error)
+    except Exception as error:  # never hide the run's own outcome behind the release's
+        log.warning("could not release the REDCap lease: %s", type(error).__name__)
 
 
 def _plan_settings(settings: Settings, result: RunResult, projects, rng) -> PlanSettings:

@@ -2,6 +2,7 @@
 
 import random
 import threading
+import time
 from collections import Counter
 from dataclasses import replace
 
@@ -85,7 +86,7 @@ def test_live_run_serves_every_study_once_and_a_second_run_changes_nothing(demo_
     created = after - before
     assert sum(created.values()) == len(first.plan.transfers) > 0
     assert max(after.values()) == max(before.values(), default=1) == 1
-    assert first.api_requests <= 7
+    assert first.api_requests <= 7 + 2  # + the lease: ticket and release (docs/run.md)
     assert_one_to_one(demo_sandbox)
 
     rows_before = demo_sandbox.rows("autoid")
@@ -94,7 +95,10 @@ def test_live_run_serves_every_study_once_and_a_second_run_changes_nothing(demo_
     assert second.plan.is_empty
     assert demo_sandbox.rows("autoid") == rows_before
     assert transfer_requests(demo_sandbox) == after
-    assert second.api_requests == demo_sandbox.total_requests() == 3
+    assert second.api_requests == demo_sandbox.total_requests() == 3 + 2  # + ticket, release
+    assert not demo_sandbox.rows(
+        "autoid", filter_logic="[autoid_project_name] = '[autoid-kit:lease]'"
+    )
 
 
 def test_dry_run_reads_and_plans_but_writes_nothing(demo_sandbox, tmp_path):  # legacy defect 11
@@ -106,7 +110,7 @@ def test_dry_run_reads_and_plans_but_writes_nothing(demo_sandbox, tmp_path):  # 
     assert result.api_requests == 3
 
 
-def test_500_new_studies_across_many_projects_take_at_most_7_requests(sandbox, tmp_path):
+def test_500_new_studies_across_many_projects_take_at_most_9_requests(sandbox, tmp_path):
     # legacy defect 9: one round trip per ID and per transfer
     for p in range(20):
         add_project(sandbox, f"PRJ{p}", f"AE{p}", rf"P{p}_\d{{4}}", record_id=str(p + 1))
@@ -115,7 +119,7 @@ def test_500_new_studies_across_many_projects_take_at_most_7_requests(sandbox, t
     result = run_autoid(load_settings(sandbox.write_kit_files(tmp_path)))
     assert result.error is None and result.problems == []
     assert len(result.plan.transfers) == 500 and len(result.plan.new_ids) == 250
-    assert sandbox.total_requests() == result.api_requests <= 7
+    assert sandbox.total_requests() == result.api_requests <= 7 + 2  # + the lease
     assert len(patient_rows(sandbox)) == 250
 
 
@@ -146,12 +150,15 @@ def test_a_failed_autoid_read_writes_nothing(sandbox, tmp_path, fault):  # legac
     assert sandbox.tokens["autoid"] not in result.error.message
 
 
-@pytest.mark.parametrize("nth", range(1, 8))
+@pytest.mark.parametrize("nth", range(1, 10))
 def test_fault_at_any_request_fails_closed_and_the_next_run_completes(
     sandbox_factory, tmp_path, nth
 ):
+    # 1 ticket, 2 AutoID, 3 projects, 4 incoming, 5 AutoID import, 6 AutoID re-read,
+    # 7 transfers import, 8 transfers re-read, 9 release
     sb = sandbox_factory(seed="demo")
     settings = settings_for(sb, tmp_path, timeout_s=1, read_retries=0)
+    settings = replace(settings, lease={"expiry_s": 2.5, "clock_skew_s": 0, "wait_s": 0})
     expected = run_autoid(settings, dry_run=True).plan
     assert (len(expected.new_ids), len(expected.transfers)) != (0, 0)
     before, stored = transfer_requests(sb), len(sb.rows("autoid"))
@@ -159,9 +166,14 @@ def test_fault_at_any_request_fails_closed_and_the_next_run_completes(
     sb.inject_fault("http500", nth=nth)
     failed = run_autoid(settings)
     sb.clear_faults()
-    assert failed.status == "failed" and sb.total_requests() == nth  # nothing after the fault
-    if failed.error.step.startswith("read"):
+    released = 1 < nth < 9  # nothing after the fault but giving the lease back
+    assert sb.total_requests() == nth + released
+    assert (failed.status == "failed") == (nth < 9)  # a lost release is logged: the work is done
+    if nth < 9 and failed.error.step.startswith(("read", "lease")):
         assert transfer_requests(sb) == before and len(sb.rows("autoid")) == stored
+    if nth == 9:  # the ticket was never given back: it blocks until it expires, no longer
+        assert run_autoid(settings).error.type == "LeaseHeld"
+        time.sleep(2.5)
     final = run_autoid(settings)
     assert final.error is None and final.problems == []
     assert sum((transfer_requests(sb) - before).values()) == len(expected.transfers)
@@ -240,7 +252,7 @@ def test_transfers_in_their_own_database_are_read_and_written_there(demo_sandbox
     result = run_autoid(settings)
     assert result.error is None and result.problems == []
     assert len(result.plan.transfers) == len(expected.transfers) > 0
-    assert demo_sandbox.total_requests() == 8  # one more read: the window's transfers
+    assert demo_sandbox.total_requests() == 8 + 2  # one more read: the window's transfers; + lease
     assert run_autoid(settings).plan.is_empty
 
     chunked = replace(settings, redcap=replace(settings.redcap, chunk_size=20))
@@ -257,7 +269,8 @@ def test_an_import_whose_answer_is_lost_is_completed_by_the_next_run(
     settings = settings_for(demo_sandbox, tmp_path, timeout_s=0.5)
     expected = run_autoid(settings, dry_run=True).plan
     before, stored = transfer_requests(demo_sandbox), len(demo_sandbox.rows("autoid"))
-    demo_sandbox.inject_fault("lost_answer", database=database, action="import", delay_s=1)
+    nth = 2 if database == "autoid" else 1  # the first AutoID import is the lease ticket
+    demo_sandbox.inject_fault("lost_answer", database=database, action="import", nth=nth, delay_s=1)
     failed = run_autoid(settings)
     assert failed.error.step == "write" and "timed out" in failed.error.message
     assert len(demo_sandbox.rows("autoid")) == stored + len(expected.autoid_writes)  # written

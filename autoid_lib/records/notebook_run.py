@@ -249,6 +249,10 @@ def _notified(notify: Notify, summary: dict[str, Any], run_dir: Path) -> Any:
 
 def _record(run_dir: Path, summary: dict[str, Any]) -> RunRecord:
     error = summary.get("error")
+    if error and error.get("type") == "LeaseHeld":  # as a held local lock: exit 3
+        return RunRecord(
+            run_dir, summary, ExitStatus.LOCKED, f"nothing was done: {error['message']}"
+        )
     if summary["status"] == "failed":
         if error:
             message = f"run failed at {error['step']}: {error['message']}"

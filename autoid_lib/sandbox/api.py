@@ -20,6 +20,7 @@ from .faults import Fault, FaultPlan
 from .flat import ImportPlan, export_columns, flat_rows, plan_import
 from .logic import compile_filter
 from .protocol import (
+    NO_DELETE,
     NO_PERMISSION,
     ApiError,
     Response,
@@ -60,12 +61,19 @@ class RedcapApp:
         self.store = store
         self.tokens = dict(tokens)
         self._database_of = {token: db for db, token in tokens.items()}
+        self._no_delete: set[str] = set()  # tokens without the Delete Record right
         self.clock = clock
         self.created = created or clock().strftime(TIME_FORMAT)
         self.faults = FaultPlan()
         self.stopping = threading.Event()  # wakes requests sleeping in a timeout fault
         self._counts: Counter[tuple[str, str, str]] = Counter()
         self._counts_lock = threading.Lock()
+
+    def add_token(self, database: str, token: str, *, delete: bool = True) -> None:
+        """Another user's token on ``database``; ``delete=False``: no Delete Record right."""
+        self._database_of[token] = database
+        if not delete:
+            self._no_delete.add(token)
 
     # -- counting -----------------------------------------------------------------------
     def request_counts(self) -> Counter[tuple[str, str, str]]:
@@ -107,6 +115,9 @@ class RedcapApp:
         fault = self.faults.pick(database or "unknown", content, action)
         if fault is not None:
             return self._faulted(fault, database, params)
+        if action == "delete" and params.get("token", "").strip() in self._no_delete:
+            # REDCap checks the right before anything else, with this answer
+            return render_error(ApiError(NO_DELETE, 403), error_format(params))
         return self._answer(database, params, commit=True)
 
     def _answer(self, database: str, params: dict[str, str], *, commit: bool) -> Response:
@@ -143,6 +154,8 @@ class RedcapApp:
                 return self._import(schema, params, commit=commit)
             if action == "export":
                 return self._export(schema, params, fmt)
+            if action == "delete" and commit:
+                return render_json(self.delete_records(database, list_param(params, "records")))
             raise ApiError(f"The action '{action}' is not supported by this sandbox")
         if content == "generateNextRecordName":
             return render_text(self.next_record_name(database))
@@ -262,6 +275,21 @@ class RedcapApp:
                 now = self.clock().strftime(TIME_FORMAT)
                 self.store.write(database, plan.changes, now, overwrite=overwrite)
         return plan
+
+    def delete_records(self, database: str, records: Sequence[str]) -> int:
+        """Delete whole records, all or none (REDCap refuses if one does not exist)."""
+        if not records:
+            raise ApiError("No records were provided to delete")
+        with self.store.lock:
+            missing = sorted(set(records) - set(self.store.record_times(database)))
+            if missing:
+                raise ApiError(
+                    "One or more of the records provided cannot be deleted because they do not "
+                    "exist in the project. The following records do not exist: "
+                    + ", ".join(missing)
+                )
+            self.store.delete(database, records)
+        return len(set(records))
 
     def next_record_name(self, database: str) -> str:
         return str(self.store.max_numeric_name(database) + 1)

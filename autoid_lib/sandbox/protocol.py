@@ -21,6 +21,7 @@ XML_TYPE = "text/xml; charset=utf-8"
 TEXT_TYPE = "text/html; charset=utf-8"
 
 NO_PERMISSION = "You do not have permissions to use the API"
+NO_DELETE = "You do not have Delete Record privileges"
 
 
 class ApiError(Exception):

@@ -210,6 +210,15 @@ class Sandbox:
     def clear_faults(self) -> None:
         self.app.faults.clear()
 
+    def add_token(self, database: str, *, delete: bool = True) -> str:
+        """A second API token on ``database`` (another REDCap user); ``delete=False`` lacks the
+        Delete Record right. Not kept in the database file."""
+        if database not in DATABASES:
+            raise ValueError(f"unknown database {database!r}; choose one of {DATABASES}")
+        token = new_token()
+        self.app.add_token(database, token, delete=delete)
+        return token
+
     # -- data ---------------------------------------------------------------------------
     def rows(self, database: str, **export_options) -> list[dict[str, object]]:
         """Flat rows exactly as a JSON ``export_records`` returns them (not counted)."""

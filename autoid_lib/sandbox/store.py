@@ -206,6 +206,20 @@ class Store:
                 raise
             cur.execute("COMMIT")
 
+    def delete(self, db: str, records: Iterable[str]) -> None:
+        """Remove whole records in one transaction."""
+        names = [(db, name) for name in dict.fromkeys(records)]
+        with self.lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN")
+            try:
+                cur.executemany("DELETE FROM data WHERE db = ? AND record = ?", names)
+                cur.executemany("DELETE FROM records WHERE db = ? AND record = ?", names)
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            cur.execute("COMMIT")
+
     def put_records(self, db: str, records: Iterable[tuple[str, RecordData, str, str]]) -> None:
         """Bulk-insert whole records (name, data, created, modified); used by the seeds."""
         with self.lock:

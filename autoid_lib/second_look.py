@@ -1,0 +1,52 @@
+"""The second line of defence: before the transfers, are this run's patients still its own?
+
+The lease keeps two runs from writing at once; this check catches what it cannot (a writer
+without the lease: an older kit, a hand edit, a lease setting switched off). Just before the
+transfer import, the run re-reads the AutoID table and compares, for every (project, pseudonym)
+it is about to send, the patients (hashes) REDCap now holds with the ones the run expects: those
+it read plus those it wrote. Any difference means another writer was at work; the run writes
+nothing more and fails, before a study is forwarded under a second pseudonym.
+
+Pure: rows in, sentences out (no patient data: projects and pseudonyms only).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+
+from autoid_lib.plan import Plan
+from autoid_lib.snapshot import AutoIdRow
+
+
+def foreign_rows(plan: Plan, read: Iterable[AutoIdRow], now: Iterable[AutoIdRow]) -> list[str]:
+    """Problems with the AutoID rows of the patients ``plan`` serves, comparing the rows the
+    run ``read`` (plus what it wrote) with the rows REDCap holds ``now``."""
+    expected = _hashes_by_value(read)
+    for new in plan.new_ids:
+        expected[(new.project_name, new.value)].add(new.hash)
+    actual = _hashes_by_value(now)
+    values_of = defaultdict(set)
+    for row in now:
+        values_of[(row.project_name, row.hash)].add(row.value)
+    problems = []
+    for key in sorted({(t.project_name, t.pseudonym) for t in plan.transfers}):
+        project, value = key
+        want, have = expected.get(key, set()), actual.get(key, set())
+        if not want:
+            continue  # sent under a name AutoID never held (a legacy transfer): nothing to compare
+        if have != want:
+            problems.append(
+                f"{project}: ID {value} is now stored for {len(have)} patient(s), "
+                f"the run expected {len(want)}"
+            )
+        elif any(values_of[(project, h)] != {value} for h in want):
+            problems.append(f"{project}: the patient of ID {value} now has a second ID")
+    return problems
+
+
+def _hashes_by_value(rows: Iterable[AutoIdRow]) -> dict[tuple[str, str], set[str]]:
+    out: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for row in rows:
+        out[(row.project_name, row.value)].add(row.hash)
+    return out
