@@ -14,6 +14,7 @@ from pathlib import Path
 
 from autoid_lib.config import DATABASES, Settings, load_settings
 from autoid_lib.errors import AutoIdError, ConfigError
+from autoid_lib.hash_scheme import describe as describe_hash_scheme
 from autoid_lib.lease_redcap import installations_seen
 from autoid_lib.plan import PlanSettings, plan
 from autoid_lib.private_files import private_folder
@@ -71,10 +72,16 @@ def check_setup(settings: Settings) -> CheckReport:
         report.checks["REDCap projects/autoid"] = f"FAILED: {error}"
         report.ok = False
         return report
+    hasher = settings.run.hasher()
+    scheme = describe_hash_scheme(rows, hasher)
+    report.checks["hash scheme"] = scheme
+    if scheme.startswith("FAILED"):
+        report.ok = False
+        return report
     moment = server_time(datetime.now(UTC), settings.run.server_timezone)
     planned = plan(
         Snapshot(tuple(records), (), tuple(rows), moment, moment),
-        PlanSettings(settings.run.hasher(), "", settings.run.capacity_warn_at),
+        PlanSettings(hasher, "", settings.run.capacity_warn_at),
     )
     for project in planned.projects:
         state = project.capacity.description if project.capacity else project.pattern_error
@@ -82,7 +89,7 @@ def check_setup(settings: Settings) -> CheckReport:
             f"{project.name}: AE title {project.ae_title}, pattern {project.pattern} — {state}"
         )
     for anomaly in planned.anomalies:
-        if anomaly.kind in {"ambiguous_ae_title", "project_misconfigured"}:
+        if anomaly.kind in {"ambiguous_ae_title", "project_misconfigured", "autoid_name_variant"}:
             report.warnings.append(anomaly.message)
     report.leases = installations_seen(lease_rows, datetime.now(UTC))
     return report

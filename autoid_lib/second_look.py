@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
+from autoid_lib.hashing import normalise_hash
 from autoid_lib.plan import Plan
 from autoid_lib.snapshot import AutoIdRow
 
@@ -27,8 +28,8 @@ def foreign_rows(plan: Plan, read: Iterable[AutoIdRow], now: Iterable[AutoIdRow]
         expected[(new.project_name, new.value)].add(new.hash)
     actual = _hashes_by_value(now)
     values_of = defaultdict(set)
-    for row in now:
-        values_of[(row.project_name, row.hash)].add(row.value)
+    for project, hash_, value in _complete(now):
+        values_of[(project, hash_)].add(value)
     problems = []
     for key in sorted({(t.project_name, t.pseudonym) for t in plan.transfers}):
         project, value = key
@@ -47,6 +48,15 @@ def foreign_rows(plan: Plan, read: Iterable[AutoIdRow], now: Iterable[AutoIdRow]
 
 def _hashes_by_value(rows: Iterable[AutoIdRow]) -> dict[tuple[str, str], set[str]]:
     out: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for row in rows:
-        out[(row.project_name, row.value)].add(row.hash)
+    for project, hash_, value in _complete(rows):
+        out[(project, value)].add(hash_)
     return out
+
+
+def _complete(rows: Iterable[AutoIdRow]) -> Iterable[tuple[str, str, str]]:
+    """(project, hash, value) of the rows that are somebody's ID, compared as the plan does:
+    a row without a hash or a value is nobody's (the plan reports it), hex ignores case."""
+    for row in rows:
+        hash_, value = normalise_hash(row.hash), row.value.strip()
+        if hash_ and value:
+            yield row.project_name, hash_, value

@@ -54,6 +54,7 @@ log = logging.getLogger("autoid.notebook")
 
 NOTEBOOK = notebook_path("populate_autoid.ipynb")
 DETAILS = ("summary", "full")
+KERNEL_LOG_FILE = "kernel.log"  # what the kernel process prints itself (not the kit's lines)
 NOTEBOOK_FILE, REPORT_FILE, SUMMARY_FILE, LOG_FILE = (
     "run.ipynb",
     "report.html",
@@ -361,7 +362,7 @@ def _execute(
     clock = time.perf_counter()
     failure = None
     try:
-        with private_kernel_config() as kernel_config:
+        with private_kernel_config(output.parent / KERNEL_LOG_FILE) as kernel_config:
             papermill.execute_notebook(
                 str(notebook),
                 str(output),
@@ -383,6 +384,9 @@ def _execute(
         log.error("notebook did not run: %s", type(error).__name__)
         failure = _failure("notebook", type(error).__name__, "the notebook kernel failed")
     total = time.perf_counter() - clock
+    kernel_log = output.parent / KERNEL_LOG_FILE
+    if kernel_log.exists() and kernel_log.stat().st_size == 0:
+        kernel_log.unlink()  # the usual case: the kernel had nothing to say
     timings = {"notebook": total, "kernel": max(0.0, total - _cells_time(output))}
     log.info("notebook executed in %.1f s", total)
     return timings, failure
