@@ -125,3 +125,26 @@ def test_an_old_study_modified_in_the_window_is_pending_not_lost(sandbox, config
     report = audit_in_kernel(str(config))
     assert report.finding("missing_transfer") is None
     assert list(report.pending["study_ref"]) == ["…3.1"]
+
+
+def test_what_the_run_refuses_is_found_by_the_audit(sandbox, config):  # issue 15
+    clean_history(sandbox)
+    padded = {**autoid(20, "Alpha", PID[6] + " ", "A20")}  # a legacy row under the padded ID
+    sandbox.add_rows("autoid", [autoid(19, "Alpha", PID[6], "A19"), padded])
+    sandbox.add_rows("autoid", [autoid(21, "alpha", PID[7], "A21")])  # a renamed project
+    sandbox.add_rows(
+        "incoming", [study("4.1", "ALPHA", PID[6] + " "), study("4.2", "ALPHA", PID[6])]
+    )
+    sandbox.add_rows(
+        "incoming", [study("4.3", "ALPHA", PID[8]), transfer("4.3", 1, "Alpha", "A77")]
+    )
+    report = audit_in_kernel(str(config))
+    counts = report.counts()
+    assert counts["spelling_several_ids"] == 1 and counts["project_name_variant"] == 1
+    assert counts["unknown_pseudonym"] == 1  # sent by hand, no AutoID row
+    (entry,) = report.finding("spelling_several_ids").table.to_dict("records")
+    assert entry == {"project": "Alpha", "autoid_records": "19, 20", "values": "A19, A20"}
+    (variant,) = report.finding("project_name_variant").table.to_dict("records")
+    assert variant == {"project": "Alpha", "stored_as": "alpha", "rows": 1}
+    shown = findings_html(report)
+    assert not any(pid in shown for pid in PATIENTS)

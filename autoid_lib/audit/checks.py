@@ -16,6 +16,11 @@ Checks (``Finding.kind``):
 - ``wrong_patient``        a transfer whose name is in AutoID, but for another patient's hash;
 - ``hash_several_values``  one patient hash with several IDs in one project;
 - ``value_several_hashes`` one ID stored for several patient hashes in one project;
+- ``spelling_several_ids`` one patient (normalised ID) whose spellings find several IDs in a
+                           project (e.g. rows under ``"ABC"`` and ``"ABC\\0"``): the run skips it;
+- ``project_name_variant`` AutoID rows under a spelling of an auto-ID project's name that
+                           differs only in case or spacing (a renamed project?): the run never
+                           hands their IDs out and skips their patients;
 - ``pattern_mismatch``     a stored ID that does not fullmatch the project's current pattern (a
                            notice: the pattern was probably changed on purpose);
 - ``invalid_pattern``      an auto-ID project whose pattern cannot be used at all;
@@ -36,7 +41,7 @@ from datetime import datetime
 import pandas as pd
 
 from autoid_lib.errors import PatternError
-from autoid_lib.hashing import PatientHasher, normalise_patient_id
+from autoid_lib.hashing import PatientHasher, normalise_hash, normalise_patient_id
 from autoid_lib.ids.generate import as_space
 from autoid_lib.result import dicom_date, study_ref
 from autoid_lib.snapshot import AutoIdRow, ExistingTransfer, IncomingStudy, Snapshot
@@ -167,8 +172,9 @@ def audit(snapshot: Snapshot, settings: AuditSettings) -> AuditReport:
     by_ae: dict[str, list[str]] = defaultdict(list)
     for p in projects:
         by_ae[p.ae_title.strip()].append(p.name)
+    patient_rows = [r for r in snapshot.autoid_rows if not r.is_kit_record]
     rows_by_project: dict[str, list[AutoIdRow]] = defaultdict(list)
-    for row in snapshot.autoid_rows:
+    for row in patient_rows:
         rows_by_project[row.project_name.strip()].append(row)
 
     findings: list[Finding] = []
@@ -182,6 +188,8 @@ def audit(snapshot: Snapshot, settings: AuditSettings) -> AuditReport:
     findings += _transfer_counts(addressed)
     findings += _pseudonyms(snapshot.studies, auto_names, rows_by_project, settings.hasher)
     findings += _autoid_conflicts(rows_by_project)
+    findings += _spellings(snapshot.studies, projects, rows_by_project, settings.hasher)
+    findings += _name_variants(projects, rows_by_project)
     findings += _patterns(projects, rows_by_project)
     findings += _downstream_errors(snapshot.studies)
     findings = [f for f in findings if f.count]
@@ -192,7 +200,7 @@ def audit(snapshot: Snapshot, settings: AuditSettings) -> AuditReport:
         window_begin=settings.window_begin,
         lookback_days=settings.lookback_days,
         studies=len(snapshot.studies),
-        autoid_rows=len(snapshot.autoid_rows),
+        autoid_rows=len(patient_rows),
     )
 
 
@@ -297,11 +305,14 @@ def _pseudonyms(studies, auto_names, rows_by_project, hasher: PatientHasher) -> 
     for name, rows in rows_by_project.items():
         for row in rows:
             if row.value.strip():
-                hashes_by_value[(name, row.value.strip())].add(row.hash.strip())
+                hashes_by_value[(name, row.value.strip())].add(normalise_hash(row.hash))
+    spellings: dict[str, set[str]] = defaultdict(set)
+    for study in studies:
+        spellings[normalise_patient_id(study.patient_id)].add(study.patient_id)
     unknown, wrong = [], []
     for study in studies:
         normalised = normalise_patient_id(study.patient_id)
-        keys = set(hasher.lookup_keys(study.patient_id, normalised)) if normalised else set()
+        keys = set(hasher.patient_keys(normalised, spellings[normalised])) if normalised else set()
         for transfer in study.transfer_requests:
             project = transfer.project_name.strip()
             if project not in auto_names:
@@ -379,6 +390,72 @@ def _autoid_conflicts(rows_by_project) -> list[Finding]:
             "new ones) and re-send their studies under the new ID.",
             pd.DataFrame(shared, columns=columns),
         ),
+    ]
+
+
+def _spellings(studies, projects, rows_by_project, hasher: PatientHasher) -> list[Finding]:
+    """Patients whose spellings, taken together, find several IDs in one project."""
+    spellings: dict[str, set[str]] = defaultdict(set)
+    for study in studies:
+        normalised = normalise_patient_id(study.patient_id)
+        if normalised:
+            spellings[normalised].add(study.patient_id)
+    found = []
+    for project in sorted(projects, key=lambda p: p.name):
+        values_of: dict[str, set[str]] = defaultdict(set)
+        records_of: dict[str, set[str]] = defaultdict(set)
+        for row in rows_by_project.get(project.name, ()):
+            hash_ = normalise_hash(row.hash)
+            if hash_ and row.value.strip():
+                values_of[hash_].add(row.value.strip())
+                records_of[hash_].add(row.record_id)
+        for patient, raws in spellings.items():
+            keys = [k for k in hasher.patient_keys(patient, raws) if k in values_of]
+            values = set().union(*(values_of[k] for k in keys)) if keys else set()
+            if len(keys) > 1 and len(values) > 1:
+                records = set().union(*(records_of[k] for k in keys))
+                found.append(
+                    {
+                        "project": project.name,
+                        "autoid_records": ", ".join(sorted(records, key=_natural)),
+                        "values": ", ".join(sorted(values)),
+                    }
+                )
+    return [
+        Finding(
+            "spelling_several_ids",
+            "Patients whose ID spellings (padding, NULs) find several IDs",
+            PROBLEM,
+            len(found),
+            "The legacy job hashed the raw patient ID, so one patient sent as 'ABC' and 'ABC ' "
+            "got two rows. Decide which ID the patient keeps (the one their transferred studies "
+            "carry) and delete the other AutoID rows. The run skips this patient until then.",
+            pd.DataFrame(found, columns=["project", "autoid_records", "values"]),
+        )
+    ]
+
+
+def _name_variants(projects, rows_by_project) -> list[Finding]:
+    """AutoID rows whose project name equals an auto-ID project's only when case is ignored."""
+    names = {p.name.strip().casefold(): p.name.strip() for p in projects}
+    found = []
+    for stored in sorted(rows_by_project):
+        project = names.get(stored.casefold())
+        if project is not None and project != stored:
+            found.append(
+                {"project": project, "stored_as": stored, "rows": len(rows_by_project[stored])}
+            )
+    return [
+        Finding(
+            "project_name_variant",
+            "AutoID rows under a variant of a project's name",
+            PROBLEM,
+            sum(f["rows"] for f in found),
+            "If the project was renamed, set autoid_project_name on these rows to the project's "
+            "current name; otherwise rename one of the two projects. Until then the run never "
+            "hands out these IDs and skips their patients' studies.",
+            pd.DataFrame(found, columns=["project", "stored_as", "rows"]),
+        )
     ]
 
 
