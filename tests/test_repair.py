@@ -287,3 +287,17 @@ def test_the_command_is_dry_by_default_and_refuses_resend_without_apply(sandbox,
     out = capsys.readouterr()
     assert out.out.strip().endswith("repair.html")
     assert A not in out.out + out.err
+
+
+def test_the_audit_before_and_after_a_repair(sandbox, tmp_path):
+    """Before: the legacy damage as problems. After: only the copies the repair listed, as a
+    notice, and no conflict, unknown or wrong pseudonym, or study with several requests."""
+    from autoid_lib.audit.job import audit_in_kernel
+
+    seed_legacy_damage(sandbox)
+    config = sandbox.write_kit_files(tmp_path, reports_dir=tmp_path / "reports")
+    before = audit_in_kernel(str(config)).counts()
+    assert before["hash_several_values"] == 1 and before["value_several_hashes"] == 1
+    repair(settings_for(sandbox, tmp_path), apply=True, resend=True, rng=random.Random(4))
+    after = audit_in_kernel(str(config)).counts()
+    assert after == {"retired_transfer": 3}
