@@ -99,3 +99,10 @@ def test_a_retired_empty_id_row_makes_its_studies_sound():
     result = plan(snapshot([KNEE], [sent, study("7.2", "NEW")], rows), settings)
     assert result.anomalies == ()
     assert [n.value for n in result.new_ids] != ["K3"]
+
+
+def test_explore_counts_retired_values_as_used():
+    from autoid_lib.explore.answers import project_values
+
+    rows = [row("K1", "A", record_id="1"), retired("K2", "A"), row("H1", "A", project_name="HIP")]
+    assert project_values(rows, "KNEE") == {"K1", "K2"}
