@@ -228,10 +228,10 @@ def test_the_repair_record_is_private_and_carries_no_patient_data(sandbox, tmp_p
     assert summary["applied"] and summary["transfers_created"] == 2
     assert summary["rows_retired"] == 3 and summary["ids_created"] == 1
     worksheet = list(csv.DictReader((folder / "worksheet.csv").open()))
-    assert sorted((w["study_uid"], w["sent_under"]) for w in worksheet) == [
-        ("1.2.3.1002", "K02"),
-        ("1.2.3.1004", "K03"),
-        ("1.2.3.1005", "K04"),
+    assert sorted((w["study_uid"], w["sent_under"], w["new_request"]) for w in worksheet) == [
+        ("1.2.3.1002", "K02", "new request created"),
+        ("1.2.3.1004", "K03", "new request created"),
+        ("1.2.3.1005", "K04", "none: the study has no patient ID"),
     ]
     index = (folder.parent / "index.html").read_text()
     assert f"{folder.name}/repair.html" in index

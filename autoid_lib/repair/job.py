@@ -145,7 +145,7 @@ def _record(
     css = (templates_dir() / "report" / "report.css").read_text(encoding="utf-8")
     _write_private(folder / REPORT_FILE, repair_html(plan, ending, css))
     if plan is not None:
-        _write_private(folder / WORKSHEET_FILE, worksheet_csv(plan))
+        _write_private(folder / WORKSHEET_FILE, worksheet_csv(plan, ending))
     summary = _summary(plan, ending, started, duration)
     from autoid_lib.records.notebook_run import rebuild_index, write_json
 

@@ -65,7 +65,17 @@ def status(plan: RepairPlan | None, ending: Ending) -> str:
     return "ok"
 
 
-def worksheet_csv(plan: RepairPlan) -> str:
+RESEND_CREATED = "new request created"
+
+
+def _request_state(value: str, ending: Ending | None) -> str:
+    """A planned resend that this repair wrote is reported as written."""
+    if value == RESEND_PLANNED and ending and ending.applied and ending.resend:
+        return RESEND_CREATED
+    return value
+
+
+def worksheet_csv(plan: RepairPlan, ending: Ending | None = None) -> str:
     """Every wrong copy in the research PACS, one line each, for the PACS team."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -80,7 +90,7 @@ def worksheet_csv(plan: RepairPlan) -> str:
                 c.belongs_under,
                 c.requested_date,
                 c.sent_date,
-                c.new_request,
+                _request_state(c.new_request, ending),
             ]
         )
     return out.getvalue()
@@ -110,7 +120,7 @@ def repair_html(plan: RepairPlan | None, ending: Ending, css: str) -> str:
             _autoid_table(plan),
             "<h2>What the research PACS team must do</h2>",
             _pacs_text(plan, ending),
-            _copies_table(plan),
+            _copies_table(plan, ending),
         ]
     parts.append("</main></body></html>\n")
     return "".join(parts)
@@ -221,7 +231,7 @@ def _pacs_text(plan: RepairPlan, ending: Ending) -> str:
     )
 
 
-def _copies_table(plan: RepairPlan) -> str:
+def _copies_table(plan: RepairPlan, ending: Ending) -> str:
     copies = _sorted_copies(plan)
     if not copies:
         return ""
@@ -233,7 +243,7 @@ def _copies_table(plan: RepairPlan) -> str:
             c.belongs_under or "—",
             c.requested_date,
             c.sent_date or "—",
-            c.new_request,
+            _request_state(c.new_request, ending),
         ]
         for c in copies[:HTML_ROWS]
     ]
