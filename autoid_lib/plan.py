@@ -25,6 +25,7 @@ from autoid_lib.hash_scheme import HASH_SCHEME_RECORD, fingerprint_to_record
 from autoid_lib.hashing import PatientHasher, normalise_hash, normalise_patient_id
 from autoid_lib.ids import generate as idgen
 from autoid_lib.ids.space import compile_pattern
+from autoid_lib.retired import retired_by_project, superseded_requests
 from autoid_lib.snapshot import (
     KIT_PROJECT_PREFIX,
     AutoIdRow,
@@ -174,7 +175,9 @@ def plan(snapshot: Snapshot, settings: PlanSettings) -> Plan:
     anomalies: list[Anomaly] = []
     routes, projects = _route_ae_titles(snapshot.projects, anomalies)
     rows_by_project = _rows_by_project(snapshot.autoid_rows)
-    sent = _sent_names(snapshot.studies)
+    retired = retired_by_project(snapshot.autoid_rows)
+    superseded = superseded_requests(snapshot.studies, retired, settings.hasher)
+    sent = _sent_names(snapshot.studies, superseded)
     _check_project_filter(settings.projects, projects, anomalies)
 
     studies_by_project: dict[str, list[IncomingStudy]] = defaultdict(list)
@@ -199,7 +202,12 @@ def plan(snapshot: Snapshot, settings: PlanSettings) -> Plan:
             continue
         key = _name_key(project.name)
         planner = _ProjectPlanner(
-            project, rows_by_project.get(key, ()), sent.get(key, _SentNames()), settings
+            project,
+            rows_by_project.get(key, ()),
+            sent.get(key, _SentNames()),
+            settings,
+            retired=frozenset(retired.get(key, ())),
+            superseded=superseded,
         )
         planner.plan_studies(studies_by_project.get(project.name, ()))
         states.append(planner.state())
@@ -345,14 +353,17 @@ class _SentNames:
     names_of: dict[str, set[str]] = field(default_factory=dict)  # patient -> names
 
 
-def _sent_names(studies: Iterable[IncomingStudy]) -> dict[str, _SentNames]:
-    """Per project (name key), the pseudonyms existing transfer requests carry (any study)."""
+def _sent_names(
+    studies: Iterable[IncomingStudy], superseded: Collection[tuple[str, int]] = frozenset()
+) -> dict[str, _SentNames]:
+    """Per project (name key), the pseudonyms existing transfer requests carry (any study);
+    requests superseded by a retired row (``autoid_lib.retired``) are history, not names."""
     sent: dict[str, _SentNames] = defaultdict(_SentNames)
     for study in studies:
         patient = normalise_patient_id(study.patient_id)
         for transfer in study.transfer_requests:
             name = transfer.name.strip()
-            if name:
+            if name and (study.uid, transfer.instance) not in superseded:
                 index = sent[_name_key(transfer.project_name)]
                 index.patients_of.setdefault(name, set()).add(patient)
                 index.names_of.setdefault(patient, set()).add(name)
@@ -360,7 +371,8 @@ def _sent_names(studies: Iterable[IncomingStudy]) -> dict[str, _SentNames]:
 
 
 def _rows_by_project(rows: Iterable[AutoIdRow]) -> dict[str, list[AutoIdRow]]:
-    """Patient rows by project name key; the kit's own records are not patients."""
+    """Patient rows by project name key; the kit's own records (retired rows among them) are
+    not patients' live IDs."""
     grouped: dict[str, list[AutoIdRow]] = defaultdict(list)
     for row in rows:
         if not row.is_kit_record:
@@ -380,8 +392,19 @@ class _Decision:
 class _ProjectPlanner:
     """Plans one project: looks patients up, assigns new IDs, lists transfers."""
 
-    def __init__(self, project: ProjectRecord, rows, sent: _SentNames, settings: PlanSettings):
+    def __init__(
+        self,
+        project: ProjectRecord,
+        rows,
+        sent: _SentNames,
+        settings: PlanSettings,
+        *,
+        retired: frozenset[str] = frozenset(),
+        superseded: Collection[tuple[str, int]] = frozenset(),
+    ):
         self.project = project
+        self.retired = retired  # values retired in this project: never handed out again
+        self.superseded = superseded
         self.name = project.name.strip()
         self.settings = settings
         self.sent = sent
@@ -404,6 +427,8 @@ class _ProjectPlanner:
         self._index_rows(rows)
         for pseudonym in sent.patients_of:
             self.reserve(pseudonym)  # sent to the PACS under this name, whatever AutoID says
+        for value in retired:
+            self.reserve(value)  # retired by autoid repair: reserved for ever
 
     def _anomaly(self, kind: str, message: str, action: str, count: int = 1) -> None:
         self.anomalies.append(Anomaly(kind, self.project.name, message, action, count))
@@ -523,6 +548,8 @@ class _ProjectPlanner:
             return True
         if name in self.reserved:
             return True  # an incomplete or variant row holds it for somebody unknown
+        if name in self.retired and name not in self.hash_of:
+            return True  # retired and no live row gives it to anybody: nobody goes under it
         stored = self.shared.get(name) or ({self.hash_of[name]} if name in self.hash_of else set())
         return not stored <= set(keys)
 
@@ -549,8 +576,17 @@ class _ProjectPlanner:
         return _Decision()
 
     def _request_is_sound(self, study: IncomingStudy, name: str) -> bool:
-        """Exactly one request, to this project, under the patient's name (if it has one)."""
-        requested = [(t.project_name.strip(), t.name.strip()) for t in study.transfer_requests]
+        """Exactly one request, to this project, under the patient's name (if it has one).
+
+        Requests superseded by a retired row do not count; a study without a patient ID whose
+        requests are all superseded is sound (autoid repair listed it; nothing can be resent).
+        """
+        live = [
+            t for t in study.transfer_requests if (study.uid, t.instance) not in self.superseded
+        ]
+        if not live and not name and study.transfer_requests:
+            return True
+        requested = [(t.project_name.strip(), t.name.strip()) for t in live]
         if len(requested) != 1:
             return False
         project, sent_name = requested[0]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -261,6 +261,22 @@ class RedcapGateway:
                 )
             touched += expected
         return touched
+
+    def rename_autoid_rows(self, project_names: Mapping[str, str]) -> int:
+        """Set ``autoid_project_name`` of existing AutoID records (record ID -> new name), as
+        ``autoid repair`` retires rows; returns how many REDCap confirmed. Hash and value stay."""
+        renamed = 0
+        for chunk in _chunks(sorted(project_names), self.settings.chunk_size):
+            rows = [{"record_id": r, "autoid_project_name": project_names[r]} for r in chunk]
+            operation = f"rename {len(rows)} AutoID row(s)"
+            answer = self._import("autoid", operation, rows, return_content="count")
+            count = answer.get("count") if isinstance(answer, dict) else None
+            if str(count) != str(len(rows)):
+                raise RedcapError(
+                    "autoid", operation, f"REDCap confirmed {count} of {len(rows)} records"
+                )
+            renamed += len(rows)
+        return renamed
 
     # -- the one place requests happen -------------------------------------------------------
 

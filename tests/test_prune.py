@@ -146,7 +146,7 @@ def _cli(argv: list[str]) -> argparse.Namespace:
 def test_run_folders_are_created_only_for_the_modes_prune_reads(tmp_path):
     """A folder prune, the index and the mail could not parse would never be pruned or
     compared with; notebook_run refuses to create one."""
-    assert RUN_MODES == ("live", "dry", "audit")
+    assert RUN_MODES == ("live", "dry", "audit", "repair")
     for mode in RUN_MODES:
         folder = _new_run_folder(tmp_path, mode)
         assert parse_run_folder(folder.name).mode == mode

@@ -24,7 +24,13 @@ Checks (``Finding.kind``):
 - ``pattern_mismatch``     a stored ID that does not fullmatch the project's current pattern (a
                            notice: the pattern was probably changed on purpose);
 - ``invalid_pattern``      an auto-ID project whose pattern cannot be used at all;
-- ``downstream_error``     a transfer the forwarder marked in ``transfer_error`` (grouped by code).
+- ``downstream_error``     a transfer the forwarder marked in ``transfer_error`` (grouped by code);
+- ``retired_transfer``     a request sent under an ID ``autoid repair`` retired for its patient (a
+                           notice: the repair listed the copy; such requests are left out of the
+                           transfer and pseudonym checks above).
+
+Retired rows (``autoid_lib.retired``) and the kit's other records are not patients' IDs: they are
+left out of the conflict, pattern and per-project checks.
 
 Tables never carry a patient ID, a patient name, an accession number or a patient hash: a study
 is shown by project, study date and the last 8 characters of its UID (the whole UID only with
@@ -35,7 +41,7 @@ from __future__ import annotations
 
 import html
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import pandas as pd
@@ -44,6 +50,7 @@ from autoid_lib.errors import PatternError
 from autoid_lib.hashing import PatientHasher, normalise_hash, normalise_patient_id
 from autoid_lib.ids.generate import as_space
 from autoid_lib.result import dicom_date, study_ref
+from autoid_lib.retired import retired_by_project, superseded_requests
 from autoid_lib.snapshot import AutoIdRow, ExistingTransfer, IncomingStudy, Snapshot
 
 SUMMARY_SCHEMA = 1
@@ -176,6 +183,10 @@ def audit(snapshot: Snapshot, settings: AuditSettings) -> AuditReport:
     rows_by_project: dict[str, list[AutoIdRow]] = defaultdict(list)
     for row in patient_rows:
         rows_by_project[row.project_name.strip()].append(row)
+    superseded = superseded_requests(
+        snapshot.studies, retired_by_project(snapshot.autoid_rows), settings.hasher
+    )
+    current = [_without(study, superseded) for study in snapshot.studies]
 
     findings: list[Finding] = []
     addressed = [
@@ -185,13 +196,16 @@ def audit(snapshot: Snapshot, settings: AuditSettings) -> AuditReport:
     ]
     missing, pending = _missing_transfers(addressed, settings)
     findings += missing
-    findings += _transfer_counts(addressed)
-    findings += _pseudonyms(snapshot.studies, auto_names, rows_by_project, settings.hasher)
+    findings += _transfer_counts(
+        [(current_study, names) for current_study, (_, names) in _current(addressed, current)]
+    )
+    findings += _pseudonyms(current, auto_names, rows_by_project, settings.hasher)
     findings += _autoid_conflicts(rows_by_project)
     findings += _spellings(snapshot.studies, projects, rows_by_project, settings.hasher)
     findings += _name_variants(projects, rows_by_project)
     findings += _patterns(projects, rows_by_project)
     findings += _downstream_errors(snapshot.studies)
+    findings += _retired_transfers(snapshot.studies, superseded)
     findings = [f for f in findings if f.count]
     return AuditReport(
         findings=tuple(findings),
@@ -205,6 +219,49 @@ def audit(snapshot: Snapshot, settings: AuditSettings) -> AuditReport:
 
 
 # -- the checks ---------------------------------------------------------------------------------
+
+
+def _without(study: IncomingStudy, superseded) -> IncomingStudy:
+    """The study without the requests a retired row superseded (history, not names)."""
+    if not any((study.uid, t.instance) in superseded for t in study.transfers):
+        return study
+    kept = tuple(t for t in study.transfers if (study.uid, t.instance) not in superseded)
+    return replace(study, transfers=kept)
+
+
+def _current(addressed, current):
+    by_uid = {study.uid: study for study in current}
+    return [(by_uid[study.uid], (study, names)) for study, names in addressed]
+
+
+def _retired_transfers(studies, superseded) -> list[Finding]:
+    rows = []
+    for study in studies:
+        wrong = [t for t in study.transfer_requests if (study.uid, t.instance) in superseded]
+        live = [t for t in study.transfer_requests if (study.uid, t.instance) not in superseded]
+        for t in wrong:
+            rows.append(
+                _study_row(
+                    study,
+                    t.project_name.strip(),
+                    sent_under=t.name.strip(),
+                    requested=t.requested_date,
+                    requested_again=", ".join(x.name.strip() for x in live) or "no",
+                )
+            )
+    columns = [*STUDY_COLUMNS, "sent_under", "requested", "requested_again"]
+    return [
+        Finding(
+            "retired_transfer",
+            "Requests sent under an ID autoid repair retired for that patient",
+            NOTICE,
+            len(rows),
+            "These copies are in the research PACS under a wrong ID (autoid repair listed them "
+            "in its worksheet.csv): delete them there. A study with no request under its right "
+            "ID yet is requested again by `autoid repair --apply --resend`.",
+            _frame(rows, columns),
+        )
+    ]
 
 
 def _study_row(study: IncomingStudy, project: str, **extra) -> dict:

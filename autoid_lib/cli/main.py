@@ -17,6 +17,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("autoid_lib.cli.run", "run the job once as a recorded notebook: report, summary.json"),
     "check": ("autoid_lib.check", "validate the config, reach each database, list projects"),
     "audit": ("autoid_lib.cli.audit", "check all Incoming/AutoID history; write an audit report"),
+    "repair": (
+        "autoid_lib.cli.repair",
+        "repair what the legacy job left in AutoID (dry by default; --apply, --resend)",
+    ),
     "demo": (
         "autoid_lib.cli.demo",
         "run the job on a seeded local sandbox and print the report path",

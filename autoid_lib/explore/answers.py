@@ -36,6 +36,7 @@ from autoid_lib.plan import (
     plan,
 )
 from autoid_lib.result import RunResult, dicom_date, study_ref
+from autoid_lib.retired import retired_from
 from autoid_lib.snapshot import AutoIdRow, IncomingStudy, Snapshot
 
 TRANSFERRED, PENDING, SKIPPED_STATE = "transferred", "pending", "skipped"
@@ -51,8 +52,12 @@ def auto_id_projects(snapshot: Snapshot) -> list[str]:
 
 
 def project_values(rows: tuple[AutoIdRow, ...] | list[AutoIdRow], project: str) -> set[str]:
-    """The IDs a project already uses (its AutoID values)."""
-    return {r.value.strip() for r in rows if r.project_name.strip() == project and r.value.strip()}
+    """The IDs a project already uses: its AutoID values, retired ones included (never free)."""
+    return {
+        r.value.strip()
+        for r in rows
+        if r.value.strip() and project in (r.project_name.strip(), retired_from(r))
+    }
 
 
 # -- project overview ---------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 # The modes of a run folder's name: the one list ``notebook_run`` creates folders for and
 # prune, the index and the mail read back.
-RUN_MODES = ("live", "dry", "audit")
+RUN_MODES = ("live", "dry", "audit", "repair")
 
 _RUN_FOLDER = re.compile(
     r"^(?P<y>\d{4})-?(?P<mo>\d{2})-?(?P<d>\d{2})[T_-]?"

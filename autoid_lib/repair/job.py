@@ -1,0 +1,199 @@
+"""``autoid repair`` step by step: lock, read all history, plan, (write, re-read), record.
+
+Under the run lock, so no run plans from a half-repaired table. Reads come first and completely
+(Projects, all of Incoming with the forwarder's fields, the whole AutoID table) and the hash
+scheme recorded in AutoID is checked: a failed read or a changed scheme ends the repair before
+any write. Writes go in the order that makes a cut-off repair safe and completable: retire rows,
+then create rows, then (``resend``) new transfer requests; the plan is derived from state, so
+the next ``repair --apply`` finishes whatever was cut off. After writing, everything is read
+again and planned again: a repair that is not a fixed point is reported as failed.
+
+The record is a folder ``<reports_dir>/<UTC time>-repair/`` with ``repair.html``,
+``worksheet.csv`` and ``summary.json`` (files 0600, folder 0700), listed in ``index.html``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from autoid_lib.config import Settings
+from autoid_lib.errors import AutoIdError
+from autoid_lib.hash_scheme import fingerprint_to_record
+from autoid_lib.lock import run_lock
+from autoid_lib.package_data import templates_dir
+from autoid_lib.redcap import RedcapGateway
+from autoid_lib.repair.plan import RepairPlan, RepairSettings, plan_repair
+from autoid_lib.repair.report import Ending, repair_html, status, worksheet_csv
+from autoid_lib.run import server_time
+from autoid_lib.snapshot import Snapshot
+
+log = logging.getLogger("autoid.repair")
+
+MODE = "repair"
+REPORT_FILE, WORKSHEET_FILE, SUMMARY_FILE = "repair.html", "worksheet.csv", "summary.json"
+SUMMARY_SCHEMA = 1
+
+
+@dataclass
+class RepairOutcome:
+    """What one ``autoid repair`` did; ``folder`` is its record."""
+
+    plan: RepairPlan | None
+    ending: Ending
+    folder: Path
+    summary: dict
+
+    @property
+    def status(self) -> str:
+        return self.summary["status"]
+
+
+def repair(
+    settings: Settings,
+    *,
+    apply: bool = False,
+    resend: bool = False,
+    now: datetime | None = None,
+    reports_dir: str | Path | None = None,
+    rng: random.Random | None = None,
+) -> RepairOutcome:
+    """One repair under the run lock (raises ``LockHeld`` before any request if it is held)."""
+    started = now or datetime.now(UTC)
+    if started.tzinfo is None:
+        started = started.replace(tzinfo=UTC)
+    clock = time.perf_counter()
+    with run_lock(settings.run.lock_file):
+        gateway = RedcapGateway(settings.redcap)
+        plan, error, problems = None, "", ()
+        step = "read"
+        try:
+            snapshot = _read(gateway, started, settings)
+            step = "plan"
+            repair_settings = RepairSettings(
+                hasher=settings.run.hasher(),
+                requested_at=f"{server_time(started, settings.run.server_timezone):%Y-%m-%d %H:%M}",
+                rng=rng,
+            )
+            fingerprint_to_record(snapshot.autoid_rows, repair_settings.hasher)  # raises if unsafe
+            plan = plan_repair(snapshot, repair_settings)
+            log.info("repair plan: %s", plan.describe())
+            if apply and not plan.is_empty(resend=resend):
+                step = "write"
+                _write(plan, gateway, resend)
+                step = "verify"
+                problems = _verify(gateway, started, settings, repair_settings, resend)
+        except AutoIdError as failure:
+            error = f"{step}: {failure}"
+            log.error("repair failed at %s", error)
+        except Exception as failure:  # recorded by type only: its text may quote data
+            error = f"{step}: internal error ({type(failure).__name__}); see the log"
+            log.exception("repair failed at %s", step)
+        ending = Ending(
+            applied=apply and plan is not None and not error,
+            resend=resend,
+            error=error,
+            problems=tuple(problems),
+            api_requests=gateway.requests,
+            started=f"{started:%Y-%m-%d %H:%M} UTC",
+        )
+    folder = Path(reports_dir) if reports_dir else Path(settings.run.reports_dir)
+    return _record(folder, plan, ending, started, time.perf_counter() - clock)
+
+
+def _read(gateway: RedcapGateway, started: datetime, settings: Settings) -> Snapshot:
+    projects = gateway.project_records()
+    studies = gateway.incoming_studies(None, None, history=True)
+    rows = gateway.autoid_rows()
+    moment = server_time(started, settings.run.server_timezone)
+    return Snapshot(tuple(projects), tuple(studies), tuple(rows), moment, moment)
+
+
+def _write(plan: RepairPlan, gateway: RedcapGateway, resend: bool) -> None:
+    """Retire, then create, then send again: each step only what the state still lacks."""
+    if plan.retirements:
+        gateway.rename_autoid_rows({r.record_id: r.retired_name for r in plan.retirements})
+    if plan.new_rows:
+        gateway.create_autoid_rows(plan.new_rows)
+    if resend and plan.resend:
+        gateway.create_transfers(plan.resend)
+    log.info(
+        "repair wrote %d renamed row(s), %d new row(s), %d transfer request(s)",
+        len(plan.retirements),
+        len(plan.new_rows),
+        len(plan.resend) if resend else 0,
+    )
+
+
+def _verify(gateway, started, settings, repair_settings, resend) -> list[str]:
+    """Read everything again: the repaired state must plan nothing more."""
+    again = plan_repair(_read(gateway, started, settings), repair_settings)
+    if again.is_empty(resend=resend):
+        return []
+    return [f"the re-read still plans: {again.describe()}; run autoid repair --apply again"]
+
+
+def _record(
+    reports_dir: Path, plan: RepairPlan | None, ending: Ending, started: datetime, duration: float
+) -> RepairOutcome:
+    folder = _new_folder(reports_dir, started)
+    css = (templates_dir() / "report" / "report.css").read_text(encoding="utf-8")
+    _write_private(folder / REPORT_FILE, repair_html(plan, ending, css))
+    if plan is not None:
+        _write_private(folder / WORKSHEET_FILE, worksheet_csv(plan, ending))
+    summary = _summary(plan, ending, started, duration)
+    from autoid_lib.records.notebook_run import rebuild_index, write_json
+
+    write_json(folder / SUMMARY_FILE, summary)
+    os.chmod(folder / SUMMARY_FILE, 0o600)
+    rebuild_index(reports_dir)
+    return RepairOutcome(plan, ending, folder, summary)
+
+
+def _summary(plan: RepairPlan | None, ending: Ending, started: datetime, duration: float) -> dict:
+    projects = [p.__dict__ for p in plan.projects] if plan else []
+    applied = ending.applied
+    return {
+        "schema": SUMMARY_SCHEMA,
+        "mode": "repair" if applied else "repair (dry)",
+        "status": status(plan, ending),
+        "started": started.isoformat(timespec="seconds"),
+        "applied": applied,
+        "resend": ending.resend,
+        "headline": plan.describe() if plan else "",
+        "rows_retired": sum(p.retired for p in plan.projects) if plan else 0,
+        "ids_created": sum(p.new_ids for p in plan.projects) if plan else 0,
+        "transfers_created": len(plan.resend) if plan and applied and ending.resend else 0,
+        "resend_planned": len(plan.resend) if plan else 0,
+        "wrong_copies": len(plan.wrong_copies) if plan else 0,
+        "projects": projects,
+        "problems": list(ending.problems),
+        "api_requests": ending.api_requests,
+        "duration_s": round(duration, 3),
+        "report": REPORT_FILE,
+        "worksheet": WORKSHEET_FILE if plan else None,
+        "error": {"step": ending.error.partition(":")[0], "type": "", "message": ending.error}
+        if ending.error
+        else None,
+    }
+
+
+def _new_folder(reports_dir: Path, started: datetime) -> Path:
+    reports_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    moment = datetime.now(UTC)
+    path = reports_dir / f"{moment:%Y%m%dT%H%M%S}Z-{MODE}"
+    if path.exists():
+        path = reports_dir / f"{moment:%Y%m%dT%H%M%S}.{moment.microsecond // 1000:03d}Z-{MODE}"
+    path.mkdir(mode=0o700)
+    return path
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
