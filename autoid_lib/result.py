@@ -1,9 +1,9 @@
 """What a run did, as tables the notebooks display and a summary monitors read.
 
 ``RunResult`` holds pandas DataFrames (projects, studies, ids, anomalies, capacity) built from
-the plan, plus the run's counts, timings and error. ``summary()`` is the stable, documented
-``summary.json`` contract: it carries counts, project names, patterns and anomaly texts, and by
-construction no study UID, patient ID or name.
+the plan, plus the run's counts, timings and error. ``records.summary.run_summary`` turns it
+into the stable, documented ``summary.json`` contract: counts, project names, patterns and
+anomaly texts, and by construction no study UID, patient ID or name.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ from autoid_lib.plan import (
     TRANSFER,
     Plan,
 )
-
-SUMMARY_SCHEMA = 1
+from autoid_lib.vocab import Detail, RunMode, Status
 
 PROJECT_COLUMNS = [
     "project", "ae_title", "pattern", "incoming", "already_transferred", "transfers_created",
@@ -55,7 +54,7 @@ class RunError:
 
 @dataclass
 class RunResult:
-    mode: str  # "live" | "dry"
+    mode: RunMode  # live or dry
     started: datetime  # UTC
     window_begin: datetime  # REDCap server time
     window_end: datetime
@@ -70,18 +69,18 @@ class RunResult:
     # -- status ------------------------------------------------------------------------------
 
     @property
-    def status(self) -> str:
+    def status(self) -> Status:
         """ok, attention (a human should look) or failed (the run did not finish cleanly)."""
         if self.error is not None or self.problems:
-            return "failed"
+            return Status.FAILED
         if self.plan is not None and (self.plan.anomalies or self.plan.skipped_by_reason()):
-            return "attention"
-        return "ok"
+            return Status.ATTENTION
+        return Status.OK
 
     @property
     def headline(self) -> str:
-        label = {"ok": "OK", "attention": "Needs attention", "failed": "FAILED"}[self.status]
-        mode = "dry run" if self.mode == "dry" else "live run"
+        label = self.status.label
+        mode = RunMode(self.mode).label
         window = f"{self.window_begin:%Y-%m-%d %H:%M} → {self.window_end:%Y-%m-%d %H:%M}"
         text = f"{label} — {mode}, window {window}, {self.duration_s:.1f} s"
         if self.error is not None:
@@ -95,7 +94,7 @@ class RunResult:
 
     # -- tables ------------------------------------------------------------------------------
 
-    def studies(self, detail: str = "full") -> pd.DataFrame:
+    def studies(self, detail: str = Detail.FULL) -> pd.DataFrame:
         rows = []
         for s in self.plan.studies if self.plan else ():
             rows.append(
@@ -110,7 +109,7 @@ class RunResult:
                 }
             )
         frame = pd.DataFrame(rows, columns=STUDY_COLUMNS)
-        if detail != "full":
+        if detail != Detail.FULL:
             frame = frame.drop(columns=["study_uid"])
         return frame
 
@@ -209,36 +208,6 @@ class RunResult:
         if self.writes_unknown:
             created = dict.fromkeys(created)
         return {**created, "studies_in_window": plan.studies_in_window if plan else 0}
-
-    def summary(self) -> dict:
-        """The summary.json contract (documented in docs/summary.md); no patient data."""
-        return {
-            "schema": SUMMARY_SCHEMA,
-            "status": self.status,
-            "mode": self.mode,
-            "started": self.started.isoformat(timespec="seconds"),
-            "duration_s": round(self.duration_s, 3),
-            "window": {
-                "begin": f"{self.window_begin:%Y-%m-%d %H:%M:%S}",
-                "end": f"{self.window_end:%Y-%m-%d %H:%M:%S}",
-                "lookback_days": self.lookback_days,
-            },
-            "api_requests": self.api_requests,
-            **self.counts(),
-            "skipped": self.plan.skipped_by_reason() if self.plan else {},
-            "anomalies": self.anomalies().to_dict("records"),
-            "projects": _records(self.projects()),
-            "verification": list(self.problems),
-            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
-            "error": self.error.__dict__ if self.error else None,
-        }
-
-
-def _records(frame: pd.DataFrame) -> list[dict]:
-    return [
-        {k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in r.items()}
-        for r in frame.to_dict("records")
-    ]
 
 
 def study_ref(uid: str) -> str:
