@@ -21,7 +21,7 @@ from autoid_lib.records.summary import (
     with_integer_counts,
 )
 from autoid_lib.snapshot import ProjectRecord
-from autoid_lib.vocab import Detail, RunMode, Status, as_utc, parse_utc
+from autoid_lib.vocab import AnomalyKind, Detail, RunMode, Status, as_utc, parse_utc
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 STARTED = datetime(2026, 11, 28, 6, 30, tzinfo=UTC)
@@ -118,3 +118,12 @@ def test_status_labels_come_from_one_table():
     assert [s.label for s in Status] == ["OK", "Needs attention", "FAILED"]
     assert Status.parse("weird") is None and Status.parse("ok") is Status.OK
     assert Detail.parse("full") is Detail.FULL
+
+
+def test_every_anomaly_kind_the_planner_reports_is_in_the_enum():
+    import autoid_lib.plan
+
+    source = Path(autoid_lib.plan.__file__).read_text(encoding="utf-8")
+    kinds = set(re.findall(r'(?:Anomaly|_anomaly)\(\s*"([a-z_]+)"', source))
+    assert len(kinds) >= 10  # the scan finds them
+    assert kinds <= {k.value for k in AnomalyKind}
