@@ -54,7 +54,7 @@ class RunError:
 
 @dataclass
 class RunResult:
-    mode: RunMode  # live or dry
+    mode: str  # a RunMode: live or dry
     started: datetime  # UTC
     window_begin: datetime  # REDCap server time
     window_end: datetime
@@ -200,7 +200,7 @@ class RunResult:
         """What the run created (a dry run: would create); ``None`` when the write failed."""
         ids = self.ids()
         plan = self.plan
-        created = {
+        created: dict[str, int | None] = {
             "transfers_created": len(plan.transfers) if plan else 0,
             "ids_created": int((ids["source"] == "new").sum()),
             "ids_reused": int(ids["source"].isin(KNOWN_ID_SOURCES).sum()),

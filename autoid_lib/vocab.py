@@ -29,7 +29,7 @@ class Status(StrEnum):
     def parse(cls, value: object) -> Status | None:
         """The status ``value`` names, or None (an unknown or missing status in an old file)."""
         try:
-            return cls(value)
+            return cls(value) if isinstance(value, str) else None
         except ValueError:
             return None
 
@@ -62,11 +62,9 @@ class Detail(StrEnum):
     @classmethod
     def parse(cls, value: object) -> Detail:
         """``value`` as a detail level; a ``ValueError`` naming the levels otherwise."""
-        try:
+        if isinstance(value, str) and value in cls._value2member_map_:
             return cls(value)
-        except ValueError:
-            levels = ", ".join(cls)
-            raise ValueError(f"detail must be one of {levels}, not {value!r}") from None
+        raise ValueError(f"detail must be one of {', '.join(cls)}, not {value!r}")
 
 
 class AnomalyKind(StrEnum):

@@ -24,6 +24,7 @@ from autoid_lib.errors import ConfigError
 from autoid_lib.mail.compose import compose_message
 from autoid_lib.mail.settings import SEND_POLICIES, EmailSettings, email_settings_from_config
 from autoid_lib.records.folders import REPORT_FILE, parse_run_folder, read_summary, run_folders
+from autoid_lib.records.summary import Summary
 from autoid_lib.secret import redact
 
 __all__ = [
@@ -196,9 +197,7 @@ def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def find_previous_summary(
-    reports_dir: Path | str, current_run: Path | str
-) -> dict[str, Any] | None:
+def find_previous_summary(reports_dir: Path | str, current_run: Path | str) -> Summary | None:
     """The ``summary.json`` of the latest run before ``current_run`` with the same mode whose
     mail did not fail.
 

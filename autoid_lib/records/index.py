@@ -67,7 +67,7 @@ def _row(folder: Path, started: datetime, mode: RunMode) -> str:
     status, label = (known.value, known.label) if known else ("unknown", "unknown")
     report = folder / str(summary.get("report") or REPORT_FILE)
     link = f'<a href="{_e(folder.name)}/{_e(report.name)}">report</a>' if report.is_file() else "—"
-    error = summary.get("error") or {}
+    error = summary.get("error")
     error_text = f"{error.get('step', '')}: {error.get('type', '')}" if error else ""
     skipped = summary.get("skipped")
     cells = [

@@ -97,9 +97,10 @@ def _clean_leftovers(reports_dir: Path) -> None:
 def _rebuild(reports_dir: Path, rebuild_index: Callable[[Path], object] | None) -> None:
     if rebuild_index is None:
         try:
-            from autoid_lib.records.index import rebuild_index
+            from autoid_lib.records.index import rebuild_index as rebuild
         except ImportError:
             log.warning("index not rebuilt: autoid_lib.records.index.rebuild_index is missing")
             return
+        rebuild_index = rebuild
     rebuild_index(reports_dir)
     log.info("rebuilt %s", reports_dir / INDEX_FILE)

@@ -127,14 +127,12 @@ def audit_summary(
 ) -> Summary:
     """An audit's summary: the report's own keys plus when it ran and what it cost."""
     summary = cast(Summary, {"schema": SUMMARY_SCHEMA, **report.summary()})
-    summary.update(
-        kind="audit",
-        mode=RunMode.AUDIT.value,
-        started=started.isoformat(timespec="seconds"),
-        api_requests=api_requests,
-        duration_s=round(duration_s, 3),
-        error=None,
-    )
+    summary["kind"] = "audit"
+    summary["mode"] = RunMode.AUDIT.value
+    summary["started"] = started.isoformat(timespec="seconds")
+    summary["api_requests"] = api_requests
+    summary["duration_s"] = round(duration_s, 3)
+    summary["error"] = None
     summary["projects"] = _plain_records(summary.get("projects") or [])
     return with_integer_counts(summary)
 
