@@ -121,13 +121,24 @@ def _writable(folder: Path) -> bool:
         return False
 
 
+def load_checked(path: str | Path) -> Settings:
+    """The config with every table validated, ``[email]`` included (a run checks ``[email]``
+    only with ``--email``; ``autoid check`` checks it whenever it is there)."""
+    from autoid_lib.mail.settings import email_settings_from_config
+
+    settings = load_settings(path)
+    if settings.email:
+        email_settings_from_config(settings.email)
+    return settings
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("--config", required=True, help="the kit's TOML config file")
 
 
 def run(args) -> int:
     try:
-        settings = load_settings(args.config)
+        settings = load_checked(args.config)
     except ConfigError as error:
         print(f"autoid check: {error}", file=sys.stderr)
         return ExitStatus.CONFIG

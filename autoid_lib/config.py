@@ -53,6 +53,14 @@ KNOWN_KEYS = {
     ),
     "lease": LEASE_KEYS,  # checked by autoid_lib.lease
 }  # fmt: skip
+# [email]'s keys (docs/operations.md): a misspelt one stops the config like any other table's;
+# its values are checked by mail.settings when mail is configured (autoid check, --email).
+EMAIL_KEYS = (
+    "smtp_host", "smtp_port", "security", "username", "password", "sender", "recipients", "send",
+    "attach_report", "report_url_base", "timeout_s", "subject_prefix", "attach_max_bytes",
+    "tls_ca_file", "repeat_failure_hours",
+)  # fmt: skip
+KNOWN_KEYS["email"] = EMAIL_KEYS
 _TOKEN_SHAPE = re.compile(r"[0-9A-Za-z]{32}")
 # Ten years: longer than any site's history, short enough that dates stay representable.
 MAX_LOOKBACK_DAYS = 3660

@@ -21,8 +21,9 @@ from IPython.display import HTML, Image
 
 from autoid_lib.plan import SKIPPED, TRANSFER
 from autoid_lib.result import RunResult
+from autoid_lib.vocab import STATUS_LABELS
 
-LABELS = {"ok": "OK", "attention": "Needs attention", "failed": "Failed"}
+LABELS = STATUS_LABELS
 _BANNER_STYLE = {
     "ok": "background:#edf7ef;border:1px solid #9fd0aa;color:#1e7b34",
     "attention": "background:#fff6e5;border:1px solid #f0c46e;color:#9a5b00",

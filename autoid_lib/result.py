@@ -1,9 +1,9 @@
 """What a run did, as tables the notebooks display and a summary monitors read.
 
 ``RunResult`` holds pandas DataFrames (projects, studies, ids, anomalies, capacity) built from
-the plan, plus the run's counts, timings and error. ``summary()`` is the stable, documented
-``summary.json`` contract: it carries counts, project names, patterns and anomaly texts, and by
-construction no study UID, patient ID or name.
+the plan, plus the run's counts, timings and error. ``records.summary.run_summary`` turns it
+into the stable, documented ``summary.json`` contract: counts, project names, patterns and
+anomaly texts, and by construction no study UID, patient ID or name.
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ from autoid_lib.plan import (
     TRANSFER,
     Plan,
 )
+from autoid_lib.vocab import Detail, RunMode, Status
 from autoid_lib.window import RunWindow
-
-SUMMARY_SCHEMA = 1
 
 PROJECT_COLUMNS = [
     "project", "ae_title", "pattern", "incoming", "already_transferred", "transfers_created",
@@ -56,7 +55,7 @@ class RunError:
 
 @dataclass
 class RunResult:
-    mode: str  # "live" | "dry"
+    mode: str  # a RunMode: live or dry
     started: datetime  # UTC
     window_begin: datetime  # REDCap server time
     window_end: datetime
@@ -72,18 +71,18 @@ class RunResult:
     # -- status ------------------------------------------------------------------------------
 
     @property
-    def status(self) -> str:
+    def status(self) -> Status:
         """ok, attention (a human should look) or failed (the run did not finish cleanly)."""
         if self.error is not None or self.problems:
-            return "failed"
+            return Status.FAILED
         if self.plan is not None and (self.plan.anomalies or self.plan.skipped_by_reason()):
-            return "attention"
-        return "ok"
+            return Status.ATTENTION
+        return Status.OK
 
     @property
     def headline(self) -> str:
-        label = {"ok": "OK", "attention": "Needs attention", "failed": "FAILED"}[self.status]
-        mode = "dry run" if self.mode == "dry" else "live run"
+        label = self.status.label
+        mode = RunMode(self.mode).label
         window = f"{self.window_begin:%Y-%m-%d %H:%M} → {self.window_end:%Y-%m-%d %H:%M}"
         if self.window is not None and self.window.describe():
             window += f" ({self.window.describe()})"
@@ -101,7 +100,7 @@ class RunResult:
 
     # -- tables ------------------------------------------------------------------------------
 
-    def studies(self, detail: str = "full") -> pd.DataFrame:
+    def studies(self, detail: str = Detail.FULL) -> pd.DataFrame:
         rows = []
         for s in self.plan.studies if self.plan else ():
             rows.append(
@@ -116,7 +115,7 @@ class RunResult:
                 }
             )
         frame = pd.DataFrame(rows, columns=STUDY_COLUMNS)
-        if detail != "full":
+        if detail != Detail.FULL:
             frame = frame.drop(columns=["study_uid"])
         return frame
 
@@ -207,7 +206,7 @@ class RunResult:
         """What the run created (a dry run: would create); ``None`` when the write failed."""
         ids = self.ids()
         plan = self.plan
-        created = {
+        created: dict[str, int | None] = {
             "transfers_created": len(plan.transfers) if plan else 0,
             "ids_created": int((ids["source"] == "new").sum()),
             "ids_reused": int(ids["source"].isin(KNOWN_ID_SOURCES).sum()),
@@ -215,44 +214,6 @@ class RunResult:
         if self.writes_unknown:
             created = dict.fromkeys(created)
         return {**created, "studies_in_window": plan.studies_in_window if plan else 0}
-
-    def summary(self) -> dict:
-        """The summary.json contract (documented in docs/summary.md); no patient data."""
-        return {
-            "schema": SUMMARY_SCHEMA,
-            "status": self.status,
-            "mode": self.mode,
-            "started": self.started.isoformat(timespec="seconds"),
-            "duration_s": round(self.duration_s, 3),
-            "window": {
-                "begin": f"{self.window_begin:%Y-%m-%d %H:%M:%S}",
-                "end": f"{self.window_end:%Y-%m-%d %H:%M:%S}",
-                "lookback_days": self.lookback_days,
-                "catch_up_days": self.window.catch_up_days if self.window else 0,
-                "last_success_end": _server_time(self.window.last_success_end)
-                if self.window
-                else None,
-            },
-            "api_requests": self.api_requests,
-            **self.counts(),
-            "skipped": self.plan.skipped_by_reason() if self.plan else {},
-            "anomalies": self.anomalies().to_dict("records"),
-            "projects": _records(self.projects()),
-            "verification": list(self.problems),
-            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
-            "error": self.error.__dict__ if self.error else None,
-        }
-
-
-def _server_time(moment: datetime | None) -> str | None:
-    return f"{moment:%Y-%m-%d %H:%M:%S}" if moment else None
-
-
-def _records(frame: pd.DataFrame) -> list[dict]:
-    return [
-        {k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in r.items()}
-        for r in frame.to_dict("records")
-    ]
 
 
 def study_ref(uid: str) -> str:

@@ -17,6 +17,7 @@ from autoid_lib.config import load_settings
 from autoid_lib.errors import HashSchemeChanged
 from autoid_lib.hashing import sha512_hex
 from autoid_lib.records.last_success import FILE_NAME, record_success
+from autoid_lib.records.summary import run_summary
 from autoid_lib.run import run_autoid
 
 KEY_ONE = "k1-" + "1" * 40
@@ -144,7 +145,7 @@ def test_case_3_a_run_with_nothing_to_do_is_ok(sandbox, tmp_path, setup):
     result = run_autoid(settings_for(sandbox, tmp_path), projects=projects)
     assert result.status == "ok", result.headline
     assert "nothing to do" in result.headline
-    summary = result.summary()
+    summary = run_summary(result)
     assert summary["transfers_created"] == 0 and summary["error"] is None
     json.dumps(summary)  # serialisable: integers, not numpy
 
@@ -232,7 +233,7 @@ def test_case_10_the_window_reaches_back_over_an_outage(sandbox, tmp_path):
     record_success(settings.run.reports_dir, now - timedelta(days=20))
     result = run_autoid(settings)
     assert "extended to cover the 20 days since the last successful run" in result.headline
-    assert result.summary()["window"]["catch_up_days"] >= 6
+    assert run_summary(result)["window"]["catch_up_days"] >= 6
     assert names_sent(sandbox)["1.1"][0][0] == "PROJ_P"
     stored = json.loads((settings.run.reports_dir / FILE_NAME).read_text())
     assert stored["window_end"][:10] == f"{now:%Y-%m-%d}"

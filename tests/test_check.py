@@ -40,3 +40,52 @@ def test_check_fails_when_the_reports_folder_cannot_be_written(demo_sandbox, tmp
     assert main(["check", "--config", str(config)]) == ExitStatus.FAILED
     out = capsys.readouterr().out
     assert "reports folder: FAILED" in out and "lock folder: ok" in out
+
+
+EMAIL = """
+[email]
+smtp_host = "smtp.example.org"
+sender = "autoid@example.org"
+recipients = ["ops@example.org"]
+"""
+
+
+def test_check_names_a_misspelt_email_key_and_the_known_ones(demo_sandbox, tmp_path, capsys):
+    config = demo_sandbox.write_kit_files(tmp_path)
+    config.write_text(config.read_text() + EMAIL + "recipient = 'pi@example.org'\n")
+    assert main(["check", "--config", str(config)]) == ExitStatus.CONFIG
+    err = capsys.readouterr().err
+    assert "[email] recipient;" in err and "known keys: smtp_host, smtp_port" in err
+    assert demo_sandbox.total_requests() == 0  # stopped before reaching REDCap
+
+
+def test_check_names_a_badly_typed_email_value(demo_sandbox, tmp_path, capsys):
+    config = demo_sandbox.write_kit_files(tmp_path)
+    config.write_text(config.read_text() + EMAIL + "smtp_port = 'five-eight-seven'\n")
+    assert main(["check", "--config", str(config)]) == ExitStatus.CONFIG
+    assert "[email] smtp_port must be a port number" in capsys.readouterr().err
+
+
+def test_check_accepts_a_good_email_table(demo_sandbox, tmp_path, capsys):
+    config = demo_sandbox.write_kit_files(tmp_path)
+    config.write_text(config.read_text() + EMAIL)
+    assert main(["check", "--config", str(config)]) == ExitStatus.OK
+
+
+def test_check_names_a_misspelt_key_in_every_table(demo_sandbox, tmp_path, capsys):
+    from autoid_lib.config import KNOWN_KEYS
+
+    original = demo_sandbox.write_kit_files(tmp_path).read_text() + EMAIL
+    config = tmp_path / "typo.toml"
+    for where in KNOWN_KEYS:
+        header = f"[{where}]\n"
+        if not where:
+            text = "misspelt_key = 1\n" + original
+        elif header in original:
+            text = original.replace(header, header + "misspelt_key = 1\n")
+        else:
+            text = original + header + "misspelt_key = 1\n"
+        config.write_text(text)
+        assert main(["check", "--config", str(config)]) == ExitStatus.CONFIG, where
+        err = capsys.readouterr().err
+        assert "misspelt_key; known keys: " in err, (where, err)

@@ -53,3 +53,29 @@ def test_every_shipped_notebook_and_the_templates_are_found():
     assert (templates_dir() / "report" / "index.html.j2").is_file()
     with pytest.raises(ValueError, match=r"explore\.ipynb"):
         notebook_path("nope.ipynb")
+
+
+def command_helps() -> dict[str, str]:
+    """``autoid --help`` and every ``autoid COMMAND --help``, as printed."""
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command").choices
+    return {"": parser.format_help(), **{n: p.format_help() for n, p in subparsers.items()}}
+
+
+def test_help_is_plain_words_without_markup():
+    for name, text in command_helps().items():
+        assert "`" not in text and ":func:" not in text and "::" not in text, name
+
+
+def test_the_reports_folder_has_one_name_and_the_old_one_still_works():
+    folder_commands = {"run", "audit", "demo", "prune", "repair"}
+    for name, text in command_helps().items():
+        if name in folder_commands:
+            assert "--reports-dir DIR, --output-dir DIR" in text, name
+        assert "--output-dir" not in text or name in folder_commands, name
+    parser = build_parser()
+    for flag in ("--reports-dir", "--output-dir"):
+        args = parser.parse_args(["run", "--config", "c.toml", flag, "/tmp/r"])
+        assert args.reports_dir == "/tmp/r"
+        args = parser.parse_args(["prune", "--keep-days", "3", flag, "/tmp/r"])
+        assert args.reports_dir == "/tmp/r"

@@ -12,12 +12,19 @@ from autoid_lib.config import KNOWN_KEYS
 ROOT = Path(__file__).resolve().parent.parent
 
 
+OPTIONAL = re.compile(r"^# ?(\[[a-z.]+\].*|[a-z_]+ *=.*)$", re.M)  # "# chunk_size = 500"
+
+
 def documented_config() -> dict:
-    """docs/run.md's config example, optional (commented-out) keys included."""
+    """docs/run.md's config example, optional (commented-out) keys included, with the [email]
+    table from docs/operations.md."""
     text = (ROOT / "docs" / "run.md").read_text(encoding="utf-8")
     block = re.search(r"## Configuration\s+```toml\n(.*?)```", text, re.S).group(1)
-    optional = re.compile(r"^# ?(\[[a-z.]+\].*|[a-z_]+ *=.*)$", re.M)  # "# chunk_size = 500"
-    return tomllib.loads(optional.sub(r"\1", block))
+    config = tomllib.loads(OPTIONAL.sub(r"\1", block))
+    text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    block = re.search(r"```toml\n(\[email\]\n.*?)```", text, re.S).group(1)
+    config["email"] = tomllib.loads(OPTIONAL.sub(r"\1", block))["email"]
+    return config
 
 
 def keys_at(data: dict, where: str) -> set[str]:

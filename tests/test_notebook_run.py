@@ -233,7 +233,7 @@ def test_index_lists_every_run_newest_first_and_survives_broken_summaries(tmp_pa
         "20261128T064500Z-dry/report.html",
         "20261128T063000Z-live/report.html",
     ]
-    assert "unknown" in page and "needs attention" in page and "not-a-run" not in page
+    assert "unknown" in page and "Needs attention" in page and "not-a-run" not in page
     assert_lean_self_contained(page)
 
 

@@ -17,8 +17,7 @@ import pytest
 from autoid_lib.cli import prune as prune_cli
 from autoid_lib.errors import ConfigError
 from autoid_lib.mail.settings import SEND_POLICIES, EmailSettings
-from autoid_lib.records.folders import RUN_MODES, RunFolder, parse_run_folder
-from autoid_lib.records.notebook_run import _new_run_folder
+from autoid_lib.records.folders import RUN_MODES, RunFolder, new_run_folder, parse_run_folder
 from autoid_lib.records.prune import prune_reports
 from autoid_lib.status import ExitStatus
 
@@ -148,11 +147,11 @@ def test_run_folders_are_created_only_for_the_modes_prune_reads(tmp_path):
     compared with; notebook_run refuses to create one."""
     assert RUN_MODES == ("live", "dry", "audit", "repair")
     for mode in RUN_MODES:
-        folder = _new_run_folder(tmp_path, mode)
+        folder = new_run_folder(tmp_path, mode, datetime.now(UTC))
         assert parse_run_folder(folder.name).mode == mode
     for mode in ("weekly", "test", "Live", "live-dry"):
         with pytest.raises(ValueError, match="live, dry, audit"):
-            _new_run_folder(tmp_path, mode)
+            new_run_folder(tmp_path, mode, datetime.now(UTC))
     assert sorted(p.name.rpartition("-")[2] for p in tmp_path.iterdir()) == sorted(RUN_MODES)
 
 

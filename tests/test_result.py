@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from autoid_lib.hashing import PatientHasher
 from autoid_lib.plan import PlanSettings, plan
+from autoid_lib.records.summary import run_summary
 from autoid_lib.result import RunError, RunResult
 from autoid_lib.snapshot import IncomingStudy, ProjectRecord, Snapshot
 
@@ -63,7 +64,7 @@ def test_status_follows_errors_then_anomalies_and_skips():
 
 def test_summary_is_json_with_the_documented_keys_and_no_patient_data():
     result = result_for(PROJECTS, STUDIES)
-    summary = result.summary()
+    summary = run_summary(result)
     text = json.dumps(summary)
     for key in ("status", "mode", "started", "duration_s", "api_requests", "transfers_created",
                 "ids_created", "ids_reused", "skipped", "anomalies", "error"):  # fmt: skip
@@ -82,7 +83,7 @@ def test_summary_detail_leaves_out_study_uids():
 
 def test_a_failed_write_reports_unknown_counts_not_the_plans():
     failed = result_for(PROJECTS, STUDIES, RunError("write", "RedcapError", "HTTP 500"))
-    summary = failed.summary()
+    summary = run_summary(failed)
     assert (summary["transfers_created"], summary["ids_created"], summary["ids_reused"]) == (
         None,
         None,
@@ -97,6 +98,6 @@ def test_the_report_projects_table_agrees_with_the_summary_on_skipped_studies():
 
     result = result_for(PROJECTS, STUDIES)
     html = report.projects_table(result).data
-    rows = {r["project"]: r["skipped"] for r in result.summary()["projects"]}
+    rows = {r["project"]: r["skipped"] for r in run_summary(result)["projects"]}
     assert rows == {"KNEE": 1, "CARDIO_A": 1, "CARDIO_B": 1}
     assert html.count("1 ambiguous AE title") == 2 and html.count("1 empty patient ID") == 1

@@ -53,7 +53,6 @@ from autoid_lib.result import dicom_date, study_ref
 from autoid_lib.retired import retired_by_project, superseded_requests
 from autoid_lib.snapshot import AutoIdRow, ExistingTransfer, IncomingStudy, Snapshot
 
-SUMMARY_SCHEMA = 1
 PROBLEM, NOTICE = "problem", "notice"
 DETAILS = ("summary", "full")
 SUMMARY_ROWS = 50  # rows per finding table in a "summary" report
@@ -154,7 +153,6 @@ class AuditReport:
     def summary(self) -> dict:
         """summary.json for ``reports/<ts>-audit/``: counts and texts, no study or patient data."""
         return {
-            "schema": SUMMARY_SCHEMA,
             "kind": "audit",
             "mode": "audit",
             "status": self.status,

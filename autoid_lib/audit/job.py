@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from autoid_lib.package_data import notebook_path
+from autoid_lib.vocab import Detail, RunMode, as_utc, parse_utc
 
 if TYPE_CHECKING:
     from autoid_lib.audit.checks import AuditReport
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from autoid_lib.snapshot import Snapshot
 
 NOTEBOOK = notebook_path("audit.ipynb")
-MODE = "audit"
+MODE = RunMode.AUDIT
 TITLE = "Auto-ID audit report"
 
 
@@ -37,7 +38,7 @@ def execute_audit(
     settings: Settings,
     *,
     output_dir: str | Path | None = None,
-    detail: str = "summary",
+    detail: str = Detail.SUMMARY,
     progress: bool = False,
     now: datetime | None = None,
     notify: Notify | None = None,
@@ -47,10 +48,12 @@ def execute_audit(
     ``notify`` is ``execute_notebook``'s hook (``autoid audit --email``).
     """
     from autoid_lib.errors import ConfigError
-    from autoid_lib.records.notebook_run import DETAILS, execute_notebook
+    from autoid_lib.records.notebook_run import execute_notebook
 
-    if detail not in DETAILS:
-        raise ConfigError(f"detail must be one of {', '.join(DETAILS)}, not {detail!r}")
+    try:
+        detail = Detail.parse(detail)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     if settings.path is None:
         raise ConfigError("the audit needs settings loaded from a config file")
     parameters = {
@@ -93,14 +96,13 @@ def audit_in_kernel(config_path: str, *, output_dir: str = "", now: str = "") ->
     """The notebook's audit cell: load the config, read, audit, write summary.json (if asked)."""
     from autoid_lib.audit.checks import AuditSettings, audit
     from autoid_lib.config import load_settings
-    from autoid_lib.records.notebook_run import SUMMARY_FILE, write_json
+    from autoid_lib.records.folders import SUMMARY_FILE, write_json
+    from autoid_lib.records.summary import audit_summary
     from autoid_lib.redcap import RedcapGateway
     from autoid_lib.run import server_time
 
     settings = load_settings(config_path)
-    moment = datetime.fromisoformat(now) if now else datetime.now(UTC)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
+    moment = parse_utc(now) or as_utc(datetime.now(UTC))
     end = server_time(moment, settings.run.server_timezone)
     begin = end - timedelta(days=settings.run.lookback_days)
     gateway = RedcapGateway(settings.redcap)
@@ -116,12 +118,11 @@ def audit_in_kernel(config_path: str, *, output_dir: str = "", now: str = "") ->
         ),
     )
     if output_dir:
-        summary = {
-            **report.summary(),
-            "started": moment.isoformat(timespec="seconds"),
-            "api_requests": gateway.requests,
-            "duration_s": round(time.perf_counter() - clock, 3),
-            "error": None,
-        }
+        summary = audit_summary(
+            report,
+            started=moment,
+            api_requests=gateway.requests,
+            duration_s=time.perf_counter() - clock,
+        )
         write_json(Path(output_dir) / SUMMARY_FILE, summary)
     return report

@@ -14,28 +14,18 @@ from __future__ import annotations
 import argparse
 import sys
 
+from autoid_lib.cli import options
 from autoid_lib.status import ExitStatus
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, metavar="FILE", help="the kit's TOML config")
-    parser.add_argument(
-        "--output-dir",
-        metavar="DIR",
-        help="reports folder (default: the config's [run] reports_dir)",
+    options.config(parser)
+    options.reports_dir(parser)
+    options.detail(
+        parser, "full lists every row of each finding, with study UIDs (default: summary)"
     )
-    parser.add_argument(
-        "--detail",
-        choices=("summary", "full"),
-        default="summary",
-        help="full lists every row of each finding, with study UIDs (default: summary)",
-    )
-    parser.add_argument(
-        "--email",
-        action="store_true",
-        help="mail the audit's summary as the config's [email] table says (docs/operations.md)",
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    options.email(parser, "audit")
+    options.quiet(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         notify = email_hook(settings) if args.email else None
         record = execute_audit(
             settings,
-            output_dir=args.output_dir,
+            output_dir=args.reports_dir,
             detail=args.detail,
             progress=not args.quiet,
             notify=notify,

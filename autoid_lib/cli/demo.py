@@ -12,7 +12,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from autoid_lib.cli import options
+from autoid_lib.records.folders import SUMMARY_FILE
 from autoid_lib.status import ExitStatus
+from autoid_lib.vocab import Detail
 
 _REPO = Path(__file__).resolve().parents[2]
 
@@ -25,21 +28,12 @@ def default_reports_dir() -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--reports-dir",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="where the run folder goes (default: the repository's reports/)",
+    options.reports_dir(
+        parser, "where the run folder goes (default: the checkout's reports/, else ./reports)"
     )
-    parser.add_argument(
-        "--detail",
-        choices=("summary", "full"),
-        default="full",
-        help="report detail (default: full; the demo data is fictional)",
-    )
-    parser.add_argument("--dry-run", action="store_true", help="plan and report only")
-    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    options.detail(parser, "report detail (default: full; the demo data is fictional)", Detail.FULL)
+    options.dry_run(parser, "plan and report only")
+    options.quiet(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from autoid_lib.sandbox import Sandbox
 
     configure_logging(args.quiet)
-    reports_dir = (args.reports_dir or default_reports_dir()).resolve()
+    reports_dir = (Path(args.reports_dir) if args.reports_dir else default_reports_dir()).resolve()
     with (
         tempfile.TemporaryDirectory(prefix="autoid-demo-") as folder,
         Sandbox(seed="demo", host="127.0.0.1", port=0) as sandbox,
@@ -71,6 +65,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"autoid demo: {error}", file=sys.stderr)
             return ExitStatus.LOCKED
     print(f"autoid demo: {record.message}", file=sys.stderr)
-    print(f"autoid demo: summary {record.path / 'summary.json'}", file=sys.stderr)
+    print(f"autoid demo: summary {record.path / SUMMARY_FILE}", file=sys.stderr)
     print(record.report)
     return record.exit_status

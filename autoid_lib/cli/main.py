@@ -45,7 +45,9 @@ def installed_version() -> str:
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The full parser, or one whose only fully built subcommand is ``only`` ("" for none)."""
-    parser = argparse.ArgumentParser(prog="autoid", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="autoid", description="The autoid command: one subcommand per job."
+    )
     parser.add_argument("--version", action="version", version=f"autoid {installed_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():

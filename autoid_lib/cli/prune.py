@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from autoid_lib.cli import options
+
 
 def _days(value: str) -> int:
     try:
@@ -17,9 +19,7 @@ def _days(value: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--reports-dir", required=True, metavar="D", help="the reports directory of `autoid run`"
-    )
+    options.reports_dir(parser, "the reports folder of autoid run", required=True)
     parser.add_argument(
         "--keep-days",
         required=True,
@@ -27,9 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="keep runs that started in the last N days (the newest run of each mode is kept)",
     )
-    parser.add_argument(
-        "--dry-run", action="store_true", help="list what would be removed, remove nothing"
-    )
+    options.dry_run(parser, "list what would be removed, remove nothing")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from autoid_lib.cli import options
 from autoid_lib.status import ExitStatus
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, metavar="FILE", help="the kit's TOML config")
+    options.config(parser)
     parser.add_argument(
         "--apply", action="store_true", help="write the repair (default: a dry run, no writes)"
     )
@@ -26,12 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with --apply: request every study sent under a wrong ID again under the right one",
     )
-    parser.add_argument(
-        "--output-dir",
-        metavar="DIR",
-        help="reports folder (default: the config's [run] reports_dir)",
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    options.reports_dir(parser)
+    options.quiet(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
         outcome = repair(
-            settings, apply=args.apply, resend=args.resend, reports_dir=args.output_dir
+            settings, apply=args.apply, resend=args.resend, reports_dir=args.reports_dir
         )
     except ConfigError as error:
         print(f"autoid repair: {error}", file=sys.stderr)

@@ -19,6 +19,7 @@ import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from autoid_lib.cli import options
 from autoid_lib.config import MAX_LOOKBACK_DAYS
 from autoid_lib.safe_text import printable
 from autoid_lib.status import ExitStatus
@@ -29,10 +30,8 @@ if TYPE_CHECKING:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, metavar="FILE", help="the kit's TOML config")
-    parser.add_argument(
-        "--dry-run", action="store_true", help="plan and report, write nothing to REDCap"
-    )
+    options.config(parser)
+    options.dry_run(parser, "plan and report, write nothing to REDCap")
     parser.add_argument(
         "--lookback-days",
         type=_non_negative_int,
@@ -40,10 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="days of Incoming to reconcile (default: the config's [run] lookback_days)",
     )
-    parser.add_argument(
-        "--output-dir",
-        metavar="DIR",
-        help="reports folder for this run (default: the config's [run] reports_dir)",
+    options.reports_dir(
+        parser, "reports folder for this run (default: the config's [run] reports_dir)"
     )
     parser.add_argument(
         "--projects",
@@ -52,11 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="A,B",
         help="only these auto-ID projects (comma-separated names; default: all)",
     )
-    parser.add_argument(
-        "--detail",
-        choices=("summary", "full"),
-        default="summary",
-        help="full adds study-level rows and study UIDs to the report (default: summary)",
+    options.detail(
+        parser, "full adds study-level rows and study UIDs to the report (default: summary)"
     )
     parser.add_argument(
         "--now",
@@ -64,14 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ISO",
         help="the run's clock, for reproducible windows (e.g. 2026-11-28T06:30:00Z)",
     )
-    parser.add_argument(
-        "--email",
-        action="store_true",
-        help="mail the run's summary as the config's [email] table says (docs/operations.md)",
-    )
-    parser.add_argument(
-        "--quiet", action="store_true", help="no progress on stderr; only errors and the result"
-    )
+    options.email(parser, "run")
+    options.quiet(parser, "no progress on stderr; only errors and the result")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
             projects=args.projects,
             detail=args.detail,
             now=args.now,
-            output_dir=args.output_dir,
+            output_dir=args.reports_dir,
             progress=not args.quiet,
             notify=notify,
         )

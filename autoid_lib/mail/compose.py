@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
 
+from autoid_lib.vocab import Status
+
 if TYPE_CHECKING:
     from autoid_lib.mail.settings import EmailSettings
 
@@ -33,11 +35,11 @@ _MAX_SKIPPED_REASONS = 20
 _MAX_TEXT = 300  # characters of any one string taken from the summary
 _MAX_ACTION = 1000  # an audit finding's "what to do" is the kit's own text: show it whole
 
-# status -> (label, banner text colour, banner background)
+# status -> (banner text colour, banner background); the label is Status.label in capitals
 _STATUS = {
-    "ok": ("OK", "#14532d", "#dcfce7"),
-    "attention": ("NEEDS ATTENTION", "#713f12", "#fef3c7"),
-    "failed": ("FAILED", "#7f1d1d", "#fee2e2"),
+    Status.OK: ("#14532d", "#dcfce7"),
+    Status.ATTENTION: ("#713f12", "#fef3c7"),
+    Status.FAILED: ("#7f1d1d", "#fee2e2"),
 }
 _LEVEL_COLOURS = {"ok": "#14532d", "warning": "#92400e", "critical": "#b91c1c"}
 
@@ -170,13 +172,11 @@ def summary_view(summary: Mapping[str, Any]) -> dict[str, Any]:
 
 def _status_fields(summary: Mapping[str, Any]) -> dict[str, str]:
     """The status and how the banner shows it; an unknown status asks for a human."""
-    status = _text(summary.get("status")) or "failed"
-    if status not in _STATUS:
-        status = "attention"
-    label, colour, background = _STATUS[status]
+    status = Status.parse(_text(summary.get("status")) or Status.FAILED) or Status.ATTENTION
+    colour, background = _STATUS[status]
     return {
-        "status": status,
-        "status_label": label,
+        "status": status.value,
+        "status_label": status.label.upper(),
         "status_colour": colour,
         "status_background": background,
     }

@@ -10,7 +10,6 @@ a mail failure is logged on ``autoid.mail`` and reported, and never fails or rep
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import smtplib
@@ -24,7 +23,8 @@ from typing import Any
 from autoid_lib.errors import ConfigError
 from autoid_lib.mail.compose import compose_message
 from autoid_lib.mail.settings import SEND_POLICIES, EmailSettings, email_settings_from_config
-from autoid_lib.records.folders import parse_run_folder, run_folders
+from autoid_lib.records.folders import REPORT_FILE, parse_run_folder, read_summary, run_folders
+from autoid_lib.records.summary import Summary
 from autoid_lib.secret import redact
 
 __all__ = [
@@ -197,9 +197,7 @@ def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def find_previous_summary(
-    reports_dir: Path | str, current_run: Path | str
-) -> dict[str, Any] | None:
+def find_previous_summary(reports_dir: Path | str, current_run: Path | str) -> Summary | None:
     """The ``summary.json`` of the latest run before ``current_run`` with the same mode whose
     mail did not fail.
 
@@ -216,12 +214,9 @@ def find_previous_summary(
     for path, parsed in reversed(run_folders(reports_dir)):
         if parsed.mode != current.mode or parsed.started >= current.started:
             continue
-        try:
-            previous = json.loads((path / "summary.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        previous = read_summary(path)
+        if previous is None:
             log.info("passing over %s: no readable summary.json", path.name)
-            continue
-        if not isinstance(previous, dict):
             continue
         if _mail_failed(previous):
             log.info("passing over %s: its mail failed, compare with the run before", path.name)
@@ -309,7 +304,7 @@ def notify(
         log.info("no mail: %s", reason)
         return {"sent": False, "reason": reason, "error": None, **failure}
 
-    report_path = run_dir / Path(str(summary.get("report") or "report.html")).name
+    report_path = run_dir / Path(str(summary.get("report") or REPORT_FILE)).name
     try:
         message = compose_message(summary, settings, report_path, now=moment)
         refused = send_message(message, settings)

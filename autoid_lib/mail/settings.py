@@ -14,6 +14,7 @@ from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
+from autoid_lib.config import EMAIL_KEYS
 from autoid_lib.errors import ConfigError
 from autoid_lib.secret import Secret, resolve_secret
 
@@ -46,23 +47,7 @@ class EmailSettings:
     repeat_failure_hours: float = 6.0  # remind of a failure that persists, at most this often
 
 
-_KEYS = (
-    "smtp_host",
-    "smtp_port",
-    "security",
-    "username",
-    "password",
-    "sender",
-    "recipients",
-    "send",
-    "attach_report",
-    "report_url_base",
-    "timeout_s",
-    "subject_prefix",
-    "attach_max_bytes",
-    "tls_ca_file",
-    "repeat_failure_hours",
-)
+_KEYS = EMAIL_KEYS  # one list, in config (load_settings refuses any other key)
 
 
 def email_settings_from_config(section: Mapping[str, Any]) -> EmailSettings:

@@ -8,16 +8,15 @@ status and the error step, never patient data. Self-contained: inline CSS, no sc
 from __future__ import annotations
 
 import html
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from autoid_lib.private_files import private_folder, write_private
-from autoid_lib.records.folders import run_folders
+from autoid_lib.records.folders import INDEX_FILE, REPORT_FILE, read_summary, run_folders
+from autoid_lib.records.summary import Summary
+from autoid_lib.vocab import RunMode, Status
 
-INDEX_FILE = "index.html"
-_STATUS_LABEL = {"ok": "OK", "attention": "needs attention", "failed": "FAILED"}
 _CSS = """
 body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;
 color:#1d2329}
@@ -60,18 +59,19 @@ def rebuild_index(reports_dir: Path | str) -> Path:
     return path
 
 
-def _row(folder: Path, started: datetime, mode: str) -> str:
-    summary = _read_summary(folder)
-    status = summary.get("status") if summary.get("status") in _STATUS_LABEL else "unknown"
-    report = folder / str(summary.get("report") or "report.html")
+def _row(folder: Path, started: datetime, mode: RunMode) -> str:
+    summary: Summary = read_summary(folder) or {}
+    known = Status.parse(summary.get("status"))
+    status, label = (known.value, known.label) if known else ("unknown", "unknown")
+    report = folder / str(summary.get("report") or REPORT_FILE)
     link = f'<a href="{_e(folder.name)}/{_e(report.name)}">report</a>' if report.is_file() else "—"
-    error = summary.get("error") or {}
+    error = summary.get("error")
     error_text = f"{error.get('step', '')}: {error.get('type', '')}" if error else ""
     skipped = summary.get("skipped")
     cells = [
         f"<td>{started:%Y-%m-%d %H:%M:%S}</td>",
         f"<td>{_e(summary.get('mode') or mode)}</td>",
-        f'<td><span class="s s-{status}">{_e(_STATUS_LABEL.get(status, "unknown"))}</span></td>',
+        f'<td><span class="s s-{status}">{_e(label)}</span></td>',
         _num(summary.get("transfers_created")),
         _num(summary.get("ids_created")),
         _num(summary.get("ids_reused")),
@@ -81,22 +81,15 @@ def _row(folder: Path, started: datetime, mode: str) -> str:
         f"<td>{link}</td>",
         f'<td class="err">{_e(error_text)}</td>',
     ]
-    css = ' class="dry"' if mode == "dry" else ""
+    css = ' class="dry"' if mode == RunMode.DRY else ""
     return f"<tr{css}>{''.join(cells)}</tr>"
 
 
 def recent_summaries(reports_dir: Path | str, limit: int = 10) -> list[dict[str, Any]]:
-    """The summary.json of the newest ``limit`` run folders, newest first (unreadable: {})."""
+    """The summary.json of the newest ``limit`` run folders, newest first (unreadable: {}),
+    each with its ``folder`` name."""
     folders = run_folders(reports_dir)[::-1][:limit]
-    return [{**_read_summary(path), "folder": path.name} for path, _ in folders]
-
-
-def _read_summary(folder: Path) -> dict[str, Any]:
-    try:
-        data = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return [{**(read_summary(path) or {}), "folder": path.name} for path, _ in folders]
 
 
 def _num(value: Any, fmt: str = "{:,}") -> str:

@@ -33,18 +33,34 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from autoid_lib import errors
 from autoid_lib.kernel_transport import private_kernel_config
 from autoid_lib.lock import environment_for_child, run_lock
 from autoid_lib.package_data import notebook_path
-from autoid_lib.private_files import private_folder, private_umask, write_private
-from autoid_lib.records.folders import RUN_MODES
+from autoid_lib.private_files import private_umask, write_private
+from autoid_lib.records.folders import (
+    LOG_FILE,
+    NOTEBOOK_FILE,
+    REPORT_FILE,
+    SUMMARY_FILE,
+    new_run_folder,
+    read_summary,
+    write_json,
+)
 from autoid_lib.records.html_export import RUN_TITLE, export_html, fallback_report
+from autoid_lib.records.summary import (
+    ErrorEntry,
+    Summary,
+    finish_summary,
+    run_summary,
+    unknown_summary,
+)
 from autoid_lib.safe_text import PrintableFormatter
 from autoid_lib.secret import Secret, redact
 from autoid_lib.status import ExitStatus
+from autoid_lib.vocab import Detail, RunMode, Status, parse_utc
 
 if TYPE_CHECKING:
     from autoid_lib.config import Settings
@@ -53,14 +69,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("autoid.notebook")
 
 NOTEBOOK = notebook_path("populate_autoid.ipynb")
-DETAILS = ("summary", "full")
+DETAILS: tuple[str, ...] = tuple(Detail)
 KERNEL_LOG_FILE = "kernel.log"  # what the kernel process prints itself (not the kit's lines)
-NOTEBOOK_FILE, REPORT_FILE, SUMMARY_FILE, LOG_FILE = (
-    "run.ipynb",
-    "report.html",
-    "summary.json",
-    "run.log",
-)
 Notify = Callable[[Mapping[str, Any], Path], Mapping[str, Any] | None]
 
 
@@ -69,7 +79,7 @@ class RunRecord:
     """What one recorded notebook run left behind and how it ended."""
 
     path: Path  # the run folder
-    summary: dict[str, Any]
+    summary: Summary
     exit_status: ExitStatus
     message: str  # one line for the terminal
 
@@ -117,9 +127,9 @@ def execute_notebook(
 def _execute_notebook(
     notebook, parameters, mode, reports_dir, title, secrets, progress, notify, cell_timeout_s
 ) -> RunRecord:
-    run_dir = _new_run_folder(reports_dir, mode)
-    log.info("run folder %s", run_dir)
     started = datetime.now(UTC)
+    run_dir = new_run_folder(reports_dir, mode, started)
+    log.info("run folder %s", run_dir)
     timings, failure = _execute(
         notebook, run_dir, {**parameters, "output_dir": str(run_dir)}, progress, cell_timeout_s
     )
@@ -151,7 +161,7 @@ def execute_run(
     dry_run: bool = False,
     lookback_days: int = 0,
     projects: Sequence[str] = (),
-    detail: str = "summary",
+    detail: str = Detail.SUMMARY,
     now: datetime | None = None,
     output_dir: str | Path | None = None,
     progress: bool = True,
@@ -164,8 +174,10 @@ def execute_run(
     value; ``now`` fixes the run's clock (reproducible windows) but never the folder name.
     ``notify`` is ``execute_notebook``'s hook (``autoid run --email``).
     """
-    if detail not in DETAILS:
-        raise errors.ConfigError(f"detail must be one of {', '.join(DETAILS)}, not {detail!r}")
+    try:
+        detail = Detail.parse(detail)
+    except ValueError as error:
+        raise errors.ConfigError(str(error)) from None
     if settings.path is None:
         raise errors.ConfigError("the run needs settings loaded from a config file")
     reports_dir = Path(output_dir) if output_dir else Path(settings.run.reports_dir)
@@ -189,7 +201,7 @@ def execute_run(
         return execute_notebook(
             notebook or NOTEBOOK,
             parameters,
-            mode=mode,
+            mode=RunMode.DRY if dry_run else RunMode.LIVE,
             reports_dir=reports_dir,
             title=RUN_TITLE,
             secrets=settings.secrets(),
@@ -224,11 +236,14 @@ def _record_stuck_lock(
         "than any run takes; find its holder (the PID in that file) and stop it",
     )
     with private_umask():
-        run_dir = _new_run_folder(reports_dir, mode)
+        run_dir = new_run_folder(reports_dir, mode, datetime.now(UTC))
         fallback_report(run_dir / REPORT_FILE, failure, title=RUN_TITLE)
-        summary = _unknown_summary(datetime.now(UTC), mode, {})
-        summary.update(error=failure, headline=f"FAILED at lock: {failure['message']}")
-        summary.update(report=REPORT_FILE, notebook=None, email=None, detail="summary")
+        summary = unknown_summary(datetime.now(UTC), mode, 0.0)
+        summary["error"] = cast("ErrorEntry", failure)
+        summary["headline"] = f"FAILED at lock: {failure['message']}"
+        summary["report"] = REPORT_FILE
+        summary["notebook"] = None  # no notebook ran
+        summary["email"], summary["detail"] = None, Detail.SUMMARY
         summary["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
         write_json(run_dir / SUMMARY_FILE, summary)
         if notify is not None:
@@ -238,7 +253,7 @@ def _record_stuck_lock(
     return _record(run_dir, summary)
 
 
-def _notified(notify: Notify, summary: dict[str, Any], run_dir: Path) -> Any:
+def _notified(notify: Notify, summary: Summary, run_dir: Path) -> Any:
     """The hook's ``email`` entry; a hook that raises is reported, never propagated."""
     try:
         entry = notify(summary, run_dir)
@@ -248,13 +263,13 @@ def _notified(notify: Notify, summary: dict[str, Any], run_dir: Path) -> Any:
     return dict(entry) if entry is not None else None
 
 
-def _record(run_dir: Path, summary: dict[str, Any]) -> RunRecord:
+def _record(run_dir: Path, summary: Summary) -> RunRecord:
     error = summary.get("error")
     if error and error.get("type") == "LeaseHeld":  # as a held local lock: exit 3
         return RunRecord(
             run_dir, summary, ExitStatus.LOCKED, f"nothing was done: {error['message']}"
         )
-    if summary["status"] == "failed":
+    if summary.get("status") == Status.FAILED:
         if error:
             message = f"run failed at {error['step']}: {error['message']}"
         else:
@@ -262,7 +277,9 @@ def _record(run_dir: Path, summary: dict[str, Any]) -> RunRecord:
                 f"run failed: {len(summary.get('verification') or [])} verification problem(s)"
             )
         return RunRecord(run_dir, summary, ExitStatus.FAILED, message)
-    return RunRecord(run_dir, summary, ExitStatus.OK, summary.get("headline") or summary["status"])
+    return RunRecord(
+        run_dir, summary, ExitStatus.OK, summary.get("headline") or summary.get("status", "")
+    )
 
 
 # -- the kernel side ---------------------------------------------------------------------------
@@ -284,9 +301,7 @@ def run_in_kernel(
     if output_dir:
         _log_to_file(Path(output_dir) / LOG_FILE)
     settings = load_settings(config_path)
-    moment = datetime.fromisoformat(now) if now else None
-    if moment is not None and moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
+    moment = parse_utc(now)
     names = [p.strip() for p in projects.split(",") if p.strip()]
     result = run_autoid(
         settings,
@@ -299,11 +314,6 @@ def run_in_kernel(
     if output_dir:
         write_json(Path(output_dir) / SUMMARY_FILE, run_summary(result))
     return result
-
-
-def run_summary(result: RunResult) -> dict[str, Any]:
-    """``RunResult.summary()`` plus the headline; the parent adds the file names and times."""
-    return {**result.summary(), "headline": result.headline}
 
 
 def _log_to_file(path: Path) -> None:
@@ -333,18 +343,6 @@ def _child_environment(lock_file: Path) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-def _new_run_folder(reports_dir: Path, mode: str) -> Path:
-    if mode not in RUN_MODES:  # prune, the index and the mail read it from the folder name
-        raise ValueError(f"a run mode is one of {', '.join(RUN_MODES)}, not {mode!r}")
-    moment = datetime.now(UTC)
-    private_folder(reports_dir)
-    path = reports_dir / f"{moment:%Y%m%dT%H%M%S}Z-{mode}"
-    if path.exists():  # two runs in one second: keep both, milliseconds tell them apart
-        path = reports_dir / f"{moment:%Y%m%dT%H%M%S}.{moment.microsecond // 1000:03d}Z-{mode}"
-    path.mkdir(mode=0o700)
-    return path
 
 
 def _execute(
@@ -479,58 +477,20 @@ def _final_summary(
     timings: dict[str, float],
     failure: dict | None,
     secrets: list[Secret],
-) -> dict[str, Any]:
-    try:
-        summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        summary = _unknown_summary(started, mode, timings)
-    summary["mode"] = mode
-    if failure is not None:
-        summary["status"] = "failed"
-        summary["error"] = summary.get("error") or failure
-        if summary.get("headline") is None or not summary["headline"].startswith("FAILED"):
-            summary["headline"] = f"FAILED at {failure['step']}: {failure['message']}"
-    summary["timings_s"] = {
-        **(summary.get("timings_s") or {}),
-        **{k: round(v, 3) for k, v in timings.items()},
-    }
-    summary["report"] = REPORT_FILE
-    summary["notebook"] = NOTEBOOK_FILE
-    summary["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
-    summary["email"] = None
+) -> Summary:
+    summary = read_summary(run_dir) or unknown_summary(started, mode, timings.get("notebook", 0.0))
+    summary = finish_summary(
+        summary,
+        mode=mode,
+        failure=failure,
+        timings=timings,
+        finished=datetime.now(UTC),
+        report=REPORT_FILE,
+        notebook=NOTEBOOK_FILE,
+        detail=None,
+    )
     # the kernel's summary is data-free by construction; mask secrets all the same
     return json.loads(redact(json.dumps(summary), secrets))
-
-
-def _unknown_summary(started: datetime, mode: str, timings: dict) -> dict[str, Any]:
-    """The summary of a run whose notebook stopped before writing one: counts unknown."""
-    from autoid_lib.result import SUMMARY_SCHEMA
-
-    return {
-        "schema": SUMMARY_SCHEMA,
-        "status": "failed",
-        "mode": mode,
-        "started": started.isoformat(timespec="seconds"),
-        "duration_s": round(timings.get("notebook", 0.0), 3),
-        "window": None,
-        "api_requests": None,
-        "transfers_created": None,
-        "ids_created": None,
-        "ids_reused": None,
-        "studies_in_window": None,
-        "skipped": {},
-        "anomalies": [],
-        "projects": [],
-        "verification": [],
-        "timings_s": {},
-        "error": None,
-        "headline": None,
-    }
-
-
-def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    """Write ``data`` atomically (a reader never sees half a file)."""
-    write_private(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def rebuild_index(reports_dir: Path) -> None:

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from autoid_lib.errors import AutoIdError, ConfigError
-from autoid_lib.records.folders import parse_run_folder, run_folders
+from autoid_lib.records.folders import INDEX_FILE, parse_run_folder, run_folders
 
 log = logging.getLogger("autoid.prune")
 
@@ -97,9 +97,10 @@ def _clean_leftovers(reports_dir: Path) -> None:
 def _rebuild(reports_dir: Path, rebuild_index: Callable[[Path], object] | None) -> None:
     if rebuild_index is None:
         try:
-            from autoid_lib.records.index import rebuild_index
+            from autoid_lib.records.index import rebuild_index as rebuild
         except ImportError:
             log.warning("index not rebuilt: autoid_lib.records.index.rebuild_index is missing")
             return
+        rebuild_index = rebuild
     rebuild_index(reports_dir)
-    log.info("rebuilt %s", reports_dir / "index.html")
+    log.info("rebuilt %s", reports_dir / INDEX_FILE)

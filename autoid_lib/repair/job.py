@@ -70,7 +70,8 @@ def repair(
     clock = time.perf_counter()
     with run_lock(settings.run.lock_file):
         gateway = RedcapGateway(settings.redcap)
-        plan, error, problems = None, "", ()
+        plan, error = None, ""
+        problems: list[str] = []
         step = "read"
         try:
             snapshot = _read(gateway, started, settings)

@@ -160,7 +160,7 @@ def plan_repair(snapshot: Snapshot, settings: RepairSettings) -> RepairPlan:
     retirements: list[Retirement] = []
     new_rows: list[NewAutoId] = []
     summaries: list[ProjectRepair] = []
-    finals: dict[str, dict[str, str]] = {}
+    finals: dict[str, tuple[str, dict[str, str]]] = {}
     for project in snapshot.projects:
         if not project.use_autoid or not project.name.strip():
             continue
@@ -288,7 +288,8 @@ class _ProjectRepair:
         for row in snapshot.autoid_rows:
             value, hash_ = row.value.strip(), normalise_hash(row.hash)
             project = row.project_name.strip()
-            if retired_from(row) is not None and name_key(retired_from(row)) == self.key:
+            retired = retired_from(row)
+            if retired is not None and name_key(retired) == self.key:
                 self.used.add(value)
                 self.retired_values.add(value)
                 if hash_ and hash_ not in self.patients.empty_keys:

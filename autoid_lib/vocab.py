@@ -1,0 +1,104 @@
+"""The kit's words as types: statuses, run modes, detail levels, anomaly kinds, and "naive means
+UTC".
+
+Each is a ``StrEnum``, so a member *is* its string: it compares equal to the bare string older
+code and old ``summary.json`` files use, and ``json.dumps`` writes it as that string. Labels for
+people live here once (``Status.label``); a display that wants capitals derives them.
+Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    """How a run or audit ended: ``ok``, ``attention`` (a human should look), ``failed``."""
+
+    OK = "ok"
+    ATTENTION = "attention"
+    FAILED = "failed"
+
+    @property
+    def label(self) -> str:
+        """The one label table: the report banner, the index, the headline and the mail."""
+        return STATUS_LABELS[self]
+
+    @classmethod
+    def parse(cls, value: object) -> Status | None:
+        """The status ``value`` names, or None (an unknown or missing status in an old file)."""
+        try:
+            return cls(value) if isinstance(value, str) else None
+        except ValueError:
+            return None
+
+
+STATUS_LABELS: dict[Status, str] = {
+    Status.OK: "OK",
+    Status.ATTENTION: "Needs attention",
+    Status.FAILED: "FAILED",
+}
+
+
+class RunMode(StrEnum):
+    """What a run folder holds; the suffix of its name (``20261128T063000Z-live``)."""
+
+    LIVE = "live"
+    DRY = "dry"
+    AUDIT = "audit"
+    REPAIR = "repair"
+
+    @property
+    def label(self) -> str:
+        return {
+            RunMode.LIVE: "live run",
+            RunMode.DRY: "dry run",
+            RunMode.AUDIT: "audit",
+            RunMode.REPAIR: "repair",
+        }[self]
+
+
+class Detail(StrEnum):
+    """A report's detail level: ``summary`` (no study rows or UIDs) or ``full``."""
+
+    SUMMARY = "summary"
+    FULL = "full"
+
+    @classmethod
+    def parse(cls, value: object) -> Detail:
+        """``value`` as a detail level; a ``ValueError`` naming the levels otherwise."""
+        if isinstance(value, str) and value in cls._value2member_map_:
+            return cls(value)
+        raise ValueError(f"detail must be one of {', '.join(cls)}, not {value!r}")
+
+
+class AnomalyKind(StrEnum):
+    """The kinds of ``Anomaly`` the planner reports (``summary.json``'s ``anomalies[].kind``)."""
+
+    AMBIGUOUS_AE_TITLE = "ambiguous_ae_title"
+    PROJECT_MISCONFIGURED = "project_misconfigured"
+    UNKNOWN_PROJECT_FILTER = "unknown_project_filter"
+    INVALID_PATTERN = "invalid_pattern"
+    AUTOID_INCOMPLETE_ROWS = "autoid_incomplete_rows"
+    AUTOID_NAME_VARIANT = "autoid_name_variant"
+    AUTOID_CONFLICT_HASH = "autoid_conflict_hash"
+    AUTOID_CONFLICT_VALUE = "autoid_conflict_value"
+    AUTOID_PATTERN_MISMATCH = "autoid_pattern_mismatch"
+    EMPTY_PATIENT_ID = "empty_patient_id"
+    TRANSFER_MISMATCH = "transfer_mismatch"
+    TRANSFER_NAME_CONFLICT = "transfer_name_conflict"
+    ID_SPACE_EXHAUSTED = "id_space_exhausted"
+    CAPACITY_WARNING = "capacity_warning"
+
+
+def as_utc(moment: datetime) -> datetime:
+    """``moment`` as an aware UTC time; a naive time *is* UTC (the kit's one rule for them)."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def parse_utc(text: str) -> datetime | None:
+    """An ISO 8601 time as aware UTC (naive means UTC); None for an empty string."""
+    return as_utc(datetime.fromisoformat(text)) if text else None
