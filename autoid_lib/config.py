@@ -35,14 +35,16 @@ from autoid_lib.secret import Secret, resolve_secret
 DATABASES = ("projects", "incoming", "autoid", "transfers")
 # Every key the kit reads; anything else is a typo worth stopping for (docs/run.md lists them).
 KNOWN_KEYS = {
-    "": ("redcap", "run", "email"),
+    "": ("redcap", "run", "email", "monitoring"),
     "redcap": ("url", "urls", "verify", "timeout_s", "read_retries", "chunk_size", "tokens"),
     "redcap.urls": DATABASES,
     "redcap.tokens": DATABASES,
     "run": (
         "lookback_days", "hash", "hash_key", "lock_file", "reports_dir", "capacity_warn_at",
         "server_timezone", "external_generator", "cell_timeout_s",
+        "forecast_weeks", "forecast_warn_days",
     ),
+    "monitoring": ("textfile", "ping_url", "ping_timeout_s"),
 }  # fmt: skip
 _TOKEN_SHAPE = re.compile(r"[0-9A-Za-z]{32}")
 
@@ -71,6 +73,8 @@ class RunSettings:
     server_timezone: str = ""  # REDCap's clock for dateRangeBegin; default: this machine's
     external_generator: tuple[str, ...] = ()  # argv with {pattern} and {exclusion_file}
     cell_timeout_s: float = 900.0  # a notebook cell running longer fails the run
+    forecast_weeks: int = 8  # how far back the exhaustion forecast looks (docs/run.md)
+    forecast_warn_days: int = 180  # a forecast date this close is an anomaly
 
     def hasher(self) -> PatientHasher:
         return PatientHasher(self.hash, self.hash_key)
@@ -81,6 +85,7 @@ class Settings:
     redcap: RedcapSettings
     run: RunSettings
     email: dict = field(default_factory=dict)  # the raw [email] table, parsed by autoid_lib.mail
+    monitoring: dict = field(default_factory=dict)  # raw [monitoring], parsed by .monitoring
     path: Path | None = None
 
     def secrets(self) -> list[Secret]:
@@ -105,6 +110,7 @@ def load_settings(path: str | Path) -> Settings:
         redcap=_redcap_settings(_table(data, "redcap"), base),
         run=_run_settings(_table(data, "run", required=False), base),
         email=_table(data, "email", required=False),
+        monitoring=_table(data, "monitoring", required=False),
         path=path.resolve(),
     )
 
@@ -197,6 +203,8 @@ def _run_settings(table: dict, base: Path) -> RunSettings:
         server_timezone=_timezone(table.get("server_timezone", "")),
         external_generator=tuple(generator),
         cell_timeout_s=float(_positive(table, "cell_timeout_s", 900.0, "[run]")),
+        forecast_weeks=_whole(table, "forecast_weeks", 8, "[run]"),
+        forecast_warn_days=_whole(table, "forecast_warn_days", 180, "[run]", allow_zero=True),
     )
     settings.hasher()  # validates the scheme and key now, not mid-run
     return settings

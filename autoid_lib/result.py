@@ -14,6 +14,7 @@ from datetime import datetime
 
 import pandas as pd
 
+from autoid_lib.forecast import Forecast
 from autoid_lib.plan import (
     ALREADY_TRANSFERRED,
     KNOWN_ID_SOURCES,
@@ -66,6 +67,7 @@ class RunResult:
     api_requests: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     duration_s: float = 0.0
+    forecasts: dict[str, Forecast] = field(default_factory=dict)  # by project (forecast.py)
 
     # -- status ------------------------------------------------------------------------------
 
@@ -227,11 +229,18 @@ class RunResult:
             **self.counts(),
             "skipped": self.plan.skipped_by_reason() if self.plan else {},
             "anomalies": self.anomalies().to_dict("records"),
-            "projects": _records(self.projects()),
+            "projects": [
+                {**row, "forecast": _forecast_entry(self.forecasts.get(row["project"]))}
+                for row in _records(self.projects())
+            ],
             "verification": list(self.problems),
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
             "error": self.error.__dict__ if self.error else None,
         }
+
+
+def _forecast_entry(forecast: Forecast | None) -> dict | None:
+    return forecast.as_summary() if forecast is not None else None
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:

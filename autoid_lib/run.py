@@ -13,12 +13,18 @@ import random
 import time
 import traceback
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from autoid_lib.apply import apply_plan, verify_plan
 from autoid_lib.config import Settings
 from autoid_lib.errors import AutoIdError
+from autoid_lib.forecast import (
+    RecordedCapacity,
+    forecast_anomalies,
+    project_forecasts,
+)
 from autoid_lib.lock import run_lock
 from autoid_lib.plan import PlanSettings, plan
 from autoid_lib.redcap import RedcapGateway
@@ -42,8 +48,13 @@ def run_autoid(
     lookback_days: int | None = None,
     projects: Iterable[str] | None = None,
     rng: random.Random | None = None,
+    recorded: Iterable[RecordedCapacity] = (),
 ) -> RunResult:
-    """Run the job once under the lock; raises ``LockHeld`` if another run holds it."""
+    """Run the job once under the lock; raises ``LockHeld`` if another run holds it.
+
+    ``recorded`` is what earlier runs' summary.json files say about capacity (the forecast's
+    best history, ``records.history``); without it the forecast uses the transfer requests.
+    """
     started = now or datetime.now(UTC)
     if started.tzinfo is None:  # as on the command line: a naive time is UTC
         started = started.replace(tzinfo=UTC)
@@ -60,7 +71,7 @@ def run_autoid(
     with run_lock(settings.run.lock_file):
         gateway = RedcapGateway(settings.redcap)
         try:
-            _steps(result, settings, gateway, dry_run, projects, rng)
+            _steps(result, settings, gateway, dry_run, projects, rng, recorded)
         finally:
             result.api_requests = gateway.requests
             result.duration_s = time.perf_counter() - clock
@@ -68,7 +79,7 @@ def run_autoid(
     return result
 
 
-def _steps(result, settings, gateway, dry_run, projects, rng) -> None:
+def _steps(result, settings, gateway, dry_run, projects, rng, recorded=()) -> None:
     step = "read"
     try:
         with _timed(result, "read"):
@@ -88,6 +99,7 @@ def _steps(result, settings, gateway, dry_run, projects, rng) -> None:
         step = "plan"
         with _timed(result, "plan"):
             result.plan = plan(snapshot, _plan_settings(settings, result, projects, rng))
+            _forecast(result, settings, snapshot, recorded)
         log.info("plan: %s", result.plan.describe())
         if dry_run or result.plan.is_empty:
             return
@@ -109,6 +121,33 @@ def _steps(result, settings, gateway, dry_run, projects, rng) -> None:
         result.error = RunError(step, type(error).__name__, "internal error; see the log")
         frames = "".join(traceback.format_tb(error.__traceback__))
         log.error("run failed at %s with %s:\n%s", step, type(error).__name__, frames)
+
+
+def _forecast(result: RunResult, settings: Settings, snapshot: Snapshot, recorded) -> None:
+    """Each project's exhaustion forecast, and an anomaly for a date inside the warning window."""
+    requests = [
+        (t.project_name, t.name, t.requested_date)
+        for study in snapshot.studies
+        for t in study.transfer_requests
+    ]
+    requests += [(t.project_name, t.pseudonym, t.requested_date) for t in result.plan.transfers]
+    result.forecasts = project_forecasts(
+        result.plan.projects,
+        requests,
+        recorded,
+        now=result.started,
+        window_begin=result.window_begin,
+        window_end=result.window_end,
+        window_days=7.0 * settings.run.forecast_weeks,
+    )
+    warnings = forecast_anomalies(
+        result.forecasts,
+        result.plan.anomalies,
+        result.window_end.date(),
+        settings.run.forecast_warn_days,
+    )
+    if warnings:
+        result.plan = replace(result.plan, anomalies=(*result.plan.anomalies, *warnings))
 
 
 def _plan_settings(settings: Settings, result: RunResult, projects, rng) -> PlanSettings:
