@@ -103,3 +103,16 @@ def test_the_default_lookback_sees_two_weeks_and_still_covers_the_true_date(pace
     true_date = NOW.date() + timedelta(weeks=(SIZE - USED) / PER_WEEK)
     assert pilot.usage.days == 14 and 9 <= pilot.usage.new_ids <= 11
     assert pilot.earliest <= true_date <= pilot.latest
+
+
+def test_the_report_shows_the_forecast_and_its_basis(paced, tmp_path):
+    from autoid_lib import report
+
+    result = run_autoid(
+        _settings(paced, tmp_path), dry_run=True, now=NOW.replace(tzinfo=UTC), lookback_days=84
+    )
+    notes = report.forecast_notes(result).data
+    assert result.forecasts["Pilot"].describe() in notes
+    assert "no forecast: 0 new IDs over the last 12 weeks, from transfer requests" in notes
+    assert "full: no free ID left" in notes
+    assert report.capacity_chart(result).data[:4] == b"\x89PNG"
