@@ -312,3 +312,19 @@ def test_metrics_leave_out_unknown_counts_and_carry_the_forecast_date(tmp_path):
     )
     assert ("autoid_id_space_full_timestamp_seconds", (("project", "Quiet"),)) not in found
     assert [p.name for p in tmp_path.iterdir()] == ["autoid.prom"]  # no temporary file left
+
+
+def test_the_shipped_alert_rules_use_only_metrics_the_kit_writes():
+    import re
+
+    import yaml
+
+    from autoid_lib import metrics as metrics_module
+
+    rules = yaml.safe_load(
+        (Path(__file__).parent.parent / "deploy" / "prometheus-rules.yml").read_text()
+    )
+    written = set(re.findall(r'"(autoid_[a-z_]+)"', Path(metrics_module.__file__).read_text()))
+    for rule in rules["groups"][0]["rules"]:
+        used = set(re.findall(r"autoid_[a-z_]+", rule["expr"]))
+        assert used and used <= written, rule["alert"]
