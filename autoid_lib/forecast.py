@@ -221,8 +221,11 @@ def first_requests(
     The names are used only to group and are not returned.
     """
     earliest: dict[tuple[str, str], datetime] = {}
+    parsed: dict[str, datetime | None] = {}  # a run's requests share few distinct times
     for project, name, text in requests:
-        moment = parse_request_date(text)
+        if text not in parsed:
+            parsed[text] = parse_request_date(text)
+        moment = parsed[text]
         if not project or not name or moment is None:
             continue
         key = (project, name)

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHMARKS = ("bench_idgen.py", "bench_plan.py", "bench_run.py")
+BENCHMARKS = ("bench_idgen.py", "bench_plan.py", "bench_run.py", "bench_forecast.py")
 QUICK_FLAG = {"bench_plan.py": "--quick", "bench_run.py": "--quick"}
 
 
