@@ -124,7 +124,19 @@ def _steps(result, settings, gateway, dry_run, projects, rng, recorded=()) -> No
 
 
 def _forecast(result: RunResult, settings: Settings, snapshot: Snapshot, recorded) -> None:
-    """Each project's exhaustion forecast, and an anomaly for a date inside the warning window."""
+    """Each project's exhaustion forecast, and an anomaly for a date inside the warning window.
+
+    Advisory: a bug here is logged (by type) and leaves the run without forecasts; it never
+    stops the run from serving studies.
+    """
+    try:
+        _forecast_steps(result, settings, snapshot, recorded)
+    except Exception as error:
+        result.forecasts = {}
+        log.error("forecast skipped after %s", type(error).__name__)
+
+
+def _forecast_steps(result: RunResult, settings: Settings, snapshot: Snapshot, recorded) -> None:
     requests = [
         (t.project_name, t.name, t.requested_date)
         for study in snapshot.studies

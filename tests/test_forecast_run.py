@@ -116,3 +116,10 @@ def test_the_report_shows_the_forecast_and_its_basis(paced, tmp_path):
     assert "no forecast: 0 new IDs over the last 12 weeks, from transfer requests" in notes
     assert "full: no free ID left" in notes
     assert report.capacity_chart(result).data[:4] == b"\x89PNG"
+
+
+def test_a_broken_forecast_never_stops_the_run(paced, tmp_path, caplog):
+    settings = _settings(paced, tmp_path)
+    result = run_autoid(settings, dry_run=True, now=NOW.replace(tzinfo=UTC), recorded=[None])
+    assert result.error is None and result.plan is not None
+    assert result.forecasts == {} and "forecast skipped after AttributeError" in caplog.text
