@@ -39,7 +39,7 @@ from autoid_lib.secret import Secret, resolve_secret
 DATABASES = ("projects", "incoming", "autoid", "transfers")
 # Every key the kit reads; anything else is a typo worth stopping for (docs/run.md lists them).
 KNOWN_KEYS = {
-    "": ("redcap", "run", "email", "lease"),
+    "": ("redcap", "run", "email", "lease", "monitoring"),
     "redcap": (
         "url", "urls", "verify", "timeout_s", "read_retries", "chunk_size", "tokens",
         "max_answer_mb",
@@ -49,9 +49,11 @@ KNOWN_KEYS = {
     "run": (
         "lookback_days", "hash", "hash_key", "lock_file", "reports_dir", "capacity_warn_at",
         "server_timezone", "external_generator", "cell_timeout_s", "external_generator_env",
-        "previous_hash", "previous_hash_key", "max_catchup_days",
+        "previous_hash", "previous_hash_key", "max_catchup_days", "forecast_weeks",
+        "forecast_warn_days",
     ),
     "lease": LEASE_KEYS,  # checked by autoid_lib.lease
+    "monitoring": ("textfile", "ping_url", "ping_timeout_s"),
 }  # fmt: skip
 # [email]'s keys (docs/operations.md): a misspelt one stops the config like any other table's;
 # its values are checked by mail.settings when mail is configured (autoid check, --email).
@@ -95,6 +97,8 @@ class RunSettings:
     previous_hash: str = ""  # the scheme before a rotation, still looked up ("" = none)
     previous_hash_key: Secret | None = field(default=None, repr=False)
     max_catchup_days: int = 60  # how far back a run reaches after runs stopped
+    forecast_weeks: int = 8  # how far back the exhaustion forecast looks (docs/run.md)
+    forecast_warn_days: int = 180  # a forecast date this close is an anomaly
 
     def hasher(self) -> PatientHasher:
         previous = None
@@ -109,6 +113,7 @@ class Settings:
     run: RunSettings
     email: dict = field(default_factory=dict)  # the raw [email] table, parsed by autoid_lib.mail
     lease: dict = field(default_factory=dict)  # the raw [lease] table, read by autoid_lib.lease
+    monitoring: dict = field(default_factory=dict)  # raw [monitoring], parsed by .monitoring
     path: Path | None = None
 
     def secrets(self) -> list[Secret]:
@@ -138,6 +143,7 @@ def load_settings(path: str | Path) -> Settings:
         run=_run_settings(_table(data, "run", required=False), base),
         email=_table(data, "email", required=False),
         lease=_table(data, "lease", required=False),
+        monitoring=_table(data, "monitoring", required=False),
         path=path.resolve(),
     )
     lease_settings(settings.lease, timeout_s=settings.redcap.timeout_s)  # checked now, not mid-run
@@ -278,6 +284,8 @@ def _run_settings(table: dict, base: Path) -> RunSettings:
         previous_hash=previous_hash,
         previous_hash_key=previous_key,
         max_catchup_days=max_catchup_days,
+        forecast_weeks=_whole(table, "forecast_weeks", 8, "[run]"),
+        forecast_warn_days=_whole(table, "forecast_warn_days", 180, "[run]", allow_zero=True),
     )
     settings.hasher()  # validates the scheme and key now, not mid-run
     return settings

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 import pandas as pd
 from IPython.display import HTML, Image
 
+from autoid_lib.forecast import Forecast
 from autoid_lib.plan import SKIPPED, TRANSFER
 from autoid_lib.result import RunResult
 from autoid_lib.vocab import STATUS_LABELS
@@ -280,6 +281,7 @@ def capacity_chart(result: RunResult) -> Image | HTML:
             zip(fractions, frame["used"], frame["size"], strict=True)
         ):
             text = "invalid pattern" if pd.isna(size) else f"{int(used):,} of {int(size):,}"
+            text += _forecast_mark(result.forecasts.get(frame["project"].iloc[y]))
             ax.text(min(f, 1.0) + 0.01, y, text, va="center", fontsize=8)
         ax.set_xlim(0, 1.25)
         ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0], ["0", "25%", "50%", "75%", "100%"])
@@ -288,6 +290,29 @@ def capacity_chart(result: RunResult) -> Image | HTML:
 
     alt = "Share of each project's naming pattern in use"
     return _figure(draw, height=0.8 + 0.32 * len(frame), alt=alt)
+
+
+def _forecast_mark(forecast: Forecast | None) -> str:
+    """The forecast date beside a capacity bar: ``· full ≈ 2028-04-20``."""
+    if forecast is None or forecast.full_on is None or forecast.beyond_horizon:
+        return ""
+    return f" · full ≈ {forecast.full_on:%Y-%m-%d}"
+
+
+def forecast_notes(result: RunResult) -> HTML | None:
+    """Each project's exhaustion forecast in words, with the rate and where it comes from."""
+    if not result.forecasts:
+        return None
+    rows = [[name, f.describe()] for name, f in sorted(result.forecasts.items())]
+    return HTML(
+        _table(["project", "when the ID space runs out"], rows)
+        + _p(
+            "The range is the exact 90 % Poisson interval of the rate. 'Transfer requests' "
+            "counts the names first requested in the look-back window, an upper bound (a "
+            "returning patient's older ID counts as new); 'recorded runs' compares the IDs "
+            "used now with an earlier run's report. See docs/report.md."
+        )
+    )
 
 
 def _level_colour(level: str, fraction: float) -> str:

@@ -14,6 +14,7 @@ from datetime import datetime
 
 import pandas as pd
 
+from autoid_lib.forecast import Forecast
 from autoid_lib.plan import (
     ALREADY_TRANSFERRED,
     KNOWN_ID_SOURCES,
@@ -67,6 +68,7 @@ class RunResult:
     timings: dict[str, float] = field(default_factory=dict)
     duration_s: float = 0.0
     window: RunWindow | None = None  # how the window was chosen (None: lookback only)
+    forecasts: dict[str, Forecast] = field(default_factory=dict)  # by project (forecast.py)
 
     # -- status ------------------------------------------------------------------------------
 

@@ -21,6 +21,11 @@ from zoneinfo import ZoneInfo
 from autoid_lib.apply import apply_plan, verify_plan
 from autoid_lib.config import Settings
 from autoid_lib.errors import AutoIdError
+from autoid_lib.forecast import (
+    RecordedCapacity,
+    forecast_anomalies,
+    project_forecasts,
+)
 from autoid_lib.lock import run_lock
 from autoid_lib.plan import PlanSettings, plan
 from autoid_lib.records.last_success import read_last_success, record_success
@@ -47,11 +52,14 @@ def run_autoid(
     projects: Iterable[str] | None = None,
     rng: random.Random | None = None,
     history_dir: Path | None = None,
+    recorded: Iterable[RecordedCapacity] = (),
 ) -> RunResult:
     """Run the job once under the lock; raises ``LockHeld`` if another run holds it.
 
     ``history_dir`` (default: the config's reports folder) keeps where the last successful live
-    run's window ended, so that the window reaches back over an outage.
+    run's window ended, so that the window reaches back over an outage. ``recorded`` is what
+    earlier runs' summary.json files say about capacity (the forecast's best history,
+    ``records.history``); without it the forecast uses the transfer requests.
     """
     started = now or datetime.now(UTC)
     if started.tzinfo is None:  # as on the command line: a naive time is UTC
@@ -76,7 +84,7 @@ def run_autoid(
         gateway = RedcapGateway(settings.redcap)
         lease = None if dry_run else redcap_lease(settings, gateway)
         try:
-            _steps(result, settings, gateway, dry_run, projects, rng, lease)
+            _steps(result, settings, gateway, dry_run, projects, rng, lease, recorded)
         finally:
             result.api_requests = gateway.requests
             result.duration_s = time.perf_counter() - clock
@@ -86,7 +94,7 @@ def run_autoid(
     return result
 
 
-def _steps(result, settings, gateway, dry_run, projects, rng, lease=None) -> None:
+def _steps(result, settings, gateway, dry_run, projects, rng, lease=None, recorded=()) -> None:
     step = "read"
     try:
         with _timed(result, "read"):
@@ -120,6 +128,7 @@ def _steps(result, settings, gateway, dry_run, projects, rng, lease=None) -> Non
             gap = gap_anomaly(result.window) if result.window else None
             if gap is not None:
                 result.plan = replace(result.plan, anomalies=(*result.plan.anomalies, gap))
+            _forecast(result, settings, snapshot, recorded)
         log.info("plan: %s", result.plan.describe())
         if dry_run or result.plan.is_empty:
             return
@@ -173,6 +182,48 @@ def _release(result: RunResult, lease) -> None:
         log.warning("could not release the REDCap lease (it expires on its own): %s", error)
     except Exception as error:  # never hide the run's own outcome behind the release's
         log.warning("could not release the REDCap lease: %s", type(error).__name__)
+
+
+def _forecast(result: RunResult, settings: Settings, snapshot: Snapshot, recorded) -> None:
+    """Each project's exhaustion forecast, and an anomaly for a date inside the warning window.
+
+    Advisory: a bug here is logged (by type) and leaves the run without forecasts; it never
+    stops the run from serving studies.
+    """
+    try:
+        _forecast_steps(result, settings, snapshot, recorded)
+    except Exception as error:
+        result.forecasts = {}
+        log.error("forecast skipped after %s", type(error).__name__)
+
+
+def _forecast_steps(result: RunResult, settings: Settings, snapshot: Snapshot, recorded) -> None:
+    plan = result.plan
+    if plan is None:
+        return
+    requests = [
+        (t.project_name, t.name, t.requested_date)
+        for study in snapshot.studies
+        for t in study.transfer_requests
+    ]
+    requests += [(t.project_name, t.pseudonym, t.requested_date) for t in plan.transfers]
+    result.forecasts = project_forecasts(
+        plan.projects,
+        requests,
+        recorded,
+        now=result.started,
+        window_begin=result.window_begin,
+        window_end=result.window_end,
+        window_days=7.0 * settings.run.forecast_weeks,
+    )
+    warnings = forecast_anomalies(
+        result.forecasts,
+        plan.anomalies,
+        result.window_end.date(),
+        settings.run.forecast_warn_days,
+    )
+    if warnings:
+        result.plan = replace(plan, anomalies=(*plan.anomalies, *warnings))
 
 
 def _plan_settings(settings: Settings, result: RunResult, projects, rng) -> PlanSettings:

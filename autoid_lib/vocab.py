@@ -74,7 +74,7 @@ class Detail(StrEnum):
 
 
 class AnomalyKind(StrEnum):
-    """The kinds of ``Anomaly`` the planner reports (``summary.json``'s ``anomalies[].kind``)."""
+    """The kinds of ``Anomaly`` a run reports (``summary.json``'s ``anomalies[].kind``)."""
 
     AMBIGUOUS_AE_TITLE = "ambiguous_ae_title"
     PROJECT_MISCONFIGURED = "project_misconfigured"
@@ -90,6 +90,8 @@ class AnomalyKind(StrEnum):
     TRANSFER_NAME_CONFLICT = "transfer_name_conflict"
     ID_SPACE_EXHAUSTED = "id_space_exhausted"
     CAPACITY_WARNING = "capacity_warning"
+    FORECAST_WARNING = "forecast_warning"  # autoid_lib.forecast: the space fills up soon
+    WINDOW_GAP = "window_gap"  # autoid_lib.window: an outage longer than the catch-up
 
 
 def as_utc(moment: datetime) -> datetime:

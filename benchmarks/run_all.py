@@ -10,7 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHMARKS = ("bench_idgen.py", "bench_plan.py", "bench_run.py", "bench_lease.py")
+BENCHMARKS = (
+    "bench_idgen.py", "bench_plan.py", "bench_run.py", "bench_lease.py", "bench_forecast.py",
+)  # fmt: skip
 QUICK_FLAG = {"bench_plan.py": "--quick", "bench_run.py": "--quick"}
 
 

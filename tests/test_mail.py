@@ -72,6 +72,12 @@ SUMMARY = {
             "capacity_used": 120,
             "capacity_fraction": 0.12,
             "capacity_level": "ok",
+            "forecast": {
+                "state": "forecast",
+                "full_on": "2030-07-01",
+                "text": "runs out around 2030-07-01 (2029-11-02 – 2031-06-15), at 4.1 new "
+                "IDs/week over the last 8 weeks, from transfer requests",
+            },
         }
     ],
     "error": None,
@@ -1220,3 +1226,14 @@ def test_invalid_settings_name_the_fix(changes, fix, monkeypatch):
         email_settings_from_config(dict(GOOD, **changes))
     assert fix in str(caught.value)
     assert "hunter2" not in str(caught.value)
+
+
+def test_the_mail_shows_each_projects_forecast_with_its_basis():
+    text, html = parts(_compose(SUMMARY))
+    sentence = SUMMARY["projects"][0]["forecast"]["text"]
+    assert sentence in text
+    assert "at 4.1 new IDs/week over the last 8 weeks, from transfer requests" in html
+    no_forecast = copy.deepcopy(SUMMARY)
+    no_forecast["projects"][0]["forecast"] = None  # a summary written before the forecast
+    text, _ = parts(_compose(no_forecast))
+    assert "runs out" not in text

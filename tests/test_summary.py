@@ -120,10 +120,13 @@ def test_status_labels_come_from_one_table():
     assert Detail.parse("full") is Detail.FULL
 
 
-def test_every_anomaly_kind_the_planner_reports_is_in_the_enum():
+def test_every_anomaly_kind_a_run_reports_is_in_the_enum():
+    import autoid_lib.forecast
     import autoid_lib.plan
+    import autoid_lib.window
 
-    source = Path(autoid_lib.plan.__file__).read_text(encoding="utf-8")
+    modules = (autoid_lib.plan, autoid_lib.window, autoid_lib.forecast)
+    source = "".join(Path(m.__file__).read_text(encoding="utf-8") for m in modules)
     kinds = set(re.findall(r'(?:Anomaly|_anomaly)\(\s*"([a-z_]+)"', source))
     assert len(kinds) >= 10  # the scan finds them
     assert kinds <= {k.value for k in AnomalyKind}

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from autoid_lib.audit.job import execute_audit
-    from autoid_lib.cli.run import configure_logging, email_hook, print_outcome
+    from autoid_lib.cli.run import command_monitor, configure_logging, email_hook, print_outcome
     from autoid_lib.config import load_settings
     from autoid_lib.errors import ConfigError
 
@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
         notify = email_hook(settings) if args.email else None
+        monitor = command_monitor(settings, args.reports_dir, pings=False)  # metrics only
         record = execute_audit(
             settings,
             output_dir=args.reports_dir,
@@ -48,4 +49,5 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"autoid audit: {error}", file=sys.stderr)
         return ExitStatus.CONFIG
+    monitor.finished(record.exit_status == ExitStatus.OK)
     return print_outcome("autoid audit", record, quiet=args.quiet)

@@ -26,6 +26,7 @@ from autoid_lib.status import ExitStatus
 
 if TYPE_CHECKING:
     from autoid_lib.config import Settings
+    from autoid_lib.monitoring import Monitor
     from autoid_lib.records.notebook_run import Notify, RunRecord
 
 
@@ -68,9 +69,12 @@ def run(args: argparse.Namespace) -> int:
     from autoid_lib.records.notebook_run import execute_run
 
     configure_logging(args.quiet)
+    monitor = None
     try:
         settings = load_settings(args.config)
         notify = email_hook(settings) if args.email else None
+        monitor = command_monitor(settings, args.reports_dir, pings=not args.dry_run)
+        monitor.started()
         record = execute_run(
             settings,
             dry_run=args.dry_run,
@@ -89,12 +93,28 @@ def run(args: argparse.Namespace) -> int:
         print(f"autoid run: {error}", file=sys.stderr)
         return ExitStatus.LOCKED
     except OSError as error:  # the lock file or the report folder cannot be written
+        if monitor is not None:
+            monitor.finished(False, "the run could not be recorded")
         print(
             f"autoid run: cannot record the run: {error.strerror}: {error.filename}",
             file=sys.stderr,
         )
         return ExitStatus.FAILED
+    monitor.finished(record.exit_status == ExitStatus.OK, record.summary.get("headline") or "")
     return print_outcome("autoid run", record, quiet=args.quiet)
+
+
+def command_monitor(settings: Settings, output_dir: str | None, *, pings: bool) -> Monitor:
+    """The ``[monitoring]`` table checked now (a bad one is exit 2, before anything runs)."""
+    from pathlib import Path
+
+    from autoid_lib.monitoring import Monitor, monitoring_settings
+
+    base = settings.path.parent if settings.path else Path.cwd()
+    reports_dir = Path(output_dir) if output_dir else Path(settings.run.reports_dir)
+    return Monitor(
+        monitoring_settings(settings.monitoring, base), reports_dir=reports_dir, pings=pings
+    )
 
 
 def print_outcome(command: str, record: RunRecord, *, quiet: bool) -> ExitStatus:

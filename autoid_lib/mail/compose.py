@@ -362,6 +362,8 @@ def _project(raw: Any) -> dict[str, Any]:
     project["capacity_colour"] = _LEVEL_COLOURS.get(level, "#92400e" if level else "#1f2328")
     fraction = raw.get("capacity_fraction")
     project["capacity_percent"] = f"{fraction * 100:.0f}%" if _finite(fraction) else ""
+    forecast = raw.get("forecast")
+    project["forecast"] = _text(forecast.get("text")) if isinstance(forecast, Mapping) else ""
     return project
 
 

@@ -310,10 +310,20 @@ def run_in_kernel(
         lookback_days=lookback_days or None,
         projects=names or None,
         history_dir=Path(output_dir).parent if output_dir else None,
+        recorded=_recorded(settings, output_dir, moment),
     )
     if output_dir:
         write_json(Path(output_dir) / SUMMARY_FILE, run_summary(result))
     return result
+
+
+def _recorded(settings: Settings, output_dir: str, moment: datetime | None) -> list:
+    """Earlier runs' capacity for the forecast: the reports folder this run is recorded in."""
+    from autoid_lib.records.history import recorded_capacity
+
+    reports_dir = Path(output_dir).parent if output_dir else settings.run.reports_dir
+    window_days = 7.0 * settings.run.forecast_weeks
+    return recorded_capacity(reports_dir, moment or datetime.now(UTC), window_days)
 
 
 def _log_to_file(path: Path) -> None:

@@ -22,6 +22,7 @@ from autoid_lib.vocab import RunMode, Status
 
 if TYPE_CHECKING:
     from autoid_lib.audit.checks import AuditReport
+    from autoid_lib.forecast import Forecast
     from autoid_lib.result import RunResult
 
 # The layout's version: it changes only if a key's meaning changes (keys are added, never
@@ -119,13 +120,20 @@ def run_summary(result: RunResult) -> Summary:
         **result.counts(),  # type: ignore[typeddict-item]
         "skipped": plan.skipped_by_reason() if plan else {},
         "anomalies": _plain_records(result.anomalies().to_dict("records")),
-        "projects": _plain_records(result.projects().to_dict("records")),
+        "projects": [
+            {**row, "forecast": _forecast_entry(result.forecasts.get(str(row["project"])))}
+            for row in _plain_records(result.projects().to_dict("records"))
+        ],
         "verification": list(result.problems),
         "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
         "error": cast(ErrorEntry, dict(result.error.__dict__)) if result.error else None,
         "headline": result.headline,
     }
     return with_integer_counts(summary)
+
+
+def _forecast_entry(forecast: Forecast | None) -> dict[str, Any] | None:
+    return forecast.as_summary() if forecast is not None else None
 
 
 def _server_time(moment: datetime | None) -> str | None:
