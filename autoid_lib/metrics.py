@@ -12,7 +12,6 @@ read, so neither can the metrics.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -22,11 +21,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from autoid_lib.records.folders import RUN_MODES, run_folders
+from autoid_lib.records.folders import RUN_MODES, read_summary, run_folders
 
 log = logging.getLogger("autoid.metrics")
 
-SUMMARY_FILE = "summary.json"
 TEXTFILE_MODE = 0o644  # node_exporter runs as another user and must read it (docs/operations.md)
 MAX_READS = 200  # summaries read looking for the newest success of each mode
 
@@ -141,15 +139,12 @@ def newest_summaries(reports_dir: Path | str) -> tuple[dict[str, dict], dict[str
         reads += 1
         if reads > MAX_READS:
             break
-        try:
-            summary = json.loads((folder / SUMMARY_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        summary = read_summary(folder)
+        if summary is None:
             continue
-        if not isinstance(summary, dict):
-            continue
-        latest.setdefault(parsed.mode, summary)
+        latest.setdefault(parsed.mode, dict(summary))
         if summary.get("status") != "failed":
-            succeeded.setdefault(parsed.mode, summary)
+            succeeded.setdefault(parsed.mode, dict(summary))
     return latest, succeeded
 
 

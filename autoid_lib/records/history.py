@@ -7,14 +7,12 @@ however many runs the reports folder keeps. Costs no REDCap request.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from autoid_lib.forecast import RecordedCapacity, summary_capacity
-from autoid_lib.records.folders import run_folders
+from autoid_lib.records.folders import read_summary, run_folders
 
-SUMMARY_FILE = "summary.json"
 MAX_READS = 20  # failed runs skipped before giving up on the recorded history
 
 
@@ -30,10 +28,12 @@ def recorded_capacity(
         reads += 1
         if reads > MAX_READS:
             break
+        summary = read_summary(folder)
         try:
-            summary = json.loads((folder / SUMMARY_FILE).read_text(encoding="utf-8"))
-            started = datetime.fromisoformat(summary["started"])
-        except (OSError, ValueError, KeyError, TypeError):
+            started = datetime.fromisoformat(str(summary["started"])) if summary else None
+        except (ValueError, KeyError):
+            continue
+        if summary is None or started is None:
             continue
         started = started if started.tzinfo else started.replace(tzinfo=UTC)
         if not begin <= started < now:  # the run's own clock (``--now`` may have fixed it)

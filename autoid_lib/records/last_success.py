@@ -14,7 +14,7 @@ import os
 from datetime import datetime
 from pathlib import Path
 
-from autoid_lib.records.folders import run_folders
+from autoid_lib.records.folders import read_summary, run_folders
 
 log = logging.getLogger("autoid.run")
 
@@ -38,12 +38,13 @@ def _from_run_folders(reports_dir: Path) -> datetime | None:
     for folder, parsed in reversed(run_folders(reports_dir)):
         if parsed.mode != "live":
             continue
-        try:
-            summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-            if summary.get("status") in {"ok", "attention"}:
-                return datetime.strptime(summary["window"]["end"], _TIME)
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
+        summary = read_summary(folder)
+        window = (summary or {}).get("window") or {}
+        if summary and summary.get("status") in {"ok", "attention"} and window.get("end"):
+            try:
+                return datetime.strptime(str(window["end"]), _TIME)
+            except ValueError:
+                continue
     return None
 
 
