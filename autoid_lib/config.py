@@ -26,6 +26,7 @@ import math
 import re
 import tomllib
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -111,9 +112,15 @@ class RunSettings:
 class Settings:
     redcap: RedcapSettings
     run: RunSettings
-    email: dict = field(default_factory=dict)  # the raw [email] table, parsed by autoid_lib.mail
-    lease: dict = field(default_factory=dict)  # the raw [lease] table, read by autoid_lib.lease
-    monitoring: dict = field(default_factory=dict)  # raw [monitoring], parsed by .monitoring
+    email: dict[str, Any] = field(
+        default_factory=dict
+    )  # the raw [email] table, parsed by autoid_lib.mail
+    lease: dict[str, Any] = field(
+        default_factory=dict
+    )  # the raw [lease] table, read by autoid_lib.lease
+    monitoring: dict[str, Any] = field(
+        default_factory=dict
+    )  # raw [monitoring], parsed by .monitoring
     path: Path | None = None
 
     def secrets(self) -> list[Secret]:
@@ -150,9 +157,9 @@ def load_settings(path: str | Path) -> Settings:
     return settings
 
 
-def _refuse_unknown_keys(data: dict) -> None:
+def _refuse_unknown_keys(data: dict[str, Any]) -> None:
     for where, known in KNOWN_KEYS.items():
-        table = data
+        table: Any = data
         for part in filter(None, where.split(".")):
             table = table.get(part) if isinstance(table, dict) else None
         if not isinstance(table, dict):
@@ -165,7 +172,7 @@ def _refuse_unknown_keys(data: dict) -> None:
             )
 
 
-def _refuse_secrets_for_generator(data: dict) -> None:
+def _refuse_secrets_for_generator(data: dict[str, Any]) -> None:
     """A variable that holds one of this config's secrets never goes to the generator."""
     run, redcap = data.get("run") or {}, data.get("redcap") or {}
     names = run.get("external_generator_env") if isinstance(run, dict) else None
@@ -180,7 +187,7 @@ def _refuse_secrets_for_generator(data: dict) -> None:
             raise ConfigError(f"[run] external_generator_env: {name} holds a secret of the kit")
 
 
-def _table(data: dict, name: str, required: bool = True) -> dict:
+def _table(data: dict[str, Any], name: str, required: bool = True) -> dict[str, Any]:
     value = data.get(name)
     if value is None:
         if required:
@@ -191,7 +198,7 @@ def _table(data: dict, name: str, required: bool = True) -> dict:
     return value
 
 
-def _redcap_settings(table: dict, base: Path) -> RedcapSettings:
+def _redcap_settings(table: dict[str, Any], base: Path) -> RedcapSettings:
     overrides = dict(_table(table, "urls", required=False))
     overrides.setdefault("transfers", overrides.get("incoming"))  # like its token, below
     default_url = table.get("url")
@@ -237,7 +244,7 @@ def _token(reference: str, database: str) -> Secret:
     return secret
 
 
-def _run_settings(table: dict, base: Path) -> RunSettings:
+def _run_settings(table: dict[str, Any], base: Path) -> RunSettings:
     scheme = table.get("hash", "sha512")
     key_reference = table.get("hash_key")
     hash_key = resolve_secret(key_reference, "[run] hash_key") if key_reference else None
@@ -291,9 +298,9 @@ def _run_settings(table: dict, base: Path) -> RunSettings:
     return settings
 
 
-def _generator_env(names) -> tuple[str, ...]:
+def _generator_env(names: object) -> tuple[str, ...]:
     """Variable names the site passes to its generator; the kit's secrets are refused."""
-    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise ConfigError("[run] external_generator_env must be a list of variable names")
     for name in names:
         why = refused_name(name)
@@ -302,7 +309,9 @@ def _generator_env(names) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _positive(table: dict, key: str, default, where: str, allow_zero: bool = False):
+def _positive(
+    table: dict[str, Any], key: str, default: float, where: str, allow_zero: bool = False
+) -> float:
     value = table.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{where} {key} must be a number")
@@ -313,14 +322,16 @@ def _positive(table: dict, key: str, default, where: str, allow_zero: bool = Fal
     return value
 
 
-def _whole(table: dict, key: str, default: int, where: str, allow_zero: bool = False) -> int:
+def _whole(
+    table: dict[str, Any], key: str, default: int, where: str, allow_zero: bool = False
+) -> int:
     value = _positive(table, key, default, where, allow_zero)
     if not isinstance(value, int):
         raise ConfigError(f"{where} {key} must be a whole number, not {value}")
     return value
 
 
-def _days(table: dict, key: str, default: int) -> int:
+def _days(table: dict[str, Any], key: str, default: int) -> int:
     """A number of days back from now, bounded so that every date stays representable."""
     value = _whole(table, key, default, "[run]")
     if value > MAX_LOOKBACK_DAYS:
@@ -328,14 +339,14 @@ def _days(table: dict, key: str, default: int) -> int:
     return value
 
 
-def _fraction(table: dict, key: str, default: float, where: str) -> float:
+def _fraction(table: dict[str, Any], key: str, default: float, where: str) -> float:
     value = float(_positive(table, key, default, where))
     if value > 1:
         raise ConfigError(f"{where} {key} is a fraction: 0.8 means 80 %, not {value:g}")
     return value
 
 
-def _timezone(name) -> str:
+def _timezone(name: object) -> str:
     """'' (this machine's zone) or an IANA name such as Europe/Oslo, checked now."""
     if not isinstance(name, str):
         raise ConfigError("[run] server_timezone must be a name like 'Europe/Oslo'")
@@ -349,7 +360,7 @@ def _timezone(name) -> str:
     return name
 
 
-def _path(value, base: Path) -> Path:
+def _path(value: object, base: Path) -> Path:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"expected a path, got {value!r}")
     path = Path(value).expanduser()

@@ -56,7 +56,7 @@ class PatientHasher:
     key: Secret | None = field(default=None, repr=False)
     previous: PatientHasher | None = None  # the settings before a rotation, still looked up
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:
             raise ConfigError(f"unknown hash scheme {self.scheme!r}; use one of {SCHEMES}")
         if self.scheme == "hmac-sha256" and self.key is None:

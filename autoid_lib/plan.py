@@ -216,7 +216,7 @@ def plan(snapshot: Snapshot, settings: PlanSettings) -> Plan:
         transfers.extend(planner.transfers)
         anomalies.extend(planner.anomalies)
 
-    kit_rows = ()
+    kit_rows: tuple[NewAutoId, ...] = ()
     if fingerprint is not None:
         kit_rows = (NewAutoId(HASH_SCHEME_RECORD, fingerprint, fingerprint),)
     return Plan(
@@ -230,7 +230,9 @@ def plan(snapshot: Snapshot, settings: PlanSettings) -> Plan:
     )
 
 
-def _outcome(study: IncomingStudy, project: str, action: str, reason: str = "", **ids):
+def _outcome(
+    study: IncomingStudy, project: str, action: str, reason: str = "", **ids: str
+) -> StudyOutcome:
     return StudyOutcome(
         study_uid=study.uid,
         study_date=study.study_date,
@@ -256,7 +258,9 @@ class _Route:
     reason: str = ""
 
 
-def _route_ae_titles(records: Iterable[ProjectRecord], anomalies: list[Anomaly]):
+def _route_ae_titles(
+    records: Iterable[ProjectRecord], anomalies: list[Anomaly]
+) -> tuple[dict[str, _Route], list[ProjectRecord]]:
     """Each auto-ID AE title's route, and the projects that can be served.
 
     Every auto-ID record claims its AE title, servable or not: a title claimed twice is
@@ -326,7 +330,9 @@ def _misconfigured(anomalies: list[Anomaly], label: str, message: str, action: s
     anomalies.append(Anomaly("project_misconfigured", label, message, action))
 
 
-def _check_project_filter(wanted, projects: list[ProjectRecord], anomalies: list[Anomaly]):
+def _check_project_filter(
+    wanted: frozenset[str] | None, projects: list[ProjectRecord], anomalies: list[Anomaly]
+) -> None:
     """A --projects name that is no servable auto-ID project is a typo worth reporting."""
     unknown = sorted(set(wanted or ()) - {p.name for p in projects})
     if unknown:
@@ -395,7 +401,7 @@ class _ProjectPlanner:
     def __init__(
         self,
         project: ProjectRecord,
-        rows,
+        rows: Iterable[AutoIdRow],
         sent: _SentNames,
         settings: PlanSettings,
         *,
@@ -433,7 +439,7 @@ class _ProjectPlanner:
     def _anomaly(self, kind: str, message: str, action: str, count: int = 1) -> None:
         self.anomalies.append(Anomaly(kind, self.project.name, message, action, count))
 
-    def _index_rows(self, rows) -> None:
+    def _index_rows(self, rows: Iterable[AutoIdRow]) -> None:
         """Index the project's AutoID rows both ways; conflicts are kept aside, not merged.
 
         Rows under a variant spelling of the project's name (a renamed project?) are nobody's
@@ -696,6 +702,7 @@ class _ProjectPlanner:
     def _generate(self, count: int) -> list[str]:
         if self.settings.generate_ids is not None:
             return self.settings.generate_ids(self.project.pattern, self.in_use, count)
+        assert self.pattern is not None  # new patients of an invalid pattern are skipped
         return idgen.generate_ids(self.pattern, self.in_use, count=count, rng=self.settings.rng)
 
     def _transfer(self, study: IncomingStudy, value: str, source: str) -> None:

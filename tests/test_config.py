@@ -176,6 +176,7 @@ def test_transfers_follow_the_incoming_url_as_they_follow_its_token(tmp_path, mo
         ("capacity_warn_at = nan", "finite number"),
         ("external_generator = 5", "list of arguments"),
         ('external_generator = "gen-id.py"', "list of arguments"),
+        ("external_generator_env = 5", "list of variable names"),
         ('previous_hash = "md5"', "unknown hash scheme"),
         ('previous_hash = "hmac-sha256"', "needs"),
         ("max_catchup_days = 3", "at least lookback_days"),
