@@ -26,8 +26,8 @@ import math
 import re
 import tomllib
 from dataclasses import dataclass, field
-from typing import Any
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from autoid_lib.child_env import refused_name
