@@ -22,19 +22,19 @@ MAX_LINES = 20  # earlier news listed; the rest are counted
 def history_lines(decision: Decision) -> list[str]:
     """The note's lines: the flap word first, then earlier news, repeats folded together."""
     lines = [decision.flap_news] if decision.flap_news else []
-    folded: list[tuple[str, str, int]] = []  # (first run, news, runs)
+    folded: list[tuple[str, str, str, int]] = []  # (first run, last run, news, runs)
     for run in decision.carried:
+        when = run.started or run.folder
         for news in run.news:
-            if folded and folded[-1][1] == news:
-                folded[-1] = (folded[-1][0], news, folded[-1][2] + 1)
+            if folded and folded[-1][2] == news:
+                folded[-1] = (folded[-1][0], when, news, folded[-1][3] + 1)
             else:
-                folded.append((run.started or run.folder, news, 1))
+                folded.append((when, when, news, 1))
     if folded:
         lines.append("Not mailed before (these runs' mail could not be sent):")
-        for when, news, runs in folded[:MAX_LINES]:
-            lines.append(
-                f"- run of {when}: {news}" + (f" (and {runs - 1} runs after)" if runs > 1 else "")
-            )
+        for first, last, news, runs in folded[:MAX_LINES]:
+            when = f"runs of {first} to {last} ({runs} runs)" if runs > 1 else f"run of {first}"
+            lines.append(f"- {when}: {news}")
         if len(folded) > MAX_LINES:
             lines.append(f"- … and {len(folded) - MAX_LINES} more")
     return lines

@@ -41,9 +41,10 @@ STABLE = "stable"
 @dataclass(frozen=True)
 class FlapRule:
     """The status flaps when it changed ``changes`` times within ``window_runs`` runs; quiet
-    until it has held for ``stable_runs`` runs. The defaults allow at most 4 mails in any 12
-    consecutive runs however the status alternates (tests/test_mail_history.py checks all
-    2^12 sequences of ok and failed runs)."""
+    until it has held for ``stable_runs`` runs. With the defaults a status that alternates
+    every run sends 3 mails in all (the first failure, the recovery, "flapping"), and no
+    sequence of ok and failed runs sends more than 5 mails in any 12 consecutive runs under
+    ``on-change``, 4 under ``on-attention`` (tests/test_mail_history.py)."""
 
     changes: int = 3
     window_runs: int = 12

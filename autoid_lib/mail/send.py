@@ -316,8 +316,7 @@ def _undelivered(entry: dict[str, Any], decision: Decision, error: str) -> dict[
     mail (the earlier news are still there), and a failure stays unmailed."""
     result = {**entry, "error": error}
     result.pop("carried", None)
-    if decision.news:
-        result["news"] = list(decision.news)
+    result["news"] = list(decision.news)  # [] too: older entries without it fall back on reason
     return result
 
 

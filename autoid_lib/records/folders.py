@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import json
 import logging
 import os
@@ -155,8 +156,10 @@ def new_run_folder(reports_dir: Path, mode: str, now: datetime) -> Path:
 
 def _unique_folder(reports_dir: Path, mode: str, now: datetime) -> Path:
     second = f"{now:%Y%m%dT%H%M%S}"
-    names = [f"{second}Z-{mode}", f"{second}.{now.microsecond // 1000:03d}Z-{mode}"]
-    names += (f"{second}.{micro:06d}Z-{mode}" for micro in range(now.microsecond, 1_000_000))
+    names = itertools.chain(
+        (f"{second}Z-{mode}", f"{second}.{now.microsecond // 1000:03d}Z-{mode}"),
+        (f"{second}.{micro:06d}Z-{mode}" for micro in range(now.microsecond, 1_000_000)),
+    )
     for name in names:
         try:
             (reports_dir / name).mkdir(mode=0o700)
