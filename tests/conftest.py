@@ -101,3 +101,33 @@ def smtp_server():
     yield start
     for controller in controllers:
         controller.stop()
+
+
+class SmtpSwitch:
+    """A real SMTP server on one loopback port that a test stops and starts (an outage)."""
+
+    def __init__(self):
+        self.inbox = SmtpInbox()
+        self.port = _free_port()
+        self._controller = None
+
+    def start(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        if self._controller is None:
+            self._controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port)
+            self._controller.start()
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+
+@pytest.fixture
+def smtp_switch():
+    """``SmtpSwitch``, started; stopped at the end of the test."""
+    switch = SmtpSwitch()
+    switch.start()
+    yield switch
+    switch.stop()

@@ -152,7 +152,8 @@ def test_run_folders_are_created_only_for_the_modes_prune_reads(tmp_path):
     for mode in ("weekly", "test", "Live", "live-dry"):
         with pytest.raises(ValueError, match="live, dry, audit"):
             new_run_folder(tmp_path, mode, datetime.now(UTC))
-    assert sorted(p.name.rpartition("-")[2] for p in tmp_path.iterdir()) == sorted(RUN_MODES)
+    folders = [p for p in tmp_path.iterdir() if p.is_dir()]  # beside them: run-sequence.json
+    assert sorted(p.name.rpartition("-")[2] for p in folders) == sorted(RUN_MODES)
 
 
 def test_cli_dry_run_lists_and_keeps(reports, capsys):

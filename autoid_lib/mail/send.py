@@ -14,16 +14,34 @@ import logging
 import re
 import smtplib
 import ssl
-from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-from autoid_lib.errors import ConfigError
+from autoid_lib.mail.carry import with_history_note
 from autoid_lib.mail.compose import compose_message
-from autoid_lib.mail.settings import SEND_POLICIES, EmailSettings, email_settings_from_config
-from autoid_lib.records.folders import REPORT_FILE, parse_run_folder, read_summary, run_folders
+from autoid_lib.mail.policy import (
+    Decision,
+    FlapRule,
+    MailHistory,
+    MailRules,
+    Undelivered,
+    aware,
+    decide,
+    iso,
+    parse_time,
+)
+from autoid_lib.mail.settings import EmailSettings, email_settings_from_config
+from autoid_lib.records.folders import (
+    REPORT_FILE,
+    history_key,
+    parse_run_folder,
+    read_summary,
+    run_folders,
+    run_sequence,
+)
 from autoid_lib.records.summary import Summary
 from autoid_lib.secret import redact
 
@@ -40,6 +58,8 @@ __all__ = [
 
 log = logging.getLogger("autoid.mail")
 
+MAX_HISTORY_READS = 20_000  # earlier runs read for one decision: a 10-week outage at 5 min
+
 
 def should_send(
     summary: Mapping[str, Any],
@@ -49,7 +69,9 @@ def should_send(
     repeat_failure_hours: float = EmailSettings.repeat_failure_hours,
     now: datetime | None = None,
 ) -> tuple[bool, str]:
-    """Whether this run's mail goes out under ``policy``, and why (the reason is logged).
+    """Whether this run's mail goes out under ``policy``, and why (the reason is logged),
+    judged against ``previous_summary`` alone (``notify`` also weighs the outbox and flap
+    damping: ``mail.policy.decide``).
 
     ============  ===========  ==========  ==========
     policy        failed       attention   ok
@@ -64,88 +86,18 @@ def should_send(
 
     .. [1] *New* means the previous run did not fail with the same ``error.step`` and
        ``error.type`` (or there is no previous run). A failure that persists is mailed again
-       as a reminder once the last mail about it (the previous entry's ``failure_mailed``) is
-       ``repeat_failure_hours`` old, or if there is no record of such a mail; so an outage
-       mails once, then every ``repeat_failure_hours``, not every run.
+       as a reminder when the next one is due: every ``repeat_failure_hours`` counted from the
+       failure's first run (``failure_since``), or if there is no record of a mail about it.
 
     *Changed* means, against the previous run: a live run created transfers or IDs (a dry run:
     its planned counts differ); an anomaly (kind, project, message) appeared or disappeared;
     an audit's count of a finding differs from the previous audit's; the status differs; or
     there is no previous run to compare with.
     """
-    if policy not in SEND_POLICIES:
-        raise ConfigError(f"send policy must be one of {', '.join(SEND_POLICIES)}, not {policy!r}")
-    status = summary.get("status")
-    if status == "failed":
-        if policy == "always":
-            return True, "the run failed"
-        return _failure_news(summary, previous_summary, repeat_failure_hours, now)
-    if policy == "always":
-        return True, "send = always"
-    if policy == "on-attention":
-        if status == "ok":
-            return False, "status ok and send = on-attention"
-        return True, f"status {status}"
-    return _changed(summary, previous_summary)
-
-
-def _failure_news(
-    summary: Mapping[str, Any],
-    previous: Mapping[str, Any] | None,
-    repeat_hours: float,
-    now: datetime | None,
-) -> tuple[bool, str]:
-    """Whether a failed run is news: a new failure, or a reminder of one that persists."""
-    if not _same_failure(summary, previous):
-        return True, "the run failed"
-    step = _failure_key(summary)[0] or "an unknown step"
-    last = _failure_mailed(previous)
-    if last is None:
-        return True, f"the run failed again at {step}; no record of a mail about it"
-    age = _aware(now or datetime.now(UTC)) - last
-    if age >= timedelta(hours=repeat_hours):
-        return True, f"reminder: the run still fails at {step}, last mailed {_hours(age)} ago"
-    return False, (
-        f"the run failed again at {step}, as mailed {_hours(age)} ago; "
-        f"a reminder goes out {repeat_hours:g} h after that mail"
-    )
-
-
-def _failure_key(summary: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    """``error.step`` and ``error.type`` of a failed run (None, None without an error)."""
-    error = summary.get("error")
-    if not isinstance(error, Mapping):
-        return None, None
-    return error.get("step"), error.get("type")
-
-
-def _same_failure(summary: Mapping[str, Any], previous: Mapping[str, Any] | None) -> bool:
-    """Both runs failed, at the same step with the same error type."""
-    return (
-        previous is not None
-        and summary.get("status") == "failed"
-        and previous.get("status") == "failed"
-        and _failure_key(summary) == _failure_key(previous)
-    )
-
-
-def _failure_mailed(previous: Mapping[str, Any] | None) -> datetime | None:
-    """When the last mail about the previous run's failure went out, from its ``email`` entry."""
-    entry = previous.get("email") if previous is not None else None
-    if not isinstance(entry, Mapping) or not isinstance(entry.get("failure_mailed"), str):
-        return None
-    try:
-        return _aware(datetime.fromisoformat(entry["failure_mailed"]))
-    except ValueError:
-        return None
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def _hours(age: timedelta) -> str:
-    return f"{max(age.total_seconds(), 0) / 3600:.1f} h"
+    history = MailHistory(previous_summary, (previous_summary,) if previous_summary else ())
+    rules = MailRules(policy, repeat_failure_hours)
+    decision = decide(summary, history, rules, now or datetime.now(UTC))
+    return decision.send, decision.reason
 
 
 def _mail_failed(summary: Mapping[str, Any]) -> bool:
@@ -154,75 +106,88 @@ def _mail_failed(summary: Mapping[str, Any]) -> bool:
     return isinstance(entry, Mapping) and entry.get("sent") is False and bool(entry.get("error"))
 
 
-def _changed(summary: Mapping[str, Any], previous: Mapping[str, Any] | None) -> tuple[bool, str]:
-    if previous is None:
-        return True, "no previous run to compare with"
-    if summary.get("status") != previous.get("status"):
-        return True, f"status changed from {previous.get('status')} to {summary.get('status')}"
-    created = {key: _count(summary.get(key)) for key in ("transfers_created", "ids_created")}
-    if summary.get("mode") == "dry":
-        before = {key: _count(previous.get(key)) for key in created}
-        if created != before:
-            return True, "the planned changes differ from the previous dry run"
-    elif any(created.values()):
-        return True, "{transfers_created} transfers and {ids_created} IDs created".format(**created)
-    if summary.get("mode") == "audit" and _finding_counts(summary) != _finding_counts(previous):
-        return True, "the findings' counts differ from the previous audit"
-    now, before = _anomaly_keys(summary), _anomaly_keys(previous)
-    if now != before:
-        return True, f"{len(now - before)} anomalies appeared, {len(before - now)} disappeared"
-    return False, "nothing changed since the previous run"
+def _delivered(summary: Mapping[str, Any]) -> bool:
+    entry = summary.get("email")
+    return isinstance(entry, Mapping) and entry.get("sent") is True
 
 
-def _anomaly_keys(summary: Mapping[str, Any]) -> frozenset[tuple[str, str, str]]:
-    anomalies = summary.get("anomalies")
-    if not isinstance(anomalies, list):
-        return frozenset()
-    return frozenset(
-        (str(a.get("kind")), str(a.get("project")), str(a.get("message")))
-        for a in anomalies
-        if isinstance(a, Mapping)
-    )
+def _news_of(summary: Mapping[str, Any]) -> tuple[str, ...]:
+    """What a run whose mail failed had to say (``email.news``; older runs: its ``reason``)."""
+    entry = summary.get("email")
+    if not isinstance(entry, Mapping):
+        return ()
+    news = entry.get("news")
+    if isinstance(news, list):
+        return tuple(str(item) for item in news if isinstance(item, str))
+    reason = entry.get("reason")
+    return (reason,) if isinstance(reason, str) and reason else ()
 
 
-def _finding_counts(summary: Mapping[str, Any]) -> dict[str, int]:
-    """An audit summary's ``findings``: count per kind (kinds not found are absent)."""
-    findings = summary.get("findings")
-    if not isinstance(findings, Mapping):
-        return {}
-    return {str(kind): _count(count) for kind, count in findings.items() if _count(count)}
-
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+def _earlier_runs(
+    reports_dir: Path | str, current_run: Path | str
+) -> Iterator[tuple[Path, Summary | None]]:
+    """Earlier run folders of ``current_run``'s mode, newest first in the history's order
+    (sequence numbers), each with its summary (None if unreadable)."""
+    current_path = Path(reports_dir) / Path(current_run).name
+    current = parse_run_folder(current_path.name)
+    if current is None:
+        log.warning("%s is not a run folder name; no previous run to compare with", current_run)
+        return
+    key = history_key(current._replace(seq=run_sequence(current_path)), current_path.name)
+    for path, parsed in reversed(run_folders(reports_dir)):
+        if parsed.mode == current.mode and history_key(parsed, path.name) < key:
+            yield path, read_summary(path)
 
 
 def find_previous_summary(reports_dir: Path | str, current_run: Path | str) -> Summary | None:
     """The ``summary.json`` of the latest run before ``current_run`` with the same mode whose
-    mail did not fail.
+    mail did not fail ("latest" in the run history's order, never by the clock).
 
     ``current_run`` is the run folder (or its name). Runs whose summary is missing or unreadable
     are passed over, and so are runs whose mail failed (``email`` with ``sent: false`` and an
-    ``error``): what they would have reported was never mailed, so the next run compares with
-    the run before them and mails it. A run whose mail was sent, deliberately not sent (the
+    ``error``): what they had to say waits in the outbox (``mail_history``), and this run is
+    compared with the run before them. A run whose mail was sent, deliberately not sent (the
     policy), or not attempted (no ``--email``) counts. None if there is no such earlier run.
     """
-    current = parse_run_folder(Path(current_run).name)
-    if current is None:
-        log.warning("%s is not a run folder name; no previous run to compare with", current_run)
-        return None
-    for path, parsed in reversed(run_folders(reports_dir)):
-        if parsed.mode != current.mode or parsed.started >= current.started:
-            continue
-        previous = read_summary(path)
+    for path, previous in _earlier_runs(reports_dir, current_run):
         if previous is None:
             log.info("passing over %s: no readable summary.json", path.name)
-            continue
-        if _mail_failed(previous):
+        elif _mail_failed(previous):
             log.info("passing over %s: its mail failed, compare with the run before", path.name)
-            continue
-        return previous
+        else:
+            return previous
     return None
+
+
+def mail_history(
+    reports_dir: Path | str, current_run: Path | str, flap: FlapRule | None = None
+) -> MailHistory:
+    """The earlier runs ``mail.policy.decide`` weighs: the previous run (as
+    ``find_previous_summary``), the ``flap.window_runs`` runs just before, and the outbox:
+    the news of runs whose mail failed since the last mail that was delivered."""
+    flap = flap or FlapRule()
+    previous: Summary | None = None
+    recent: list[Summary] = []
+    undelivered: list[Undelivered] = []
+    outbox_open = True
+    for reads, (path, summary) in enumerate(_earlier_runs(reports_dir, current_run)):
+        if summary is None:
+            continue
+        if len(recent) < flap.window_runs:
+            recent.append(summary)
+        if previous is None and not _mail_failed(summary):
+            previous = summary
+        if outbox_open and _delivered(summary):
+            outbox_open = False
+        elif outbox_open and _mail_failed(summary) and (news := _news_of(summary)):
+            started = summary.get("started")
+            undelivered.append(
+                Undelivered(path.name, started if isinstance(started, str) else None, news)
+            )
+        done = previous is not None and len(recent) >= flap.window_runs and not outbox_open
+        if done or reads >= MAX_HISTORY_READS:
+            break
+    return MailHistory(previous, tuple(recent), tuple(reversed(undelivered)))
 
 
 def send_message(message: EmailMessage, settings: EmailSettings) -> dict[str, tuple[int, bytes]]:
@@ -272,62 +237,61 @@ def notify(
     summary.json.
 
     ``run_dir`` is the run's folder (``reports/<timestamp>-<mode>/``); its report is linked
-    or attached, and the previous run's summary is looked up beside it unless ``previous`` is
-    given. Never raises for mail trouble: returns ``{"sent": False, "error": "..."}``.
+    or attached. The earlier runs are read beside it (``mail_history``) unless ``previous``
+    is given (then it alone is the history: no outbox). ``now`` is the run's time (default:
+    the summary's ``started``), which schedules reminders. Never raises for mail trouble:
+    returns ``{"sent": False, "error": "..."}``.
 
-    For a failed run the entry also has ``failure_mailed``: when the last mail about this
-    failure went out (ISO 8601, UTC; this mail's time if it was sent, else carried over from
-    the previous run if that failed the same way; null if none did). The next run reads it to
-    decide on a reminder (``should_send``).
+    Besides ``sent``, ``reason`` and ``error`` the entry records what the next runs need:
+    ``news`` (what this run had to say: kept in the outbox if the mail failed), ``carried``
+    (how many earlier news this mail carried), ``flap`` (flap damping's state) and, for a
+    failed run, ``failure_since`` and ``failure_mailed`` (ISO 8601, UTC: when this failure's
+    first run started; the run time of the last mail about it, null if none went out).
     """
     if settings is None:
         return {"sent": False, "reason": "mail is not configured", "error": None}
     run_dir = Path(run_dir)
-    moment = _aware(now or datetime.now(UTC))
-    if previous is None:
+    moment = aware(now or parse_time(summary.get("started")) or datetime.now(UTC))
+    if previous is not None:
+        history = MailHistory(previous, (previous,))
+    else:
         try:
-            previous = find_previous_summary(run_dir.parent, run_dir)
+            history = mail_history(run_dir.parent, run_dir)
         except OSError as error:
             log.warning("cannot read earlier runs in %s: %s", run_dir.parent, error)
-    send, reason = should_send(
-        summary,
-        previous,
-        settings.send,
-        repeat_failure_hours=settings.repeat_failure_hours,
-        now=moment,
-    )
-    failure: dict[str, Any] = {}  # the failure_mailed entry of a failed run
-    if summary.get("status") == "failed":
-        carried = _failure_mailed(previous) if _same_failure(summary, previous) else None
-        failure["failure_mailed"] = _iso(carried)
-    if not send:
+            history = MailHistory()
+    rules = MailRules(settings.send, settings.repeat_failure_hours)
+    decision = decide(summary, history, rules, moment)
+    reason = decision.reason
+    entry = {"sent": False, "reason": reason, "error": None, **_state(summary, decision)}
+    if not decision.send:
         log.info("no mail: %s", reason)
-        return {"sent": False, "reason": reason, "error": None, **failure}
+        return entry
 
     report_path = run_dir / Path(str(summary.get("report") or REPORT_FILE)).name
     try:
         message = compose_message(summary, settings, report_path, now=moment)
+        message = with_history_note(message, decision)
         refused = send_message(message, settings)
     except (smtplib.SMTPException, OSError) as error:
         text = _describe(error, settings)
         log.warning("mail not sent (%s): %s", reason, text)
-        return {"sent": False, "reason": reason, "error": text, **failure}
+        return _undelivered(entry, decision, text)
     except Exception as error:  # a composing bug must not fail a run whose work is done
         text = _clean(f"{type(error).__name__}: {error}", settings)
         log.error("mail not composed (%s): %s", reason, text, exc_info=True)
-        return {"sent": False, "reason": reason, "error": text, **failure}
+        return _undelivered(entry, decision, text)
 
     accepted = len(settings.recipients) - len(refused)
     log.info("mail sent to %d recipient(s) (%s): %s", accepted, reason, message["Subject"])
     result = {
+        **entry,
         "sent": True,
-        "reason": reason,
-        "error": None,
         "subject": str(message["Subject"]),
         "recipients": accepted,
     }
-    if failure:
-        result["failure_mailed"] = _iso(moment)
+    if summary.get("status") == "failed":
+        result["failure_mailed"] = iso(moment)
     if refused:
         result["error"] = _clean(
             "some recipients refused: "
@@ -338,8 +302,22 @@ def notify(
     return result
 
 
-def _iso(moment: datetime | None) -> str | None:
-    return moment.astimezone(UTC).isoformat(timespec="seconds") if moment else None
+def _state(summary: Mapping[str, Any], decision: Decision) -> dict[str, Any]:
+    """The decision's record for the next runs (``failure_*`` only on a failed run)."""
+    state = decision.entry()
+    if summary.get("status") == "failed":
+        state["failure_since"] = decision.failure_since
+        state["failure_mailed"] = decision.failure_mailed
+    return state
+
+
+def _undelivered(entry: dict[str, Any], decision: Decision, error: str) -> dict[str, Any]:
+    """The entry of a mail that did not go out: its ``news`` waits in the outbox for the next
+    mail (the earlier news are still there), and a failure stays unmailed."""
+    result = {**entry, "error": error}
+    result.pop("carried", None)
+    result["news"] = list(decision.news)  # [] too: older entries without it fall back on reason
+    return result
 
 
 def _describe(error: BaseException, settings: EmailSettings) -> str:

@@ -47,6 +47,7 @@ from autoid_lib.records.folders import (
     SUMMARY_FILE,
     new_run_folder,
     read_summary,
+    run_sequence,
     write_json,
 )
 from autoid_lib.records.html_export import RUN_TITLE, export_html, fallback_report
@@ -145,6 +146,7 @@ def _execute_notebook(
     timings["export"] = time.perf_counter() - clock
     summary = _final_summary(run_dir, started, mode, timings, failure, secrets)
     summary["detail"] = parameters.get("detail")  # the mail attaches only a summary-detail report
+    summary["seq"] = run_sequence(run_dir)  # the run's place in the history (the mail's order)
     if summary["detail"] != "full":  # the summary feeds the mail: no study-to-pseudonym link
         summary["verification"] = without_study_refs(summary.get("verification") or [])
     write_json(run_dir / SUMMARY_FILE, summary)
@@ -244,6 +246,7 @@ def _record_stuck_lock(
         summary["report"] = REPORT_FILE
         summary["notebook"] = None  # no notebook ran
         summary["email"], summary["detail"] = None, Detail.SUMMARY
+        summary["seq"] = run_sequence(run_dir)
         summary["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
         write_json(run_dir / SUMMARY_FILE, summary)
         if notify is not None:

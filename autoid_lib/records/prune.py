@@ -4,7 +4,10 @@ A run folder is ``<reports_dir>/<UTC timestamp>-<mode>/`` (``records.folders`` r
 name). Its age is read from its name, never from file times, and anything whose name does not
 parse is never touched.
 The newest run of each mode is always kept, however old, so the index is never empty and the
-mail's "since the last run" comparison always has a previous run.
+mail's "since the last run" comparison always has a previous run. "Newest" is the run history's
+order (sequence numbers, ``records.folders``), not the clock's; a folder whose name lies in the
+future (the clock was ahead when it ran) has no trustworthy age: it is reported and kept, and it
+never stands in for the newest run, until a later run bounds its age (``trusted_times``).
 
 The index is rewritten by an injectable ``rebuild_index(reports_dir)`` callable; by default
 ``autoid_lib.records.index.rebuild_index``, imported lazily (skipped with a log line if absent).
@@ -19,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from autoid_lib.errors import AutoIdError, ConfigError
-from autoid_lib.records.folders import INDEX_FILE, parse_run_folder, run_folders
+from autoid_lib.records.folders import INDEX_FILE, parse_run_folder, run_folders, trusted_times
 
 log = logging.getLogger("autoid.prune")
 
@@ -48,11 +51,22 @@ def prune_reports(
     if not reports_dir.is_dir():
         raise ConfigError(f"reports directory {reports_dir} does not exist; check --reports-dir")
 
-    cutoff = now.astimezone(UTC) - timedelta(days=keep_days)
+    now = now.astimezone(UTC)
+    cutoff = now - timedelta(days=keep_days)
     folders = run_folders(reports_dir)
-    newest = {parsed.mode: path for path, parsed in folders}  # oldest first: last one wins
+    started = trusted_times(folders, now)
+    for path, _ in folders:
+        if started[path] is None:
+            log.warning(
+                "%s lies in the future (the clock was ahead?): kept, age unknown", path.name
+            )
+    newest = {  # history order, oldest first: the last dated one of each mode wins
+        parsed.mode: path for path, parsed in folders if started[path] is not None
+    }
     doomed = [
-        path for path, parsed in folders if parsed.started < cutoff and newest[parsed.mode] != path
+        path
+        for path, parsed in folders
+        if (moment := started[path]) is not None and moment < cutoff and newest[parsed.mode] != path
     ]
     if dry_run:
         for path in doomed:

@@ -71,6 +71,7 @@ class Summary(TypedDict, total=False):
     report: str
     notebook: str | None  # None when no notebook ran (a stuck lock)
     email: dict[str, Any] | None
+    seq: int | None  # the run's sequence number: its place in the run history
     # an audit's
     studies: int
     autoid_rows: int
@@ -83,7 +84,7 @@ SUMMARY_KEYS: frozenset[str] = frozenset(Summary.__annotations__)
 # Keys holding a whole number, at the top level and in each ``projects`` entry.
 COUNT_KEYS = frozenset(
     {
-        "schema", "api_requests", "transfers_created", "ids_created", "ids_reused",
+        "schema", "seq", "api_requests", "transfers_created", "ids_created", "ids_reused",
         "studies_in_window", "studies", "autoid_rows", "pending_in_window",
     }
 )  # fmt: skip
