@@ -114,7 +114,9 @@ def _steps(result, settings, gateway, dry_run, projects, rng, lease=None, record
             step = "read projects"
             project_records = gateway.project_records()
             step = "read incoming studies"
-            studies = gateway.incoming_studies(result.window_begin, result.window_end)
+            # open-ended: a study modified after the window's end on REDCap's clock (skew, or
+            # the hour a DST fall-back repeats) is read now, not an hour later
+            studies = gateway.incoming_studies(result.window_begin, None)
         snapshot = Snapshot(
             projects=tuple(project_records),
             studies=tuple(studies),

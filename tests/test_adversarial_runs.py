@@ -256,3 +256,14 @@ def test_case_10_beyond_the_catch_up_maximum_the_gap_is_reported_with_its_comman
     assert 100 <= days <= 101
     run_autoid(settings, lookback_days=days)
     assert names_sent(sandbox)["1.1"][0][0] == "PROJ_P"
+
+
+def test_a_study_modified_after_the_windows_end_on_redcaps_clock_is_read(sandbox, tmp_path):
+    """REDCap's clock ahead of the kit's (skew, or the repeated hour of a DST fall-back): the
+    read has no end, so the study is served now, not an hour later (issue 18, item 6)."""
+    add_project(sandbox, "PROJ_P", "AE_P", r"P_\d{3}", "1")
+    sandbox.set_now(datetime.now() + timedelta(minutes=50))
+    add_study(sandbox, "1.1", "AE_P", "PAT")
+    sandbox.set_now(None)
+    run_autoid(settings_for(sandbox, tmp_path))
+    assert names_sent(sandbox)["1.1"][0][0] == "PROJ_P"
