@@ -55,14 +55,33 @@ def status_banner(result: RunResult) -> HTML:
         what = _e(_outcome_sentence(result))
     else:
         what = ""
+    changes = ""
+    if result.changes is not None:
+        changes = (
+            f'<div class="changes" style="color:#1d2329;font-size:14px;margin-top:2px">'
+            f"{_e(_sentence(result.changes.text))}{_resolved_list(result)}</div>"
+        )
     return HTML(
         f'<div class="status {status}" style="{_BANNER_STYLE[status]};border-radius:6px;'
         f'padding:10px 14px;margin:8px 0">'
         f'<span class="label" style="font-weight:700;font-size:18px">{LABELS[status]}</span> '
-        f'<span style="color:#1d2329">{what}</span>'
+        f'<span style="color:#1d2329">{what}</span>{changes}'
         f'<div class="facts" style="color:#5b6670;font-size:13px;margin-top:2px">'
         f"{_e(facts)}</div></div>"
     )
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + "."
+
+
+def _resolved_list(result: RunResult) -> str:
+    """The anomalies that went away since the last run, named (they are in no table)."""
+    resolved = result.changes.resolved if result.changes is not None else ()
+    if not resolved:
+        return ""
+    items = "; ".join(f"{_kind_label(r.kind)} ({r.project})" for r in resolved)
+    return f" Resolved: {_e(items)}."
 
 
 def _outcome_sentence(result: RunResult) -> str:
@@ -174,6 +193,9 @@ def anomalies_table(result: RunResult) -> HTML:
         for r in frame.to_dict("records")
     ]
     header = ["project", "what", "count", "details", "what to do"]
+    if "seen" in frame.columns:  # compared with the recorded anomalies (anomaly_memory)
+        rows = [[*row, seen] for row, seen in zip(rows, frame["seen"], strict=True)]
+        header.append("since")
     return HTML(_table(header, rows, numeric={2}))
 
 

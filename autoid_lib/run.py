@@ -28,6 +28,7 @@ from autoid_lib.forecast import (
 )
 from autoid_lib.lock import run_lock
 from autoid_lib.plan import PlanSettings, plan
+from autoid_lib.records.anomaly_log import remember_run
 from autoid_lib.records.last_success import read_last_success, record_success
 from autoid_lib.redcap import RedcapGateway
 from autoid_lib.result import RunError, RunResult
@@ -90,6 +91,9 @@ def run_autoid(
             result.duration_s = time.perf_counter() - clock
         if not dry_run and result.status != "failed" and not projects:
             record_success(history_dir, window.end)
+        if result.status != "failed" and not projects:  # a partial view resolves nothing
+            anomalies = [a.__dict__ for a in result.plan.anomalies] if result.plan else []
+            result.changes = remember_run(history_dir, anomalies, started, save=not dry_run)
     log.info("%s", result.headline)
     return result
 

@@ -955,7 +955,31 @@ CONTRACT_KEYS = {
     *(f"projects.{k}" for k in SUMMARY["projects"][0]),
     *(f"anomalies.{k}" for k in ANOMALY),
     *(f"error.{k}" for k in ERROR),
+    "anomalies.seen",  # anomaly_memory: "new" / "open since …"
+    "anomaly_changes",
 }
+
+
+def test_the_mail_says_what_is_new_since_the_last_run_and_what_was_resolved():
+    changes = {
+        "since": "2026-11-27T06:30:00+00:00",
+        "new": 0,
+        "still_open": 1,
+        "resolved": [
+            {"key": "invalid_pattern|ABC", "kind": "invalid_pattern", "project": "ABC",
+             "message": "naming pattern cannot generate IDs", "first_seen": "2026-11-01T06:30:00"}
+        ],
+        "changed": True,
+        "text": "since the last run (2026-11-27 06:30 UTC): 0 new, 1 still open, 1 resolved",
+    }  # fmt: skip
+    seen = dict(ANOMALY, seen="open since 2026-11-07 (3 weeks)")
+    message = _compose(summary(status="attention", anomalies=[seen], anomaly_changes=changes))
+    text, html = parts(message)
+    for body in (text, html):
+        assert "Since the last run (2026-11-27 06:30 UTC): 0 new, 1 still open, 1 resolved" in body
+        assert "open since 2026-11-07 (3 weeks)" in body
+        assert "naming pattern cannot generate IDs" in body
+    assert "RESOLVED SINCE THE LAST RUN (1)" in text
 
 
 class _Recording(Mapping):

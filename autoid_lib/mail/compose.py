@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from autoid_lib.mail.settings import EmailSettings
 
 HTML_BUDGET = 90_000  # bytes of the HTML part; Gmail clips at ~102 KB
+_MAX_RESOLVED = 20
 _LIMITS = ((60, 50), (30, 25), (15, 10), (5, 5), (0, 0))  # (projects, anomalies) shown
 _MAX_SKIPPED_REASONS = 20
 _MAX_TEXT = 300  # characters of any one string taken from the summary
@@ -165,6 +166,7 @@ def summary_view(summary: Mapping[str, Any]) -> dict[str, Any]:
         "skipped_total": sum(count for _, count in skipped),
         "anomalies": anomalies,
         "attention_count": len(anomalies),
+        **_changes(summary.get("anomaly_changes")),
         "projects": _attention_first(projects),
         "error": _error(summary.get("error")),
     }
@@ -386,7 +388,24 @@ def _finding(raw: Any) -> dict[str, Any]:
 
 def _anomaly(raw: Any) -> dict[str, str]:
     raw = raw if isinstance(raw, Mapping) else {}
-    return {key: _text(raw.get(key)) for key in ("kind", "project", "message", "action")}
+    return {key: _text(raw.get(key)) for key in ("kind", "project", "message", "action", "seen")}
+
+
+def _changes(raw: Any) -> dict[str, Any]:
+    """``changes_text`` ("since the last run …: 1 new, …") and the ``resolved`` anomalies."""
+    if not isinstance(raw, Mapping):
+        return {"changes_text": "", "resolved": [], "resolved_more": 0}
+    resolved = [
+        {key: _text(r.get(key)) for key in ("kind", "project", "message")}
+        for r in _list(raw.get("resolved"))
+        if isinstance(r, Mapping)
+    ]
+    text = _text(raw.get("text"))
+    return {
+        "changes_text": text[:1].upper() + text[1:],
+        "resolved": resolved[:_MAX_RESOLVED],
+        "resolved_more": max(0, len(resolved) - _MAX_RESOLVED),
+    }
 
 
 def _error(raw: Any) -> dict[str, str] | None:

@@ -44,6 +44,23 @@ class ErrorEntry(TypedDict):
     message: str
 
 
+class ResolvedEntry(TypedDict):
+    key: str
+    kind: str
+    project: str
+    message: str
+    first_seen: str
+
+
+class AnomalyChanges(TypedDict):
+    since: str | None  # the previous recorded run (ISO 8601, UTC); None: the first one
+    new: int
+    still_open: int
+    resolved: list[ResolvedEntry]
+    changed: bool  # the set of open anomalies changed (not merely a text or a count)
+    text: str
+
+
 class Summary(TypedDict, total=False):
     """Every key of ``summary.json``; runs and audits each write the ones that apply."""
 
@@ -63,6 +80,7 @@ class Summary(TypedDict, total=False):
     studies_in_window: int | None
     skipped: dict[str, int]
     anomalies: list[dict[str, Any]]
+    anomaly_changes: AnomalyChanges | None
     projects: list[dict[str, Any]]
     verification: list[str]
     timings_s: dict[str, float]
@@ -120,6 +138,9 @@ def run_summary(result: RunResult) -> Summary:
         **result.counts(),  # type: ignore[typeddict-item]
         "skipped": plan.skipped_by_reason() if plan else {},
         "anomalies": _plain_records(result.anomalies().to_dict("records")),
+        "anomaly_changes": cast(AnomalyChanges, result.changes.as_summary())
+        if result.changes is not None
+        else None,
         "projects": [
             {**row, "forecast": _forecast_entry(result.forecasts.get(str(row["project"])))}
             for row in _plain_records(result.projects().to_dict("records"))
@@ -171,6 +192,7 @@ def unknown_summary(started: datetime, mode: str, notebook_s: float) -> Summary:
         "studies_in_window": None,
         "skipped": {},
         "anomalies": [],
+        "anomaly_changes": None,
         "projects": [],
         "verification": [],
         "timings_s": {},
