@@ -119,6 +119,10 @@ def _steps(result, settings, gateway, dry_run, projects, rng, lease=None, record
             project_records = gateway.project_records()
             step = "read incoming studies"
             studies = gateway.incoming_studies(result.window_begin, result.window_end)
+        log.info(
+            "read %d project(s), %d study(ies) in the window, %d AutoID row(s)",
+            len(project_records), len(studies), len(autoid_rows),
+        )  # fmt: skip
         snapshot = Snapshot(
             projects=tuple(project_records),
             studies=tuple(studies),

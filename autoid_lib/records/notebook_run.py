@@ -50,6 +50,7 @@ from autoid_lib.records.folders import (
     write_json,
 )
 from autoid_lib.records.html_export import RUN_TITLE, export_html, fallback_report
+from autoid_lib.records.log_follow import follow_log
 from autoid_lib.records.summary import (
     ErrorEntry,
     Summary,
@@ -370,7 +371,10 @@ def _execute(
     clock = time.perf_counter()
     failure = None
     try:
-        with private_kernel_config(output.parent / KERNEL_LOG_FILE) as kernel_config:
+        with (
+            private_kernel_config(output.parent / KERNEL_LOG_FILE) as kernel_config,
+            follow_log(output.parent / LOG_FILE),  # retries show on stderr as they happen
+        ):
             papermill.execute_notebook(
                 str(notebook),
                 str(output),
