@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 import pandas as pd
 from IPython.display import HTML, Image
 
+from autoid_lib.failures import cause_of
 from autoid_lib.forecast import Forecast
 from autoid_lib.plan import SKIPPED, TRANSFER
 from autoid_lib.result import RunResult
@@ -106,12 +107,13 @@ def error_box(result: RunResult) -> HTML | None:
     parts = []
     if result.error is not None:
         e = result.error
+        cause = cause_of(e.kind, e.type)
         parts.append(
             _facts(
                 [
-                    ("Error", e.type),
+                    ("Cause", f"{cause.label} ({e.type})"),
                     ("What was written", _written_after(e.step, result.mode)),
-                    ("What to do", _error_advice(e.type)),
+                    ("What to do", cause.action),
                 ]
             )
         )
@@ -131,16 +133,6 @@ def _written_after(step: str, mode: str) -> str:
     if step.startswith("read") or step in ("plan", "config"):
         return "nothing: the run stops before any write when a read or the plan fails"
     return "possibly part of the plan; the next run completes it without duplicates"
-
-
-def _error_advice(error_type: str) -> str:
-    return {
-        "RedcapError": "Check that REDCap answers (web page, API token rights, server load) "
-        "and run again; nothing needs cleaning up.",
-        "ConfigError": "Fix the configuration file named in the message and run again.",
-        "ExternalGeneratorError": "Check the external ID generator configured in [run].",
-        "LockHeld": "Another run is active; wait for it to finish.",
-    }.get(error_type, "Run again; if it fails the same way, send run.log to the maintainers.")
 
 
 # -- tables ------------------------------------------------------------------------------------

@@ -53,6 +53,14 @@ class RunError:
     step: str
     type: str
     message: str
+    kind: str = "internal"  # a failures.FailureKind
+
+    def as_entry(self) -> dict[str, str]:
+        """summary.json's ``error``: step, type, message, kind, cause and what to do."""
+        from autoid_lib.failures import cause_of
+
+        cause = cause_of(self.kind, self.type)
+        return {**self.__dict__, "cause": cause.label, "action": cause.action}
 
 
 @dataclass
@@ -214,7 +222,8 @@ class RunResult:
         return self.error is not None and self.error.step == "write"
 
     def counts(self) -> dict[str, int | None]:
-        """What the run created (a dry run: would create); ``None`` when the write failed."""
+        """What the run created (a dry run: would create); ``None`` when the write failed or
+        the run stopped before planning."""
         ids = self.ids()
         plan = self.plan
         created: dict[str, int | None] = {
@@ -222,9 +231,9 @@ class RunResult:
             "ids_created": int((ids["source"] == "new").sum()),
             "ids_reused": int(ids["source"].isin(KNOWN_ID_SOURCES).sum()),
         }
-        if self.writes_unknown:
+        if self.writes_unknown or plan is None:  # unknown, not 0: the index and mail show "—"
             created = dict.fromkeys(created)
-        return {**created, "studies_in_window": plan.studies_in_window if plan else 0}
+        return {**created, "studies_in_window": plan.studies_in_window if plan else None}
 
 
 def study_ref(uid: str) -> str:

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from autoid_lib.apply import apply_plan, verify_plan
 from autoid_lib.config import Settings
 from autoid_lib.errors import AutoIdError
+from autoid_lib.failures import FailureKind, failure_kind
 from autoid_lib.forecast import (
     RecordedCapacity,
     forecast_anomalies,
@@ -152,10 +153,13 @@ def _steps(result, settings, gateway, dry_run, projects, rng, lease=None, record
         with _timed(result, "verify"):
             result.problems = verify_plan(result.plan, gateway, applied.autoid_rows)
     except AutoIdError as error:
-        result.error = RunError(step, type(error).__name__, str(error))
+        kind = failure_kind(type(error).__name__, getattr(error, "kind", None))
+        result.error = RunError(step, type(error).__name__, str(error), kind)
         log.error("run failed at %s: %s", step, error)
     except Exception as error:  # recorded by type only: see module docstring
-        result.error = RunError(step, type(error).__name__, "internal error; see the log")
+        result.error = RunError(
+            step, type(error).__name__, "internal error; see the log", FailureKind.INTERNAL
+        )
         frames = "".join(traceback.format_tb(error.__traceback__))
         log.error("run failed at %s with %s:\n%s", step, type(error).__name__, frames)
     finally:

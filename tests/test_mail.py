@@ -957,6 +957,9 @@ CONTRACT_KEYS = {
     *(f"error.{k}" for k in ERROR),
     "anomalies.seen",  # anomaly_memory: "new" / "open since …"
     "anomaly_changes",
+    "error.kind",  # failures: the cause and what to do
+    "error.cause",
+    "error.action",
 }
 
 
@@ -1182,6 +1185,9 @@ AUDIT_CONTRACT_KEYS = {
     *(f"anomalies.{k}" for k in MISSING),
     *(f"projects.{k}" for k in AUDIT["projects"][0]),
     *(f"error.{k}" for k in ERROR),
+    "error.kind",  # failures: the cause and what to do
+    "error.cause",
+    "error.action",
 }
 
 

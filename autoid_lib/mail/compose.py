@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
 
+from autoid_lib.failures import cause_of
 from autoid_lib.vocab import Status
 
 if TYPE_CHECKING:
@@ -158,6 +159,7 @@ def summary_view(summary: Mapping[str, Any]) -> dict[str, Any]:
         "window_end": _text(window.get("end")),
         "lookback_days": _int(window.get("lookback_days")),
         "api_requests": _int(summary.get("api_requests")),
+        "counts_known": summary.get("transfers_created") is not None,  # a failed run: "—"
         "transfers_created": _int(summary.get("transfers_created")),
         "ids_created": _int(summary.get("ids_created")),
         "ids_reused": _int(summary.get("ids_reused")),
@@ -411,7 +413,11 @@ def _changes(raw: Any) -> dict[str, Any]:
 def _error(raw: Any) -> dict[str, str] | None:
     if not isinstance(raw, Mapping):
         return None
-    return {key: _text(raw.get(key)) for key in ("step", "type", "message")}
+    error = {key: _text(raw.get(key)) for key in ("step", "type", "message")}
+    cause = cause_of(_text(raw.get("kind")) or None, error["type"])  # older summaries: by type
+    error["cause"] = _text(raw.get("cause")) or cause.label
+    error["action"] = _text(raw.get("action"), _MAX_ACTION) or cause.action
+    return error
 
 
 def _list(value: Any) -> list[Any]:

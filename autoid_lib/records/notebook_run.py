@@ -273,6 +273,8 @@ def _record(run_dir: Path, summary: Summary) -> RunRecord:
     if summary.get("status") == Status.FAILED:
         if error:
             message = f"run failed at {error['step']}: {error['message']}"
+            if error.get("action"):
+                message += f" — what to do: {error['action']}"
         else:
             message = (
                 f"run failed: {len(summary.get('verification') or [])} verification problem(s)"
@@ -404,8 +406,18 @@ def _execute(
     return timings, failure
 
 
-def _failure(step: str, error_type: str, message: str) -> dict[str, str]:
-    return {"step": step, "type": error_type, "message": message}
+def _failure(step: str, error_type: str, message: str, kind: str = "") -> dict[str, str]:
+    """summary.json's ``error`` for a failure the parent saw (kind: by type, else notebook)."""
+    from autoid_lib.failures import FailureKind, cause_of, failure_kind
+
+    found = failure_kind(error_type, kind)
+    if found == FailureKind.INTERNAL and not kind:
+        found = FailureKind.NOTEBOOK
+    cause = cause_of(found)
+    return {
+        "step": step, "type": error_type, "message": message,
+        "kind": found.value, "cause": cause.label, "action": cause.action,
+    }  # fmt: skip
 
 
 def _cell_failure(output: Path, ename: str, evalue: str) -> dict[str, str]:

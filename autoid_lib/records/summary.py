@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypedDict, cast
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
 
 from autoid_lib.vocab import RunMode, Status
 
@@ -42,6 +42,9 @@ class ErrorEntry(TypedDict):
     step: str
     type: str
     message: str
+    kind: NotRequired[str]  # a failures.FailureKind (absent in summaries before it existed)
+    cause: NotRequired[str]
+    action: NotRequired[str]
 
 
 class ResolvedEntry(TypedDict):
@@ -147,7 +150,7 @@ def run_summary(result: RunResult) -> Summary:
         ],
         "verification": list(result.problems),
         "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
-        "error": cast(ErrorEntry, dict(result.error.__dict__)) if result.error else None,
+        "error": cast(ErrorEntry, result.error.as_entry()) if result.error else None,
         "headline": result.headline,
     }
     return with_integer_counts(summary)
