@@ -400,7 +400,10 @@ class RedcapGateway:
             if _token_refused(error, reason):
                 source = self.settings.tokens[database].source
                 raise RedcapError(
-                    database, operation, f"REDCap refused the API token ({source})", "token_refused"
+                    database,
+                    operation,
+                    f"REDCap refused the API token ({source}): {reason}",
+                    "token_refused",
                 ) from None
             if _out_of_memory(reason):
                 raise _Transient("REDCap ran out of server memory", "out_of_memory") from None

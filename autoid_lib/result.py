@@ -222,8 +222,7 @@ class RunResult:
         return self.error is not None and self.error.step == "write"
 
     def counts(self) -> dict[str, int | None]:
-        """What the run created (a dry run: would create); ``None`` when the write failed or
-        the run stopped before planning."""
+        """What the run created (a dry run: would create); ``None`` when the write failed."""
         ids = self.ids()
         plan = self.plan
         created: dict[str, int | None] = {
@@ -231,9 +230,9 @@ class RunResult:
             "ids_created": int((ids["source"] == "new").sum()),
             "ids_reused": int(ids["source"].isin(KNOWN_ID_SOURCES).sum()),
         }
-        if self.writes_unknown or plan is None:  # unknown, not 0: the index and mail show "—"
+        if self.writes_unknown:
             created = dict.fromkeys(created)
-        return {**created, "studies_in_window": plan.studies_in_window if plan else None}
+        return {**created, "studies_in_window": plan.studies_in_window if plan else 0}
 
 
 def study_ref(uid: str) -> str:

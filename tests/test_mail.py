@@ -1267,3 +1267,13 @@ def test_the_mail_shows_each_projects_forecast_with_its_basis():
     no_forecast["projects"][0]["forecast"] = None  # a summary written before the forecast
     text, _ = parts(_compose(no_forecast))
     assert "runs out" not in text
+
+
+def test_a_run_that_failed_before_planning_shows_a_dash_and_what_to_do():
+    error = {"step": "read projects", "type": "RedcapError", "message": "REDCap refused the token",
+             "kind": "token_refused"}  # fmt: skip
+    failed = summary(status="failed", error=error, studies_in_window=0, transfers_created=0)
+    text, html = parts(_compose(failed))
+    assert "Transfers created: —" in text and "IDs created:       —" in text
+    for body in (text, html):
+        assert "REDCap refused the API token" in body and "What to do:" in body

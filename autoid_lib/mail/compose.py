@@ -159,7 +159,7 @@ def summary_view(summary: Mapping[str, Any]) -> dict[str, Any]:
         "window_end": _text(window.get("end")),
         "lookback_days": _int(window.get("lookback_days")),
         "api_requests": _int(summary.get("api_requests")),
-        "counts_known": summary.get("transfers_created") is not None,  # a failed run: "—"
+        "counts_known": _counts_known(summary),  # a failed run: "—", never a 0 that misleads
         "transfers_created": _int(summary.get("transfers_created")),
         "ids_created": _int(summary.get("ids_created")),
         "ids_reused": _int(summary.get("ids_reused")),
@@ -391,6 +391,13 @@ def _finding(raw: Any) -> dict[str, Any]:
 def _anomaly(raw: Any) -> dict[str, str]:
     raw = raw if isinstance(raw, Mapping) else {}
     return {key: _text(raw.get(key)) for key in ("kind", "project", "message", "action", "seen")}
+
+
+def _counts_known(summary: Mapping[str, Any]) -> bool:
+    """False for a run that stopped before planning or whose write failed part-way."""
+    if summary.get("transfers_created") is None:
+        return False
+    return summary.get("status") != "failed" or bool(summary.get("studies_in_window"))
 
 
 def _changes(raw: Any) -> dict[str, Any]:

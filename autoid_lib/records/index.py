@@ -77,14 +77,14 @@ def _row(folder: Path, started: datetime, mode: RunMode) -> str:
         )
     skipped, anomalies = summary.get("skipped"), summary.get("anomalies")
     # a run that stopped before planning knows no skipped studies or anomalies: "—", not 0
-    planned = summary.get("status") != Status.FAILED or summary.get("studies_in_window") is not None
+    planned = summary.get("status") != Status.FAILED or bool(summary.get("studies_in_window"))
     cells = [
         f"<td>{started:%Y-%m-%d %H:%M:%S}</td>",
         f"<td>{_e(summary.get('mode') or mode)}</td>",
         f'<td><span class="s s-{status}">{_e(label)}</span></td>',
-        _num(summary.get("transfers_created")),
-        _num(summary.get("ids_created")),
-        _num(summary.get("ids_reused")),
+        _num(summary.get("transfers_created") if planned else None),
+        _num(summary.get("ids_created") if planned else None),
+        _num(summary.get("ids_reused") if planned else None),
         _num(sum(skipped.values()) if isinstance(skipped, dict) and planned else None),
         _num(len(anomalies) if isinstance(anomalies, list) and planned else None),
         _num(summary.get("duration_s"), "{:.1f} s"),
