@@ -58,10 +58,11 @@ class ExternalGeneratorError(AutoIdError):
 class RedcapError(AutoIdError):
     """A REDCap request failed; names the database and the operation, never the token."""
 
-    def __init__(self, database: str, operation: str, reason: str):
+    def __init__(self, database: str, operation: str, reason: str, kind: str = "redcap_error"):
         self.database = database
         self.operation = operation
         self.reason = reason
+        self.kind = kind  # a failures.FailureKind: token refused, unreachable, TLS, timeout …
         super().__init__(f"REDCap {database}: {operation} failed: {reason}")
 
 

@@ -304,7 +304,9 @@ class RedcapGateway:
                 return _checked_rows(answer, database, operation)
             except _Transient as error:
                 if attempt == attempts:
-                    raise RedcapError(database, operation, f"{error} (tried {attempts}x)") from None
+                    raise RedcapError(
+                        database, operation, f"{error} (tried {attempts}x)", error.kind
+                    ) from None
                 delay = min(2 ** (attempt - 1), 8)
                 log.warning("%s: %s; retrying in %ss", database, error, delay)
                 self._sleep(delay)
@@ -334,7 +336,7 @@ class RedcapGateway:
         try:
             self._call("autoid", operation, "delete_records", list(records))
         except _Transient as error:
-            raise RedcapError("autoid", operation, str(error)) from None
+            raise RedcapError("autoid", operation, str(error), error.kind) from None
 
     def _import(
         self, database: str, operation: str, rows: list[dict], guarded: bool = True, **options
@@ -349,6 +351,7 @@ class RedcapGateway:
                 database,
                 operation,
                 f"{error}; it may have been written in part, the next run completes it",
+                error.kind,
             ) from None
 
     def _call(self, database: str, operation: str, method: str, *args, **kwargs):
@@ -361,8 +364,9 @@ class RedcapGateway:
         except AnswerRefused as error:  # a redirect, too slow or too large: retrying won't help
             self._refused[url] = f"the same server failed before ({error})"
             if isinstance(error, DeadlineExceeded) and method == "import_records":
-                raise _Transient(str(error)) from None  # it may have been written: see _import
-            raise RedcapError(database, operation, str(error)) from None
+                raise _Transient(str(error), "timeout") from None  # may be written: see _import
+            kind = "timeout" if isinstance(error, DeadlineExceeded) else "redcap_error"
+            raise RedcapError(database, operation, str(error), kind) from None
 
     def _request(self, project, method: str, database: str, operation: str, *args, **kwargs):
         self.requests += 1
@@ -372,18 +376,37 @@ class RedcapGateway:
             raise
         except RecursionError:
             raise RedcapError(database, operation, "answer nests too deeply to parse") from None
-        except requests.exceptions.JSONDecodeError:
+        except requests.exceptions.JSONDecodeError as error:
+            if _out_of_memory(getattr(error, "doc", "")):
+                raise _Transient("REDCap ran out of server memory", "out_of_memory") from None
             raise _Transient("answer is not valid JSON (an error page or a cut-off body)") from None
         except requests.exceptions.SSLError:
             raise RedcapError(
-                database, operation, "TLS certificate check failed; see [redcap] verify"
+                database,
+                operation,
+                f"TLS certificate check failed for {_host(project.url)}; see [redcap] verify",
+                "tls",
             ) from None
         except requests.Timeout:
-            raise _Transient(f"timed out ({self.settings.timeout_s:g} s limit)") from None
+            raise _Transient(
+                f"timed out (timeout_s = {self.settings.timeout_s:g} s)", "timeout"
+            ) from None
         except requests.ConnectionError:
-            raise _Transient("could not connect to the REDCap server") from None
+            raise _Transient(
+                f"could not connect to the REDCap server {_host(project.url)}", "unreachable"
+            ) from None
         except requests.RequestException as error:
             reason = self._reason(error)
+            if _token_refused(error, reason):
+                source = self.settings.tokens[database].source
+                raise RedcapError(
+                    database,
+                    operation,
+                    f"REDCap refused the API token ({source}): {reason}",
+                    "token_refused",
+                ) from None
+            if _out_of_memory(reason):
+                raise _Transient("REDCap ran out of server memory", "out_of_memory") from None
             if method == "import_records":
                 reason = _without_values(reason, args[0] if args else [])
             raise RedcapError(database, operation, reason) from None
@@ -397,6 +420,30 @@ class RedcapGateway:
 
 class _Transient(Exception):
     """A failure worth retrying for a read: timeout, connection, unparsable answer."""
+
+    def __init__(self, message: str, kind: str = "redcap_error"):
+        super().__init__(message)
+        self.kind = kind  # a failures.FailureKind
+
+
+def _host(url: str) -> str:
+    """The server of an API URL (``redcap.example.org:443``), for messages."""
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).netloc or url
+
+
+def _token_refused(error: Exception, reason: str) -> bool:
+    """REDCap's answer to a wrong, expired or rights-less token: HTTP 403 or its text."""
+    response = getattr(error, "response", None)
+    status = getattr(response, "status_code", None)
+    return status in (401, 403) or "permissions to use the API" in reason
+
+
+def _out_of_memory(text: object) -> bool:
+    return isinstance(text, str) and (
+        "Allowed memory size" in text or "ran out of server memory" in text
+    )
 
 
 def _without_values(reason: str, rows: list[dict]) -> str:

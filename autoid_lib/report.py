@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 import pandas as pd
 from IPython.display import HTML, Image
 
+from autoid_lib.failures import cause_of
 from autoid_lib.forecast import Forecast
 from autoid_lib.plan import SKIPPED, TRANSFER
 from autoid_lib.result import RunResult
@@ -55,14 +56,33 @@ def status_banner(result: RunResult) -> HTML:
         what = _e(_outcome_sentence(result))
     else:
         what = ""
+    changes = ""
+    if result.changes is not None:
+        changes = (
+            f'<div class="changes" style="color:#1d2329;font-size:14px;margin-top:2px">'
+            f"{_e(_sentence(result.changes.text))}{_resolved_list(result)}</div>"
+        )
     return HTML(
         f'<div class="status {status}" style="{_BANNER_STYLE[status]};border-radius:6px;'
         f'padding:10px 14px;margin:8px 0">'
         f'<span class="label" style="font-weight:700;font-size:18px">{LABELS[status]}</span> '
-        f'<span style="color:#1d2329">{what}</span>'
+        f'<span style="color:#1d2329">{what}</span>{changes}'
         f'<div class="facts" style="color:#5b6670;font-size:13px;margin-top:2px">'
         f"{_e(facts)}</div></div>"
     )
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + "."
+
+
+def _resolved_list(result: RunResult) -> str:
+    """The anomalies that went away since the last run, named (they are in no table)."""
+    resolved = result.changes.resolved if result.changes is not None else ()
+    if not resolved:
+        return ""
+    items = "; ".join(f"{_kind_label(r.kind)} ({r.project})" for r in resolved)
+    return f" Resolved: {_e(items)}."
 
 
 def _outcome_sentence(result: RunResult) -> str:
@@ -87,12 +107,13 @@ def error_box(result: RunResult) -> HTML | None:
     parts = []
     if result.error is not None:
         e = result.error
+        cause = cause_of(e.kind, e.type)
         parts.append(
             _facts(
                 [
-                    ("Error", e.type),
+                    ("Cause", f"{cause.label} ({e.type})"),
                     ("What was written", _written_after(e.step, result.mode)),
-                    ("What to do", _error_advice(e.type)),
+                    ("What to do", cause.action),
                 ]
             )
         )
@@ -112,16 +133,6 @@ def _written_after(step: str, mode: str) -> str:
     if step.startswith("read") or step in ("plan", "config"):
         return "nothing: the run stops before any write when a read or the plan fails"
     return "possibly part of the plan; the next run completes it without duplicates"
-
-
-def _error_advice(error_type: str) -> str:
-    return {
-        "RedcapError": "Check that REDCap answers (web page, API token rights, server load) "
-        "and run again; nothing needs cleaning up.",
-        "ConfigError": "Fix the configuration file named in the message and run again.",
-        "ExternalGeneratorError": "Check the external ID generator configured in [run].",
-        "LockHeld": "Another run is active; wait for it to finish.",
-    }.get(error_type, "Run again; if it fails the same way, send run.log to the maintainers.")
 
 
 # -- tables ------------------------------------------------------------------------------------
@@ -174,6 +185,9 @@ def anomalies_table(result: RunResult) -> HTML:
         for r in frame.to_dict("records")
     ]
     header = ["project", "what", "count", "details", "what to do"]
+    if "seen" in frame.columns:  # compared with the recorded anomalies (anomaly_memory)
+        rows = [[*row, seen] for row, seen in zip(rows, frame["seen"], strict=True)]
+        header.append("since")
     return HTML(_table(header, rows, numeric={2}))
 
 

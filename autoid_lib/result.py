@@ -14,6 +14,7 @@ from datetime import datetime
 
 import pandas as pd
 
+from autoid_lib.anomaly_memory import Changes
 from autoid_lib.forecast import Forecast
 from autoid_lib.plan import (
     ALREADY_TRANSFERRED,
@@ -52,6 +53,14 @@ class RunError:
     step: str
     type: str
     message: str
+    kind: str = "internal"  # a failures.FailureKind
+
+    def as_entry(self) -> dict[str, str]:
+        """summary.json's ``error``: step, type, message, kind, cause and what to do."""
+        from autoid_lib.failures import cause_of
+
+        cause = cause_of(self.kind, self.type)
+        return {**self.__dict__, "cause": cause.label, "action": cause.action}
 
 
 @dataclass
@@ -69,6 +78,7 @@ class RunResult:
     duration_s: float = 0.0
     window: RunWindow | None = None  # how the window was chosen (None: lookback only)
     forecasts: dict[str, Forecast] = field(default_factory=dict)  # by project (forecast.py)
+    changes: Changes | None = None  # against the recorded anomalies (None: not compared)
 
     # -- status ------------------------------------------------------------------------------
 
@@ -133,7 +143,14 @@ class RunResult:
 
     def anomalies(self) -> pd.DataFrame:
         rows = [a.__dict__ for a in self.plan.anomalies] if self.plan else []
-        return pd.DataFrame(rows, columns=ANOMALY_COLUMNS)
+        frame = pd.DataFrame(rows, columns=ANOMALY_COLUMNS)
+        marks = self.changes.marks if self.changes is not None else ()
+        if len(marks) == len(frame) and len(frame):  # new or open since when (anomaly_memory)
+            frame["key"] = [mark.key for mark in marks]
+            frame["state"] = [mark.state for mark in marks]
+            frame["first_seen"] = [mark.first_seen for mark in marks]
+            frame["seen"] = [mark.seen for mark in marks]
+        return frame
 
     def capacity(self) -> pd.DataFrame:
         rows = []

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from autoid_lib.apply import apply_plan, verify_plan
 from autoid_lib.config import Settings
 from autoid_lib.errors import AutoIdError
+from autoid_lib.failures import FailureKind, failure_kind
 from autoid_lib.forecast import (
     RecordedCapacity,
     forecast_anomalies,
@@ -28,6 +29,7 @@ from autoid_lib.forecast import (
 )
 from autoid_lib.lock import run_lock
 from autoid_lib.plan import PlanSettings, plan
+from autoid_lib.records.anomaly_log import remember_run
 from autoid_lib.records.last_success import read_last_success, record_success
 from autoid_lib.redcap import RedcapGateway
 from autoid_lib.result import RunError, RunResult
@@ -90,6 +92,9 @@ def run_autoid(
             result.duration_s = time.perf_counter() - clock
         if not dry_run and result.status != "failed" and not projects:
             record_success(history_dir, window.end)
+        if result.status != "failed" and not projects:  # a partial view resolves nothing
+            anomalies = [a.__dict__ for a in result.plan.anomalies] if result.plan else []
+            result.changes = remember_run(history_dir, anomalies, started, save=not dry_run)
     log.info("%s", result.headline)
     return result
 
@@ -117,6 +122,10 @@ def _steps(result, settings, gateway, dry_run, projects, rng, lease=None, record
             # open-ended: a study modified after the window's end on REDCap's clock (skew, or
             # the hour a DST fall-back repeats) is read now, not an hour later
             studies = gateway.incoming_studies(result.window_begin, None)
+        log.info(
+            "read %d project(s), %d study(ies) in the window, %d AutoID row(s)",
+            len(project_records), len(studies), len(autoid_rows),
+        )  # fmt: skip
         snapshot = Snapshot(
             projects=tuple(project_records),
             studies=tuple(studies),
@@ -146,10 +155,13 @@ def _steps(result, settings, gateway, dry_run, projects, rng, lease=None, record
         with _timed(result, "verify"):
             result.problems = verify_plan(result.plan, gateway, applied.autoid_rows)
     except AutoIdError as error:
-        result.error = RunError(step, type(error).__name__, str(error))
+        kind = failure_kind(type(error).__name__, getattr(error, "kind", None))
+        result.error = RunError(step, type(error).__name__, str(error), kind)
         log.error("run failed at %s: %s", step, error)
     except Exception as error:  # recorded by type only: see module docstring
-        result.error = RunError(step, type(error).__name__, "internal error; see the log")
+        result.error = RunError(
+            step, type(error).__name__, "internal error; see the log", FailureKind.INTERNAL
+        )
         frames = "".join(traceback.format_tb(error.__traceback__))
         log.error("run failed at %s with %s:\n%s", step, type(error).__name__, frames)
     finally:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from scenarios import PATIENTS, clean_history, plant_problems
+from stamped import unstamped
 
 from autoid_lib.cli import audit as audit_cli
 from autoid_lib.hashing import sha512_hex
@@ -94,7 +95,7 @@ def test_audit_email_without_an_email_table_exits_2_and_does_nothing(sandbox, tm
     config = kit_config(sandbox, tmp_path)
     assert autoid_audit("--config", str(config), "--email") == ExitStatus.CONFIG
     err = capsys.readouterr().err
-    assert err.startswith("autoid audit: --email needs an [email] table")
+    assert unstamped(err).startswith("autoid audit: --email needs an [email] table")
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "reports").exists()
     assert sandbox.total_requests() == 0

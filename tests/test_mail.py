@@ -955,7 +955,34 @@ CONTRACT_KEYS = {
     *(f"projects.{k}" for k in SUMMARY["projects"][0]),
     *(f"anomalies.{k}" for k in ANOMALY),
     *(f"error.{k}" for k in ERROR),
+    "anomalies.seen",  # anomaly_memory: "new" / "open since …"
+    "anomaly_changes",
+    "error.kind",  # failures: the cause and what to do
+    "error.cause",
+    "error.action",
 }
+
+
+def test_the_mail_says_what_is_new_since_the_last_run_and_what_was_resolved():
+    changes = {
+        "since": "2026-11-27T06:30:00+00:00",
+        "new": 0,
+        "still_open": 1,
+        "resolved": [
+            {"key": "invalid_pattern|ABC", "kind": "invalid_pattern", "project": "ABC",
+             "message": "naming pattern cannot generate IDs", "first_seen": "2026-11-01T06:30:00"}
+        ],
+        "changed": True,
+        "text": "since the last run (2026-11-27 06:30 UTC): 0 new, 1 still open, 1 resolved",
+    }  # fmt: skip
+    seen = dict(ANOMALY, seen="open since 2026-11-07 (3 weeks)")
+    message = _compose(summary(status="attention", anomalies=[seen], anomaly_changes=changes))
+    text, html = parts(message)
+    for body in (text, html):
+        assert "Since the last run (2026-11-27 06:30 UTC): 0 new, 1 still open, 1 resolved" in body
+        assert "open since 2026-11-07 (3 weeks)" in body
+        assert "naming pattern cannot generate IDs" in body
+    assert "RESOLVED SINCE THE LAST RUN (1)" in text
 
 
 class _Recording(Mapping):
@@ -1158,6 +1185,9 @@ AUDIT_CONTRACT_KEYS = {
     *(f"anomalies.{k}" for k in MISSING),
     *(f"projects.{k}" for k in AUDIT["projects"][0]),
     *(f"error.{k}" for k in ERROR),
+    "error.kind",  # failures: the cause and what to do
+    "error.cause",
+    "error.action",
 }
 
 
@@ -1237,3 +1267,13 @@ def test_the_mail_shows_each_projects_forecast_with_its_basis():
     no_forecast["projects"][0]["forecast"] = None  # a summary written before the forecast
     text, _ = parts(_compose(no_forecast))
     assert "runs out" not in text
+
+
+def test_a_run_that_failed_before_planning_shows_a_dash_and_what_to_do():
+    error = {"step": "read projects", "type": "RedcapError", "message": "REDCap refused the token",
+             "kind": "token_refused"}  # fmt: skip
+    failed = summary(status="failed", error=error, studies_in_window=0, transfers_created=0)
+    text, html = parts(_compose(failed))
+    assert "Transfers created: —" in text and "IDs created:       —" in text
+    for body in (text, html):
+        assert "REDCap refused the API token" in body and "What to do:" in body

@@ -16,6 +16,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from scenarios import patient_rows
+from stamped import unstamped
 from tiny_notebooks import write_notebook
 
 from autoid_lib import report
@@ -199,7 +200,7 @@ def test_bad_config_exits_2(tmp_path, capsys):
     config.write_text("[redcap]\nurl = 'https://example.org/'\n")
     assert autoid_run("--config", str(config)) == ExitStatus.CONFIG
     err = capsys.readouterr().err
-    assert err.startswith("autoid run: ") and len(err.strip().splitlines()) == 1
+    assert unstamped(err).startswith("autoid run: ") and len(err.strip().splitlines()) == 1
     assert autoid_run("--config", str(tmp_path / "missing.toml")) == ExitStatus.CONFIG
     assert not (tmp_path / "reports").exists()
 
@@ -354,5 +355,8 @@ def test_an_unwritable_reports_dir_exits_1_with_one_line(sandbox, tmp_path, caps
     blocked.write_text("")
     assert autoid_run("--config", str(config), "--output-dir", str(blocked)) == ExitStatus.FAILED
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("autoid run: cannot record the run:") and str(blocked) in err[-1]
+    assert (
+        unstamped(err[-1]).startswith("autoid run: cannot record the run:")
+        and str(blocked) in err[-1]
+    )
     assert sandbox.total_requests() == 0

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
+from stamped import unstamped
 
 from autoid_lib.cli import run as run_cli
 from autoid_lib.config import load_settings
@@ -140,7 +141,7 @@ def test_email_without_an_email_table_exits_2_and_does_nothing(sandbox, tmp_path
     config = kit_config(sandbox, tmp_path)
     assert autoid_run("--config", str(config), "--email") == ExitStatus.CONFIG
     err = capsys.readouterr().err
-    assert err.startswith("autoid run: --email needs an [email] table")
+    assert unstamped(err).startswith("autoid run: --email needs an [email] table")
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "reports").exists()
     assert sandbox.total_requests() == 0
@@ -151,7 +152,7 @@ def test_bad_email_settings_exit_2_and_do_nothing(sandbox, closed_port, tmp_path
     config = kit_config(sandbox, tmp_path, table)
     assert autoid_run("--config", str(config), "--email") == ExitStatus.CONFIG
     err = capsys.readouterr().err
-    assert err.startswith("autoid run: ") and "AUTOID_SMTP_PASSWORD" in err
+    assert unstamped(err).startswith("autoid run: ") and "AUTOID_SMTP_PASSWORD" in err
     assert not (tmp_path / "reports").exists()
     assert sandbox.total_requests() == 0
 

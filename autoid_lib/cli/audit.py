@@ -12,7 +12,6 @@ error; the report says where), 2 bad configuration or command line.
 from __future__ import annotations
 
 import argparse
-import sys
 
 from autoid_lib.cli import options
 from autoid_lib.status import ExitStatus
@@ -26,11 +25,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     options.email(parser, "audit")
     options.quiet(parser)
+    options.progress(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from autoid_lib.audit.job import execute_audit
-    from autoid_lib.cli.run import command_monitor, configure_logging, email_hook, print_outcome
+    from autoid_lib.cli.run import (
+        command_monitor,
+        configure_logging,
+        email_hook,
+        print_outcome,
+        say,
+    )
     from autoid_lib.config import load_settings
     from autoid_lib.errors import ConfigError
 
@@ -43,11 +49,11 @@ def run(args: argparse.Namespace) -> int:
             settings,
             output_dir=args.reports_dir,
             detail=args.detail,
-            progress=not args.quiet,
+            progress=options.show_progress(args),
             notify=notify,
         )
     except ConfigError as error:
-        print(f"autoid audit: {error}", file=sys.stderr)
+        say(f"autoid audit: {error}")
         return ExitStatus.CONFIG
     monitor.finished(record.exit_status == ExitStatus.OK)
     return print_outcome("autoid audit", record, quiet=args.quiet)

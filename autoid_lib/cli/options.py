@@ -49,3 +49,20 @@ def dry_run(parser: argparse.ArgumentParser, help: str) -> None:
 
 def quiet(parser: argparse.ArgumentParser, help: str = "no progress on stderr") -> None:
     parser.add_argument("--quiet", action="store_true", help=help)
+
+
+def progress(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--progress",
+        action="store_true",
+        help="show the notebook's cell progress bar (default: only when stderr is a terminal)",
+    )
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """The progress bar: asked for, or stderr is a terminal; never in a cron log or --quiet."""
+    import sys
+
+    if getattr(args, "quiet", False):
+        return False
+    return bool(getattr(args, "progress", False)) or sys.stderr.isatty()

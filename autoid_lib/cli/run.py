@@ -60,7 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the run's clock, for reproducible windows (e.g. 2026-11-28T06:30:00Z)",
     )
     options.email(parser, "run")
-    options.quiet(parser, "no progress on stderr; only errors and the result")
+    options.quiet(parser, "on stderr only the outcome line, warnings (REDCap retries) and errors")
+    options.progress(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,22 +84,19 @@ def run(args: argparse.Namespace) -> int:
             detail=args.detail,
             now=args.now,
             output_dir=args.reports_dir,
-            progress=not args.quiet,
+            progress=options.show_progress(args),
             notify=notify,
         )
     except ConfigError as error:
-        print(f"autoid run: {error}", file=sys.stderr)
+        say(f"autoid run: {error}")
         return ExitStatus.CONFIG
     except LockHeld as error:
-        print(f"autoid run: {error}", file=sys.stderr)
+        say(f"autoid run: {error}")
         return ExitStatus.LOCKED
     except OSError as error:  # the lock file or the report folder cannot be written
         if monitor is not None:
             monitor.finished(False, "the run could not be recorded")
-        print(
-            f"autoid run: cannot record the run: {error.strerror}: {error.filename}",
-            file=sys.stderr,
-        )
+        say(f"autoid run: cannot record the run: {error.strerror}: {error.filename}")
         return ExitStatus.FAILED
     monitor.finished(record.exit_status == ExitStatus.OK, record.summary.get("headline") or "")
     return print_outcome("autoid run", record, quiet=args.quiet)
@@ -118,14 +116,23 @@ def command_monitor(settings: Settings, output_dir: str | None, *, pings: bool) 
 
 
 def print_outcome(command: str, record: RunRecord, *, quiet: bool) -> ExitStatus:
-    """The report path on stdout (the one line scripts read), how it ended on stderr."""
-    if record.exit_status != ExitStatus.OK:
-        message = printable(record.message)
-        print(f"{command}: {message} (report: {record.report})", file=sys.stderr)
-    elif not quiet:
-        print(printable(record.message), file=sys.stderr)
+    """The report path on stdout (the one line scripts read), how it ended on stderr: one
+    time-stamped outcome line, also with ``--quiet`` (a cron log's one line per run)."""
+    say(f"{command}: {record.message} (report: {record.report})")
     print(record.report)
     return record.exit_status
+
+
+def say(text: str) -> None:
+    """One line on stderr, time-stamped like the log lines, control characters escaped."""
+    print(f"{_now_stamp()} {printable(text)}", file=sys.stderr, flush=True)
+
+
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
+
+
+def _now_stamp() -> str:
+    return datetime.now().astimezone().strftime(TIME_FORMAT)
 
 
 def email_hook(settings: Settings) -> Notify:
@@ -148,14 +155,19 @@ def email_hook(settings: Settings) -> Notify:
 
 
 def configure_logging(quiet: bool) -> None:
+    """The kit's lines on stderr, each time-stamped; papermill's own only when they warn.
+
+    ``--quiet`` leaves warnings (a REDCap retry, as it happens) and errors.
+    """
     handler = logging.StreamHandler(sys.stderr)
     from autoid_lib.safe_text import PrintableFormatter
 
-    handler.setFormatter(PrintableFormatter("%(name)s: %(message)s"))
-    for name in ("autoid", "papermill"):
+    handler.setFormatter(PrintableFormatter("%(asctime)s %(name)s: %(message)s", TIME_FORMAT))
+    for name, level in (("autoid", logging.WARNING if quiet else logging.INFO),
+                        ("papermill", logging.WARNING)):  # fmt: skip
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
-        logger.setLevel(logging.WARNING if quiet else logging.INFO)
+        logger.setLevel(level)
         logger.propagate = False
 
 

@@ -24,12 +24,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
 
+from autoid_lib.failures import cause_of
 from autoid_lib.vocab import Status
 
 if TYPE_CHECKING:
     from autoid_lib.mail.settings import EmailSettings
 
 HTML_BUDGET = 90_000  # bytes of the HTML part; Gmail clips at ~102 KB
+_MAX_RESOLVED = 20
 _LIMITS = ((60, 50), (30, 25), (15, 10), (5, 5), (0, 0))  # (projects, anomalies) shown
 _MAX_SKIPPED_REASONS = 20
 _MAX_TEXT = 300  # characters of any one string taken from the summary
@@ -157,6 +159,7 @@ def summary_view(summary: Mapping[str, Any]) -> dict[str, Any]:
         "window_end": _text(window.get("end")),
         "lookback_days": _int(window.get("lookback_days")),
         "api_requests": _int(summary.get("api_requests")),
+        "counts_known": _counts_known(summary),  # a failed run: "—", never a 0 that misleads
         "transfers_created": _int(summary.get("transfers_created")),
         "ids_created": _int(summary.get("ids_created")),
         "ids_reused": _int(summary.get("ids_reused")),
@@ -165,6 +168,7 @@ def summary_view(summary: Mapping[str, Any]) -> dict[str, Any]:
         "skipped_total": sum(count for _, count in skipped),
         "anomalies": anomalies,
         "attention_count": len(anomalies),
+        **_changes(summary.get("anomaly_changes")),
         "projects": _attention_first(projects),
         "error": _error(summary.get("error")),
     }
@@ -386,13 +390,41 @@ def _finding(raw: Any) -> dict[str, Any]:
 
 def _anomaly(raw: Any) -> dict[str, str]:
     raw = raw if isinstance(raw, Mapping) else {}
-    return {key: _text(raw.get(key)) for key in ("kind", "project", "message", "action")}
+    return {key: _text(raw.get(key)) for key in ("kind", "project", "message", "action", "seen")}
+
+
+def _counts_known(summary: Mapping[str, Any]) -> bool:
+    """False for a run that stopped before planning or whose write failed part-way."""
+    if summary.get("transfers_created") is None:
+        return False
+    return summary.get("status") != "failed" or bool(summary.get("studies_in_window"))
+
+
+def _changes(raw: Any) -> dict[str, Any]:
+    """``changes_text`` ("since the last run …: 1 new, …") and the ``resolved`` anomalies."""
+    if not isinstance(raw, Mapping):
+        return {"changes_text": "", "resolved": [], "resolved_more": 0}
+    resolved = [
+        {key: _text(r.get(key)) for key in ("kind", "project", "message")}
+        for r in _list(raw.get("resolved"))
+        if isinstance(r, Mapping)
+    ]
+    text = _text(raw.get("text"))
+    return {
+        "changes_text": text[:1].upper() + text[1:],
+        "resolved": resolved[:_MAX_RESOLVED],
+        "resolved_more": max(0, len(resolved) - _MAX_RESOLVED),
+    }
 
 
 def _error(raw: Any) -> dict[str, str] | None:
     if not isinstance(raw, Mapping):
         return None
-    return {key: _text(raw.get(key)) for key in ("step", "type", "message")}
+    error = {key: _text(raw.get(key)) for key in ("step", "type", "message")}
+    cause = cause_of(_text(raw.get("kind")) or None, error["type"])  # older summaries: by type
+    error["cause"] = _text(raw.get("cause")) or cause.label
+    error["action"] = _text(raw.get("action"), _MAX_ACTION) or cause.action
+    return error
 
 
 def _list(value: Any) -> list[Any]:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from autoid_lib.failures import cause_of
 from autoid_lib.private_files import private_folder, write_private
 from autoid_lib.records.folders import INDEX_FILE, REPORT_FILE, read_summary, run_folders
 from autoid_lib.records.summary import Summary
@@ -25,7 +26,8 @@ h1{font-size:21px;margin:4px 0 4px}p{color:#5b6670;margin:0 0 12px}
 table{border-collapse:collapse;font-size:13px;width:100%}
 th,td{border-bottom:1px solid #d8dde2;padding:4px 8px;text-align:left;white-space:nowrap}
 th{background:#f3f5f7}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
-td.err{white-space:normal;color:#5b6670}
+td.err{white-space:normal;color:#5b6670;min-width:16em}
+td.err .todo{font-size:12px}
 .s{font-weight:600;border-radius:3px;padding:0 5px}
 .s-ok{color:#1e7b34;background:#edf7ef}.s-attention{color:#9a5b00;background:#fff6e5}
 .s-failed{color:#b3261e;background:#fdeceb}.s-unknown{color:#5b6670;background:#f3f5f7}
@@ -66,20 +68,28 @@ def _row(folder: Path, started: datetime, mode: RunMode) -> str:
     report = folder / str(summary.get("report") or REPORT_FILE)
     link = f'<a href="{_e(folder.name)}/{_e(report.name)}">report</a>' if report.is_file() else "—"
     error = summary.get("error")
-    error_text = f"{error.get('step', '')}: {error.get('type', '')}" if error else ""
-    skipped = summary.get("skipped")
+    error_cell = ""
+    if error:
+        cause = cause_of(error.get("kind"), error.get("type", ""))
+        error_cell = (
+            f"{_e(error.get('step', ''))}: <b>{_e(error.get('cause') or cause.label)}</b>"
+            f'<div class="todo">{_e(error.get("action") or cause.action)}</div>'
+        )
+    skipped, anomalies = summary.get("skipped"), summary.get("anomalies")
+    # a run that stopped before planning knows no skipped studies or anomalies: "—", not 0
+    planned = summary.get("status") != Status.FAILED or bool(summary.get("studies_in_window"))
     cells = [
         f"<td>{started:%Y-%m-%d %H:%M:%S}</td>",
         f"<td>{_e(summary.get('mode') or mode)}</td>",
         f'<td><span class="s s-{status}">{_e(label)}</span></td>',
-        _num(summary.get("transfers_created")),
-        _num(summary.get("ids_created")),
-        _num(summary.get("ids_reused")),
-        _num(sum(skipped.values()) if isinstance(skipped, dict) else None),
-        _num(len(summary["anomalies"]) if isinstance(summary.get("anomalies"), list) else None),
+        _num(summary.get("transfers_created") if planned else None),
+        _num(summary.get("ids_created") if planned else None),
+        _num(summary.get("ids_reused") if planned else None),
+        _num(sum(skipped.values()) if isinstance(skipped, dict) and planned else None),
+        _num(len(anomalies) if isinstance(anomalies, list) and planned else None),
         _num(summary.get("duration_s"), "{:.1f} s"),
         f"<td>{link}</td>",
-        f'<td class="err">{_e(error_text)}</td>',
+        f'<td class="err">{error_cell}</td>',
     ]
     css = ' class="dry"' if mode == RunMode.DRY else ""
     return f"<tr{css}>{''.join(cells)}</tr>"

@@ -51,6 +51,7 @@ from autoid_lib.records.folders import (
     write_json,
 )
 from autoid_lib.records.html_export import RUN_TITLE, export_html, fallback_report
+from autoid_lib.records.log_follow import follow_log
 from autoid_lib.records.summary import (
     ErrorEntry,
     Summary,
@@ -275,6 +276,8 @@ def _record(run_dir: Path, summary: Summary) -> RunRecord:
     if summary.get("status") == Status.FAILED:
         if error:
             message = f"run failed at {error['step']}: {error['message']}"
+            if error.get("action"):
+                message += f" — what to do: {error['action']}"
         else:
             message = (
                 f"run failed: {len(summary.get('verification') or [])} verification problem(s)"
@@ -373,7 +376,10 @@ def _execute(
     clock = time.perf_counter()
     failure = None
     try:
-        with private_kernel_config(output.parent / KERNEL_LOG_FILE) as kernel_config:
+        with (
+            private_kernel_config(output.parent / KERNEL_LOG_FILE) as kernel_config,
+            follow_log(output.parent / LOG_FILE),  # retries show on stderr as they happen
+        ):
             papermill.execute_notebook(
                 str(notebook),
                 str(output),
@@ -403,8 +409,18 @@ def _execute(
     return timings, failure
 
 
-def _failure(step: str, error_type: str, message: str) -> dict[str, str]:
-    return {"step": step, "type": error_type, "message": message}
+def _failure(step: str, error_type: str, message: str, kind: str = "") -> dict[str, str]:
+    """summary.json's ``error`` for a failure the parent saw (kind: by type, else notebook)."""
+    from autoid_lib.failures import FailureKind, cause_of, failure_kind
+
+    found = failure_kind(error_type, kind)
+    if found == FailureKind.INTERNAL and not kind:
+        found = FailureKind.NOTEBOOK
+    cause = cause_of(found)
+    return {
+        "step": step, "type": error_type, "message": message,
+        "kind": found.value, "cause": cause.label, "action": cause.action,
+    }  # fmt: skip
 
 
 def _cell_failure(output: Path, ename: str, evalue: str) -> dict[str, str]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypedDict, cast
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
 
 from autoid_lib.vocab import RunMode, Status
 
@@ -42,6 +42,26 @@ class ErrorEntry(TypedDict):
     step: str
     type: str
     message: str
+    kind: NotRequired[str]  # a failures.FailureKind (absent in summaries before it existed)
+    cause: NotRequired[str]
+    action: NotRequired[str]
+
+
+class ResolvedEntry(TypedDict):
+    key: str
+    kind: str
+    project: str
+    message: str
+    first_seen: str
+
+
+class AnomalyChanges(TypedDict):
+    since: str | None  # the previous recorded run (ISO 8601, UTC); None: the first one
+    new: int
+    still_open: int
+    resolved: list[ResolvedEntry]
+    changed: bool  # the set of open anomalies changed (not merely a text or a count)
+    text: str
 
 
 class Summary(TypedDict, total=False):
@@ -63,6 +83,7 @@ class Summary(TypedDict, total=False):
     studies_in_window: int | None
     skipped: dict[str, int]
     anomalies: list[dict[str, Any]]
+    anomaly_changes: AnomalyChanges | None
     projects: list[dict[str, Any]]
     verification: list[str]
     timings_s: dict[str, float]
@@ -121,13 +142,16 @@ def run_summary(result: RunResult) -> Summary:
         **result.counts(),  # type: ignore[typeddict-item]
         "skipped": plan.skipped_by_reason() if plan else {},
         "anomalies": _plain_records(result.anomalies().to_dict("records")),
+        "anomaly_changes": cast(AnomalyChanges, result.changes.as_summary())
+        if result.changes is not None
+        else None,
         "projects": [
             {**row, "forecast": _forecast_entry(result.forecasts.get(str(row["project"])))}
             for row in _plain_records(result.projects().to_dict("records"))
         ],
         "verification": list(result.problems),
         "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
-        "error": cast(ErrorEntry, dict(result.error.__dict__)) if result.error else None,
+        "error": cast(ErrorEntry, result.error.as_entry()) if result.error else None,
         "headline": result.headline,
     }
     return with_integer_counts(summary)
@@ -172,6 +196,7 @@ def unknown_summary(started: datetime, mode: str, notebook_s: float) -> Summary:
         "studies_in_window": None,
         "skipped": {},
         "anomalies": [],
+        "anomaly_changes": None,
         "projects": [],
         "verification": [],
         "timings_s": {},
