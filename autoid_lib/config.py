@@ -43,7 +43,7 @@ KNOWN_KEYS = {
     "": ("redcap", "run", "email", "lease", "monitoring"),
     "redcap": (
         "url", "urls", "verify", "timeout_s", "read_retries", "chunk_size", "tokens",
-        "max_answer_mb",
+        "max_answer_mb", "read_chunk_records",
     ),
     "redcap.urls": DATABASES,
     "redcap.tokens": DATABASES,
@@ -77,6 +77,7 @@ class RedcapSettings:
     timeout_s: float = 30.0
     read_retries: int = 3
     chunk_size: int = 500
+    read_chunk_records: int = 5000  # records per export request (reads)
     max_answer_bytes: int = 512 * 10**6  # a larger answer fails closed (memory stays bounded)
 
     def same_database(self, a: str, b: str) -> bool:
@@ -229,6 +230,7 @@ def _redcap_settings(table: dict[str, Any], base: Path) -> RedcapSettings:
         timeout_s=_positive(table, "timeout_s", 30.0, "[redcap]"),
         read_retries=_whole(table, "read_retries", 3, "[redcap]", allow_zero=True),
         chunk_size=_whole(table, "chunk_size", 500, "[redcap]"),
+        read_chunk_records=_whole(table, "read_chunk_records", 5000, "[redcap]"),
         max_answer_bytes=int(_positive(table, "max_answer_mb", 512, "[redcap]") * 10**6),
     )
 

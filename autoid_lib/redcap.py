@@ -1,10 +1,12 @@
 """The REDCap gateway: the one module that talks to REDCap (through PyCap).
 
-One method per question the run asks, each one API request (plus read retries), each answer
-checked before it is believed: PyCap treats a non-JSON body as a decode error, an error page
-as data, and aliases its error to ``requests.RequestException`` so "REDCap said no" and
-"network down" look alike. Here every failure becomes a ``RedcapError`` that names the database
-and the operation and never carries a token (PyCap's messages are redacted first).
+One method per question the run asks, each answer checked before it is believed. A table read
+is a names-only export, then record-list exports of at most ``read_chunk_records`` records, each
+checked for completeness (``read_check``); an out-of-memory answer halves the chunk. PyCap
+treats a non-JSON body as a decode error, an error page as data, and aliases its error to
+``requests.RequestException`` so "REDCap said no" and "network down" look alike; here every
+failure becomes a ``RedcapError`` that names the database and the operation and never carries a
+token (PyCap's messages are redacted first).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from autoid_lib.errors import RedcapError
 from autoid_lib.http_guard import AnswerRefused, DeadlineExceeded, guarded_session
 from autoid_lib.lease import LEASE_PROJECT
 from autoid_lib.plan import NewAutoId, TransferRequest
+from autoid_lib.read_check import IncompleteRead, check_chunk, check_total, record_names
 from autoid_lib.safe_text import printable
 from autoid_lib.secret import redact
 from autoid_lib.snapshot import AutoIdRow, ExistingTransfer, IncomingStudy, ProjectRecord
@@ -54,6 +57,10 @@ RECORD_ID_FIELD = {
     "transfers": "study_instance_uid",
 }
 REDCAP_TIME = "%Y-%m-%d %H:%M:%S"
+# an out-of-memory answer halves the chunk down to this many records, then the read fails
+MIN_CHUNK_RECORDS = 25
+# what PHP prints when REDCap runs out of memory (HTTP 200, then REDCap's own JSON error)
+_OUT_OF_MEMORY = ("Allowed memory size", "ran out of server memory")
 
 
 class _KnownSchemaProject(Project):
@@ -71,7 +78,9 @@ class _KnownSchemaProject(Project):
         return self._record_id_field
 
     def _call_api(self, payload, return_type, file=None):
-        """PyCap's own ``_call_api``, but on our guarded session instead of its global one."""
+        """PyCap's own ``_call_api``, but on our guarded session instead of its global one,
+        and with the record list as one field (``_one_records_field``)."""
+        payload = _one_records_field(payload)
         config = _ContentConfig(
             return_empty_json=return_type == "empty_json",
             return_bytes=return_type == "file_map",
@@ -95,6 +104,7 @@ class RedcapGateway:
         self._secrets = list(settings.tokens.values())
         self._projects: dict[str, Project] = {}
         self._refused: dict[str, str] = {}  # URL -> why its server is not asked again
+        self._chunk_records: dict[str, int] = {}  # database -> size after out-of-memory answers
         # a second beyond the per-read timeout, so a silent server stays a (retried) timeout
         # and only one that keeps dripping meets the deadline
         self._session = guarded_session(settings.timeout_s + 1, settings.max_answer_bytes)
@@ -104,7 +114,7 @@ class RedcapGateway:
     # -- reads -------------------------------------------------------------------------------
 
     def project_records(self) -> list[ProjectRecord]:
-        rows = self._export("projects", "export projects", fields=PROJECT_FIELDS)
+        rows = self._read_records("projects", "export projects", PROJECT_FIELDS)
         _require_fields(rows, PROJECT_FIELDS, "projects", "export projects")
         return [
             ProjectRecord(
@@ -133,12 +143,12 @@ class RedcapGateway:
         study_fields = STUDY_FIELDS + (HISTORY_STUDY_FIELDS if history else [])
         transfer_fields = TRANSFER_FIELDS + (HISTORY_TRANSFER_FIELDS if history else [])
         if self.settings.same_database("incoming", "transfers"):
-            rows = self._export(
-                "incoming", operation, fields=study_fields + transfer_fields, **window
+            rows = self._read_records(
+                "incoming", operation, study_fields + transfer_fields, **window
             )
             transfer_rows = rows
         else:
-            rows = self._export("incoming", operation, fields=study_fields, **window)
+            rows = self._read_records("incoming", operation, study_fields, **window)
             uids = sorted({row.get("study_instance_uid", "") for row in rows} - {""})
             transfer_rows = self._read_transfer_rows(uids, transfer_fields) if uids else []
         _require_fields(rows, study_fields, "incoming", operation)
@@ -147,10 +157,7 @@ class RedcapGateway:
     def study_uids(self, begin: datetime, end: datetime) -> frozenset[str]:
         """UIDs of the studies created or modified in [begin, end]: what a run would read."""
         operation = f"export study UIDs since {begin:%Y-%m-%d %H:%M}"
-        rows = self._export(
-            "incoming", operation, fields=["study_instance_uid"], date_begin=begin, date_end=end
-        )
-        return frozenset(row.get("study_instance_uid", "") for row in rows) - {""}
+        return frozenset(self._record_names("incoming", operation, begin, end))
 
     def transfers_of(self, study_uids: Sequence[str]) -> dict[str, list[ExistingTransfer]]:
         """The transfer instances REDCap now holds for these studies (for verification)."""
@@ -169,17 +176,23 @@ class RedcapGateway:
         for chunk in _chunks(uids, self.settings.chunk_size):
             part = self._export("transfers", "export transfers", fields=fields, records=chunk)
             _require_fields(part, fields, "transfers", "export transfers")
+            asked = set(chunk)  # a study may have no record here; one never asked for is wrong
+            if any(row.get("study_instance_uid", "") not in asked for row in part):
+                raise RedcapError(
+                    "transfers", "export transfers", "answer holds records not requested"
+                )
             rows.extend(part)
         return rows
 
     def autoid_rows(self) -> list[AutoIdRow]:
-        """The whole AutoID table, in one export, without the lease records."""
+        """The whole AutoID table, without the lease records."""
         return self.autoid_table()[0]
 
     def autoid_table(self) -> tuple[list[AutoIdRow], list[dict]]:
-        """The whole AutoID table in one export: (ID rows, lease records). Lease records are
-        split off here, where rows are built, so no reader ever counts them as IDs."""
-        rows = self._export("autoid", "export AutoID table", fields=AUTOID_FIELDS)
+        """The whole AutoID table, complete (``_read_records``): (ID rows, lease records).
+        Lease records are split off here, where rows are built, so no reader ever counts them
+        as IDs. With a lease this is the decisive read (docs/run.md, "Reading in chunks")."""
+        rows = self._read_records("autoid", "export AutoID table", AUTOID_FIELDS)
         _require_fields(rows, AUTOID_FIELDS[:-1], "autoid", "export AutoID table")
         leases = [row for row in rows if row["autoid_project_name"].strip() == LEASE_PROJECT]
         rows = [row for row in rows if row["autoid_project_name"].strip() != LEASE_PROJECT]
@@ -293,8 +306,91 @@ class RedcapGateway:
             )
         return self._projects[database]
 
-    def _export(self, database: str, operation: str, **query: Any) -> list[dict]:
-        """Export flat JSON records; transient failures are retried (reads only)."""
+    def _read_records(
+        self,
+        database: str,
+        operation: str,
+        fields: Sequence[str],
+        date_begin: datetime | None = None,
+        date_end: datetime | None = None,
+    ) -> list[dict]:
+        """Every record of the table (or of the date range), complete or not at all.
+
+        The names-only export fixes which records the read is about; the chunks then ask for
+        exactly those (without the date range: a record changed since stays in the read). A
+        chunk that is short, or holds extra records, reads the whole table again — a record
+        deleted since the names export is then simply not listed — and after ``read_retries``
+        such rounds the read fails closed.
+        """
+        attempts = self.settings.read_retries + 1
+        for attempt in range(1, attempts + 1):
+            names = self._record_names(database, operation, date_begin, date_end)
+            try:
+                return self._read_chunks(database, operation, names, fields)
+            except IncompleteRead as error:
+                if attempt == attempts:
+                    raise RedcapError(
+                        database, operation, f"incomplete answer: {error} (read {attempts}x)"
+                    ) from None
+                delay = min(2 ** (attempt - 1), 8)
+                log.warning(
+                    "%s: incomplete answer (%s); reading again in %ss", database, error, delay
+                )
+                self._sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _record_names(
+        self, database: str, operation: str, begin: datetime | None, end: datetime | None
+    ) -> list[str]:
+        """The names-only export: which records exist (changed in [begin, end], if given)."""
+        id_field = RECORD_ID_FIELD[database]
+        rows = self._export(
+            database,
+            f"{operation} (record names)",
+            fields=[id_field],
+            date_begin=begin,
+            date_end=end,
+        )
+        _require_fields(rows, [id_field], database, f"{operation} (record names)")
+        return record_names(rows, id_field)
+
+    def _read_chunks(
+        self, database: str, operation: str, names: Sequence[str], fields: Sequence[str]
+    ) -> list[dict]:
+        """``names`` in record-list exports of at most ``read_chunk_records``, each checked; an
+        out-of-memory answer halves the chunk size for this database from then on."""
+        id_field = RECORD_ID_FIELD[database]
+        fields = [id_field, *(f for f in fields if f != id_field)]
+        size = self._chunk_records.get(database, self.settings.read_chunk_records)
+        rows: list[dict] = []
+        start = 0
+        while start < len(names):
+            chunk = list(names[start : start + size])
+            try:
+                part = self._export(
+                    database, operation, halvable=True, fields=fields, records=chunk
+                )
+            except _OutOfMemory:
+                if len(chunk) <= MIN_CHUNK_RECORDS:
+                    raise RedcapError(
+                        database,
+                        operation,
+                        f"REDCap ran out of memory even for {len(chunk)} records",
+                    ) from None
+                size = self._chunk_records[database] = max(MIN_CHUNK_RECORDS, len(chunk) // 2)
+                log.warning("%s: REDCap ran out of memory; %s records per request", database, size)
+                continue
+            check_chunk(part, chunk, id_field)
+            rows.extend(part)
+            start += len(chunk)
+        check_total(len(record_names(rows, id_field)), len(names))
+        return rows
+
+    def _export(
+        self, database: str, operation: str, halvable: bool = False, **query: Any
+    ) -> list[dict]:
+        """Export flat JSON records; transient failures are retried (reads only). With
+        ``halvable`` an out-of-memory answer goes to the caller, which asks for less."""
         attempts = self.settings.read_retries + 1
         for attempt in range(1, attempts + 1):
             try:
@@ -303,6 +399,8 @@ class RedcapGateway:
                 )
                 return _checked_rows(answer, database, operation)
             except _Transient as error:
+                if halvable and isinstance(error, _OutOfMemory):
+                    raise
                 if attempt == attempts:
                     raise RedcapError(
                         database, operation, f"{error} (tried {attempts}x)", error.kind
@@ -377,8 +475,8 @@ class RedcapGateway:
         except RecursionError:
             raise RedcapError(database, operation, "answer nests too deeply to parse") from None
         except requests.exceptions.JSONDecodeError as error:
-            if _out_of_memory(getattr(error, "doc", "")):
-                raise _Transient("REDCap ran out of server memory", "out_of_memory") from None
+            if _out_of_memory(str(getattr(error, "doc", ""))):
+                raise _OutOfMemory("REDCap ran out of server memory") from None
             raise _Transient("answer is not valid JSON (an error page or a cut-off body)") from None
         except requests.exceptions.SSLError:
             raise RedcapError(
@@ -406,7 +504,7 @@ class RedcapGateway:
                     "token_refused",
                 ) from None
             if _out_of_memory(reason):
-                raise _Transient("REDCap ran out of server memory", "out_of_memory") from None
+                raise _OutOfMemory("REDCap ran out of server memory") from None
             if method == "import_records":
                 reason = _without_values(reason, args[0] if args else [])
             raise RedcapError(database, operation, reason) from None
@@ -441,9 +539,28 @@ def _token_refused(error: Exception, reason: str) -> bool:
 
 
 def _out_of_memory(text: object) -> bool:
-    return isinstance(text, str) and (
-        "Allowed memory size" in text or "ran out of server memory" in text
-    )
+    return isinstance(text, str) and any(mark in text for mark in _OUT_OF_MEMORY)
+
+
+class _OutOfMemory(_Transient):
+    """REDCap's out-of-memory answer: a chunked read asks for fewer records instead."""
+
+    def __init__(self, message: str):
+        super().__init__(message, "out_of_memory")
+
+
+def _one_records_field(payload: dict) -> dict:
+    """PyCap sends a record list as ``records[0]``, ``records[1]``, …, one form variable
+    each, and PHP drops variables past ``max_input_vars`` (1000 by default) without an error:
+    a 5,000-record chunk would come back as its first thousand. REDCap also takes the list as
+    one comma-separated ``records`` field, so send that (names with a comma stay indexed)."""
+    keys = [key for key in payload if key.startswith("records[")]
+    values = [str(payload[key]) for key in keys]
+    if not keys or any("," in value for value in values):
+        return payload
+    collapsed = {key: value for key, value in payload.items() if key not in keys}
+    collapsed["records"] = ",".join(values)
+    return collapsed
 
 
 def _without_values(reason: str, rows: list[dict]) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 BENCHMARKS = (
     "bench_idgen.py", "bench_plan.py", "bench_run.py", "bench_lease.py", "bench_forecast.py",
+    "bench_large_site.py",
 )  # fmt: skip
 QUICK_FLAG = {"bench_plan.py": "--quick", "bench_run.py": "--quick"}
 

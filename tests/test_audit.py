@@ -104,7 +104,8 @@ def test_autoid_audit_writes_a_report_folder_like_a_run(sandbox, config, tmp_pat
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["mode"] == "audit" and summary["status"] == "attention"
     assert summary["findings"]["several_transfers"] == 1
-    assert summary["api_requests"] == 4  # projects, all of Incoming, AutoID, UIDs in the window
+    # projects, all of Incoming, AutoID (names and one chunk each), UIDs in the window
+    assert summary["api_requests"] == 7
     html = (folder / "report.html").read_text()
     assert "<title>Auto-ID audit report</title>" in html
     assert "Studies with more than one transfer request" in html

@@ -112,7 +112,12 @@ class RedcapApp:
         action = params.get("action") or ("import" if "data" in params else "export")
         with self._counts_lock:
             self._counts[(database or "unknown", content, action)] += 1
-        fault = self.faults.pick(database or "unknown", content, action)
+        fault = self.faults.pick(
+            database or "unknown",
+            content,
+            action,
+            lambda: len(self._answer(database, params, commit=False)[2]),
+        )
         if fault is not None:
             return self._faulted(fault, database, params)
         if action == "delete" and params.get("token", "").strip() in self._no_delete:
@@ -136,6 +141,8 @@ class RedcapApp:
             return fault_bodies.http500()
         if fault.kind == "oom":
             return fault_bodies.out_of_memory()
+        if fault.kind == "dropped_rows":
+            return fault_bodies.dropped_rows(self._answer(database, params, commit=True))
         if fault.kind in ("timeout", "lost_answer"):
             if fault.kind == "lost_answer":  # the work is done; only its answer never arrives
                 self._answer(database, params, commit=True)

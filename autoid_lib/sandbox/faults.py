@@ -12,21 +12,25 @@ done. Kinds, each what a real REDCap or its web server has done:
 ``truncated``  HTTP 200 with the real JSON answer cut off half way (dropped connection)
 ``oom``        HTTP 200 with PHP's HTML "Allowed memory size exhausted" block followed by
                REDCap's JSON error, as REDCap answers when it runs out of memory
+``dropped_rows`` HTTP 200 with valid JSON, but the rows of some records left out (every third
+               record, at least one): large exports have come back like this, silently
 
 Which requests: every request matching ``database``/``content``/``action`` (``None`` matches
 anything), from the ``nth`` matching one after injection (default: the next one), for
-``times`` requests (``None``: for ever).
+``times`` requests (``None``: for ever). With ``above_bytes`` only requests whose real answer
+is larger than that count as matching: REDCap fails on large answers, not on small ones.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .protocol import JSON_TYPE, TEXT_TYPE, Response
 
-FAULT_KINDS = ("http500", "timeout", "truncated", "oom", "lost_answer")
+FAULT_KINDS = ("http500", "timeout", "truncated", "oom", "lost_answer", "dropped_rows")
 
 _HTTP500 = """<!DOCTYPE HTML PUBLIC "-//IETF//DTD HTML 2.0//EN">
 <html><head>
@@ -72,6 +76,7 @@ class Fault:
     nth: int | None = None
     times: int | None = 1
     delay_s: float = 5.0
+    above_bytes: int | None = None  # only answers larger than this match
     seen: int = 0  # matching requests since injection
     fired: int = 0  # requests this fault has replaced
 
@@ -116,13 +121,26 @@ class FaultPlan:
         with self._lock:
             return list(self._faults)
 
-    def pick(self, database: str, content: str, action: str) -> Fault | None:
-        """The fault that replaces this request, if any (advances every matching fault)."""
+    def pick(
+        self, database: str, content: str, action: str, size: Callable[[], int] | None = None
+    ) -> Fault | None:
+        """The fault that replaces this request, if any (advances every matching fault).
+
+        ``size`` gives the real answer's length, asked only for a fault with ``above_bytes``.
+        """
         chosen = None
+        known: list[int] = []
         with self._lock:
             for fault in self._faults:
                 if not fault.matches(database, content, action):
                     continue
+                if fault.above_bytes is not None:
+                    if size is None:
+                        continue
+                    if not known:
+                        known.append(size())
+                    if known[0] <= fault.above_bytes:
+                        continue
                 fault.seen += 1
                 if chosen is None and fault.seen >= (fault.nth or 1):
                     fault.fired += 1
@@ -149,3 +167,20 @@ def truncated(real: Response) -> Response:
     _, content_type, body = real
     cut = body[: max(1, len(body) // 2)] if len(body) > 2 else b"[{"
     return 200, content_type or JSON_TYPE, cut
+
+
+def dropped_rows(real: Response) -> Response:
+    """The real JSON answer without the rows of every third record (at least one record)."""
+    status, content_type, body = real
+    try:
+        rows = json.loads(body)
+    except ValueError:
+        return real
+    if status != 200 or not isinstance(rows, list) or not rows:
+        return real
+    if not all(isinstance(row, dict) and row for row in rows):  # not records: an import's answer
+        return real
+    names = list(dict.fromkeys(str(next(iter(row.values()), "")) for row in rows))
+    gone = set(names[2::3]) or {names[-1]}
+    kept = [row for row in rows if str(next(iter(row.values()), "")) not in gone]
+    return status, content_type, json.dumps(kept).encode()

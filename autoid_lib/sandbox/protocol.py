@@ -36,13 +36,19 @@ class ApiError(Exception):
 Response = tuple[int, str, bytes]  # status, content type, body
 
 
+# PHP's max_input_vars default: variables past it are dropped with only a log warning, so a
+# request with 1,500 ``records[i]`` fields is answered for the first thousand or so.
+MAX_INPUT_VARS = 1000
+
+
 def parse_form(body: bytes) -> dict[str, str]:
-    """Decode a form-encoded POST body; a repeated key keeps its last value, as PHP does."""
+    """Decode a form-encoded POST body as PHP does: a repeated key keeps its last value, and
+    variables past ``MAX_INPUT_VARS`` are silently dropped."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ApiError("The request body is not valid UTF-8") from exc
-    return dict(parse_qsl(text, keep_blank_values=True))
+    return dict(parse_qsl(text, keep_blank_values=True)[:MAX_INPUT_VARS])
 
 
 def list_param(params: dict[str, str], name: str) -> list[str]:

@@ -199,12 +199,23 @@ class Sandbox:
         nth: int | None = None,
         times: int | None = 1,
         delay_s: float = 5.0,
+        above_bytes: int | None = None,
     ) -> Fault:
-        """Script a failure (see ``faults``): http500, timeout, truncated, oom or lost_answer."""
+        """Script a failure (see ``faults``): http500, timeout, truncated, oom, lost_answer or
+        dropped_rows; ``above_bytes``: only for answers larger than that."""
         if database is not None and database not in DATABASES:
             raise ValueError(f"unknown database {database!r}; choose one of {DATABASES}")
         return self.app.faults.add(
-            Fault(kind, database, content, action, nth=nth, times=times, delay_s=delay_s)
+            Fault(
+                kind,
+                database,
+                content,
+                action,
+                nth=nth,
+                times=times,
+                delay_s=delay_s,
+                above_bytes=above_bytes,
+            )
         )
 
     def clear_faults(self) -> None:

@@ -1,0 +1,49 @@
+"""Is a chunked read complete? Pure checks between what was asked and what came back.
+
+REDCap has answered large exports with HTTP 200, valid JSON and rows missing; a missing AutoID
+row makes a returning patient look new. So a read first lists the record names (a cheap
+names-only export), then asks for them in chunks, and every chunk must bring back exactly the
+records it asked for, each once. Anything else is an ``IncompleteRead``: the caller reads again
+or fails closed, never plans from a smaller table. Messages give counts only: record names of
+Incoming are study UIDs.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+
+REPEAT_INSTRUMENT = "redcap_repeat_instrument"
+
+
+class IncompleteRead(Exception):
+    """An answer that does not hold what was asked for (counts only, no record names)."""
+
+
+def record_names(rows: Iterable[Mapping[str, str]], id_field: str) -> list[str]:
+    """The distinct, non-empty record names of ``rows`` in first-seen order (a names-only
+    export has one row per record, plus one per repeat instance)."""
+    return list(dict.fromkeys(name for row in rows if (name := row.get(id_field, ""))))
+
+
+def check_chunk(rows: Sequence[Mapping[str, str]], asked: Sequence[str], id_field: str) -> None:
+    """Every asked record came back, nothing else did, and each record has one own row."""
+    wanted = set(asked)
+    own_rows = Counter(row.get(id_field, "") for row in rows if not row.get(REPEAT_INSTRUMENT))
+    returned = {row.get(id_field, "") for row in rows}
+    missing = len(wanted - returned)
+    extra = len(returned - wanted)
+    twice = sum(1 for count in own_rows.values() if count > 1)
+    problems = [
+        f"{missing} of {len(wanted)} requested records missing" * bool(missing),
+        f"{extra} record(s) not requested" * bool(extra),
+        f"{twice} record(s) returned twice" * bool(twice),
+    ]
+    if any(problems):
+        raise IncompleteRead("; ".join(p for p in problems if p))
+
+
+def check_total(read: int, listed: int) -> None:
+    """The chunks together hold as many records as the names-only export listed."""
+    if read != listed:
+        raise IncompleteRead(f"the chunks held {read} records, the record list {listed}")
