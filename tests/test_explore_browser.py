@@ -154,14 +154,20 @@ def test_explore_in_jupyterlab_never_echoes_the_patient_id(jupyter_lab, browser)
         root = browser.find_element(By.CSS_SELECTOR, TAB)
         return [e for e in root.find_elements(By.CSS_SELECTOR, css) if e.is_displayed()]
 
+    def first(css: str):
+        return wait.until(lambda _: shown(css))[0]
+
+    def output_text() -> str:  # an empty Output has no height: not displayed
+        return "\n".join(e.text for e in shown(".widget-output"))
+
     def press_and_read(expected: str) -> str:
-        shown("button.jupyter-button")[0].click()
-        wait.until(lambda _: expected in shown(".widget-output")[0].text)
-        return shown(".widget-output")[0].text
+        first("button.jupyter-button").click()
+        wait.until(lambda _: expected in output_text())
+        return output_text()
 
     tabs["Patient"].click()
     _frames(browser)
-    field = wait.until(lambda _: shown("input[type=password]"))[0]
+    field = first("input[type=password]")
     field.send_keys(PID[7])
     answer = press_and_read("known in Alpha as A007")
     frames = _frames(browser)
@@ -171,14 +177,14 @@ def test_explore_in_jupyterlab_never_echoes_the_patient_id(jupyter_lab, browser)
     assert PID[7] not in answer
 
     tabs["Project"].click()
-    Select(shown("select")[0]).select_by_visible_text("Alpha")
+    Select(first("select")).select_by_visible_text("Alpha")
     answer = press_and_read("Recent runs")
     assert "Forecast:" in answer and "Alpha (AE title ALPHA)" in answer
-    cell = shown(".widget-output td")[0]
+    cell = first(".widget-output td")
     assert cell.value_of_css_property("text-align") == "left"  # the project column
 
     tabs["Pattern"].click()
-    shown("input[type=text]")[0].send_keys("A[0-9")
+    first("input[type=text]").send_keys("A[0-9")
     press_and_read("Pattern error")
     (block,) = shown(".widget-output pre")
     assert block.text.splitlines()[-1] == " ^"  # under the "[" at position 1
