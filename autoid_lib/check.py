@@ -1,7 +1,8 @@
 """``autoid check``: is the configuration usable, and what would the run work on?
 
 Validates the config, reaches each database with its own token, and lists the auto-ID projects
-with their patterns and capacity, so an operator can fix a setup before the first run.
+with their patterns, capacity and exhaustion forecast, so an operator can fix a setup before
+the first run.
 """
 
 from __future__ import annotations
@@ -9,15 +10,17 @@ from __future__ import annotations
 import sys
 import tempfile
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from autoid_lib.config import DATABASES, Settings, load_settings
 from autoid_lib.errors import AutoIdError, ConfigError
+from autoid_lib.forecast import Forecast, project_forecasts, seen_requests
 from autoid_lib.hash_scheme import describe as describe_hash_scheme
 from autoid_lib.lease_redcap import installations_seen
 from autoid_lib.plan import PlanSettings, plan
 from autoid_lib.private_files import private_folder
+from autoid_lib.records.history import recorded_capacity
 from autoid_lib.redcap import RedcapGateway
 from autoid_lib.run import server_time
 from autoid_lib.safe_text import printable
@@ -29,6 +32,7 @@ from autoid_lib.status import ExitStatus
 class CheckReport:
     checks: dict[str, str] = field(default_factory=dict)  # "REDCap autoid" -> "ok (...)" / error
     projects: list[str] = field(default_factory=list)  # one line per auto-ID project
+    forecasts: dict[str, str] = field(default_factory=dict)  # project line -> its forecast
     warnings: list[str] = field(default_factory=list)  # project setups a run cannot serve
     leases: list[str] = field(default_factory=list)  # installations seen in the lease records
     ok: bool = True
@@ -36,7 +40,10 @@ class CheckReport:
     def lines(self) -> list[str]:
         out = [f"{name}: {state}" for name, state in self.checks.items()]
         out.append(f"auto-ID projects: {len(self.projects)}")
-        out.extend(f"  {line}" for line in self.projects)
+        for line in self.projects:
+            out.append(f"  {line}")
+            if line in self.forecasts:
+                out.append(f"    {self.forecasts[line]}")
         out.extend(f"  ! {line}" for line in self.warnings)
         out.append(f"installations in the REDCap lease records: {len(self.leases)}")
         out.extend(f"  {line}" for line in self.leases)
@@ -83,16 +90,41 @@ def check_setup(settings: Settings) -> CheckReport:
         Snapshot(tuple(records), (), tuple(rows), moment, moment),
         PlanSettings(hasher, "", settings.run.capacity_warn_at),
     )
+    try:
+        forecasts = _forecasts(settings, gateway, planned.projects, moment)
+    except AutoIdError as error:
+        report.checks["REDCap incoming (forecast)"] = f"FAILED: {error}"
+        report.ok = False
+        forecasts = {}
     for project in planned.projects:
         state = project.capacity.description if project.capacity else project.pattern_error
-        report.projects.append(
-            f"{project.name}: AE title {project.ae_title}, pattern {project.pattern} — {state}"
-        )
+        line = f"{project.name}: AE title {project.ae_title}, pattern {project.pattern} — {state}"
+        report.projects.append(line)
+        if project.name in forecasts:
+            report.forecasts[line] = forecasts[project.name].describe()
     for anomaly in planned.anomalies:
         if anomaly.kind in {"ambiguous_ae_title", "project_misconfigured", "autoid_name_variant"}:
             report.warnings.append(anomaly.message)
     report.leases = installations_seen(lease_rows, datetime.now(UTC))
     return report
+
+
+def _forecasts(settings: Settings, gateway: RedcapGateway, projects, moment) -> dict[str, Forecast]:
+    """The forecasts a run now would make (docs/run.md, "Forecast"): the transfer requests of
+    the studies in its look-back window (one Incoming read) and the recorded runs' capacity."""
+    begin = moment - timedelta(days=settings.run.lookback_days)
+    studies = gateway.incoming_studies(begin, moment)
+    utc_now = datetime.now(UTC)
+    window_days = 7.0 * settings.run.forecast_weeks
+    return project_forecasts(
+        projects,
+        seen_requests(studies),
+        recorded_capacity(settings.run.reports_dir, utc_now, window_days),
+        now=utc_now,
+        window_begin=begin,
+        window_end=moment,
+        window_days=window_days,
+    )
 
 
 def security_warnings(settings: Settings) -> list[str]:

@@ -355,6 +355,18 @@ def _iso(value: date | None) -> str | None:
 # -- one run's forecasts -----------------------------------------------------------------------
 
 
+def seen_requests(studies: Iterable, planned: Iterable = ()) -> list[tuple[str, str, str]]:
+    """(project, name, requested date) of the transfer requests read with ``studies`` (their
+    ``transfer_requests``) and of the ``planned`` transfers: ``project_forecasts``' input."""
+    seen = [
+        (t.project_name, t.name, t.requested_date)
+        for study in studies
+        for t in study.transfer_requests
+    ]
+    seen += [(t.project_name, t.pseudonym, t.requested_date) for t in planned]
+    return seen
+
+
 def project_forecasts(
     projects: Iterable[ProjectState],
     requests: Iterable[tuple[str, str, str]],

@@ -26,6 +26,7 @@ from autoid_lib.forecast import (
     RecordedCapacity,
     forecast_anomalies,
     project_forecasts,
+    seen_requests,
 )
 from autoid_lib.lock import run_lock
 from autoid_lib.plan import PlanSettings, plan
@@ -215,15 +216,9 @@ def _forecast_steps(result: RunResult, settings: Settings, snapshot: Snapshot, r
     plan = result.plan
     if plan is None:
         return
-    requests = [
-        (t.project_name, t.name, t.requested_date)
-        for study in snapshot.studies
-        for t in study.transfer_requests
-    ]
-    requests += [(t.project_name, t.pseudonym, t.requested_date) for t in plan.transfers]
     result.forecasts = project_forecasts(
         plan.projects,
-        requests,
+        seen_requests(snapshot.studies, plan.transfers),
         recorded,
         now=result.started,
         window_begin=result.window_begin,

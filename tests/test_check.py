@@ -14,7 +14,11 @@ def test_check_lists_projects_with_capacity_and_problems(demo_sandbox, tmp_path,
     assert "widen the pattern soon" in out
     assert "auto-ID projects: 6" in out
     assert "  ! AE title CARDIO is used by 2 auto-ID projects" in out
-    assert demo_sandbox.total_requests() == 4 + 4  # project info x4, projects, AutoID table
+    assert "\n    runs out around " in out  # each project's forecast under its line
+    assert "\n    no forecast: 0 new IDs" in out  # CardioB: nothing requested lately
+    # project info x4; projects, AutoID table and the look-back window's transfer requests,
+    # each a names-only export and one chunk
+    assert demo_sandbox.total_requests() == 4 + 2 * 3
 
 
 def test_check_names_a_refused_database_without_its_token(demo_sandbox, tmp_path, capsys):

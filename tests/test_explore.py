@@ -16,7 +16,8 @@ from scenarios import OLD, PATIENTS, PID, autoid, clean_history, study, transfer
 
 from autoid_lib.config import load_settings
 from autoid_lib.explore import answers as explore
-from autoid_lib.explore.widgets import ExploreApp, ExploreSession, text_of
+from autoid_lib.explore.widgets import ExploreApp, ExploreSession, table_html, text_of
+from autoid_lib.forecast import FORECAST, NO_NEW_IDS, RecordedCapacity
 from autoid_lib.hashing import PatientHasher, sha512_hex
 from autoid_lib.plan import PlanSettings
 from autoid_lib.snapshot import AutoIdRow, ExistingTransfer, IncomingStudy, ProjectRecord, Snapshot
@@ -112,6 +113,46 @@ def test_preview_plans_only_the_chosen_project():
     assert result.plan.describe() in explore.preview_sentence(result)
 
 
+def test_preview_lists_what_the_run_would_do_first():
+    done = [ExistingTransfer(1, "Alpha", "A001", "x", "y")]
+    studies = [
+        incoming("8.1", "PAT1", date="20261120", transfers=done),
+        incoming("8.2", "  ", date="20261126"),
+        incoming("8.3", "NEW", date="20261127"),
+        incoming("8.4", "PAT1", date="20261119", transfers=done),
+    ]
+    result = explore.preview_project(snap(studies), "Alpha", SETTINGS)
+    table = explore.preview_studies(result)
+    assert list(table["study_ref"]) == ["…8.3", "…8.2", "…8.4", "…8.1"]
+    assert list(table.columns) == list(result.studies(detail="summary").columns)
+
+
+def test_project_forecast_counts_new_ids_over_the_window_or_the_recorded_runs():
+    known = (*ROWS, *(AutoIdRow(str(i), "Alpha", f"h{i}", f"A{i:03}") for i in range(2, 12)))
+    requested = [
+        incoming(f"6.{i}", f"P{i}", transfers=[ExistingTransfer(1, "Alpha", f"A{i:03}", d, "")])
+        for i, d in enumerate(["2026-11-20 10:00", "2026-11-21 10:00", "2026-11-25 10:00"], 2)
+    ]
+    args = {"now": NOW, "window_days": 56.0}
+    found = explore.project_forecast(snap(requested, known), "Alpha", SETTINGS, (), **args)
+    assert found.state == FORECAST and found.usage.new_ids == 3 and found.free == 1000 - 11
+    assert "from transfer requests" in found.describe()
+    earlier = [RecordedCapacity(datetime(2026, 10, 10), "Alpha", r"A\d{3}", 1)]
+    exact = explore.project_forecast(snap([], known), "Alpha", SETTINGS, earlier, **args)
+    assert exact.usage.new_ids == 10 and "from recorded runs" in exact.describe()
+    bare = explore.project_forecast(snap([], ROWS), "Alpha", SETTINGS, (), **args)
+    assert bare.state == NO_NEW_IDS  # the window was read: nothing new in it
+
+
+def test_tables_align_text_left_and_numbers_right_and_escape_cells():
+    frame = pd.DataFrame([{"project": "<b>A</b>", "studies": 3, "note": None}])
+    shown = table_html(frame)
+    assert '<td style="text-align: left">&lt;b&gt;A&lt;/b&gt;</td>' in shown
+    assert '<td style="text-align: right">3</td>' in shown
+    assert '<th style="text-align: right">studies</th>' in shown
+    assert '<td style="text-align: left"></td>' in shown  # None is an empty cell
+
+
 # -- through the widget objects ------------------------------------------------------------------
 
 
@@ -162,6 +203,7 @@ def test_overview_pattern_and_preview_widgets_show_their_answers(app):
     app.overview.button.click()
     shown = text_of(app.overview.output)
     assert "Alpha (AE title ALPHA)" in shown and "1 pending" in shown
+    assert "Forecast: no forecast" in shown  # one pending study, no new ID requested yet
     assert "…4.1" in shown and PID[0] not in shown
 
     app.pattern.project.value = "Alpha"  # fills in the project's pattern
@@ -172,6 +214,11 @@ def test_overview_pattern_and_preview_widgets_show_their_answers(app):
     app.pattern.pattern.value = "A[0-9"
     app.pattern.button.click()
     assert "Pattern error" in text_of(app.pattern.output)
+    caret = app.pattern.output.outputs[-1]["data"]["text/html"]  # fixed width: under its place
+    assert caret == "<pre>A[0-9\n ^</pre>"
+    app.pattern.pattern.value = " "
+    app.pattern.button.click()
+    assert text_of(app.pattern.output).startswith("Type a pattern")
 
     app.preview.project.value = "Alpha"
     app.preview.button.click()

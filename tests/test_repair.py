@@ -237,6 +237,25 @@ def test_the_repair_record_is_private_and_carries_no_patient_data(sandbox, tmp_p
     assert f"{folder.name}/repair.html" in index
     page = (folder / "repair.html").read_text()
     assert "What the research PACS team must do" in page and "The rule" in page
+    new_id = dict(live_ids(sandbox))[sha512_hex(C)]
+    assert "retired 3 AutoID row(s), created 1 new ID(s), requested 2 study(ies) again" in page
+    assert f"<td>{new_id}</td>" in page and "(example)" not in page
+    assert ("1.2.3.1004", new_id) in {(w["study_uid"], w["belongs_under"]) for w in worksheet}
+
+
+def test_a_dry_repair_marks_its_new_ids_as_examples(sandbox, tmp_path):
+    """A dry run draws C's new ID at random; --apply draws again, so the dry report and the
+    worksheet the PACS team may get before the apply must not present it as C's ID."""
+    seed_legacy_damage(sandbox)
+    dry = repair(settings_for(sandbox, tmp_path), rng=random.Random(3))
+    (drawn,) = [n.value for n in dry.plan.new_rows]
+    page = (dry.folder / "repair.html").read_text()
+    assert page.count(f"{drawn} (example)") == 2  # AutoID changes and the PACS table
+    assert "--apply</code> draws them again" in page
+    worksheet = {w["study_uid"]: w for w in csv.DictReader((dry.folder / "worksheet.csv").open())}
+    assert worksheet["1.2.3.1004"]["belongs_under"] == "new ID drawn by --apply"
+    assert worksheet["1.2.3.1002"]["belongs_under"] == "K01"  # a kept ID is no example
+    assert "K01 (example)" not in page and "would write: 3 AutoID row(s) to retire" in page
 
 
 def test_apply_cut_off_at_any_request_is_completed_by_the_next_apply(sandbox_factory, tmp_path):

@@ -12,19 +12,24 @@ study date, a short reference (the last 8 characters of its UID), its pseudonym 
 - ``lookup_patient``    "known in PROJECT as ID" or "unknown" for a patient ID that is hashed
                         here and never returned, echoed or kept;
 - ``pattern_workbench`` a pattern's parse error (with position), size, sample IDs and capacity;
-- ``preview_project``   the dry-run plan of one project;
-- ``project_runs``      what the recent recorded runs did for one project (from summary.json).
+- ``preview_project``   the dry-run plan of one project (``preview_studies``: its studies in
+                        the order that matters: to transfer, skipped, already transferred);
+- ``project_runs``      what the recent recorded runs did for one project (from summary.json);
+- ``project_forecast``  when the project's ID space runs out, as a run now would forecast it.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 import pandas as pd
 
 from autoid_lib.audit.checks import ERROR_REASONS
 from autoid_lib.errors import IdSpaceExhausted, PatternError
+from autoid_lib.forecast import Forecast, RecordedCapacity, project_forecasts, seen_requests
 from autoid_lib.hashing import PatientHasher, normalise_patient_id
 from autoid_lib.ids import generate as idgen
 from autoid_lib.plan import (
@@ -373,14 +378,24 @@ def preview_project(
     return result
 
 
+_ACTION_ORDER = {TRANSFER: 0, SKIPPED: 1, ALREADY_TRANSFERRED: 2}
+
+
+def preview_studies(result: RunResult) -> pd.DataFrame:
+    """The preview's studies, what the run would do first (transfers, then skipped studies,
+    then the already transferred ones), each group by study date."""
+    frame = result.studies(detail="summary")
+    if frame.empty:
+        return frame
+    order = frame["action"].map(lambda action: _ACTION_ORDER.get(action, 3))
+    keys = frame.assign(_order=order).sort_values(["_order", "study_date", "study_ref"])
+    return frame.loc[keys.index].reset_index(drop=True)
+
+
 def preview_sentence(result: RunResult) -> str:
     window = f"{result.window_begin:%Y-%m-%d %H:%M} → {result.window_end:%Y-%m-%d %H:%M}"
-    plan_: Plan = result.plan
-    skipped = sum(1 for s in plan_.studies if s.action == SKIPPED)
-    return (
-        f"Dry run, window {window}: {plan_.describe()} "
-        f"({len(plan_.studies)} studies addressed, {skipped} skipped)."
-    )
+    plan_: Plan = result.plan  # describe() names the skipped studies and why
+    return f"Dry run, window {window}, {len(plan_.studies)} studies addressed: {plan_.describe()}."
 
 
 def project_runs(summaries: list[dict], project: str) -> pd.DataFrame:
@@ -404,3 +419,34 @@ def project_runs(summaries: list[dict], project: str) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+# -- exhaustion forecast ------------------------------------------------------------------------
+
+
+def project_forecast(
+    snapshot: Snapshot,
+    project: str,
+    settings: PlanSettings,
+    recorded: Iterable[RecordedCapacity],
+    *,
+    now: datetime,
+    window_days: float,
+) -> Forecast | None:
+    """The forecast a run over ``snapshot`` (its window) would make now for ``project``.
+
+    ``recorded`` are earlier runs' capacity points (``records.history.recorded_capacity``),
+    ``now`` the UTC clock they are compared with, ``window_days`` the config's forecast window.
+    ``None`` when the project has no usable pattern.
+    """
+    result = plan(snapshot, replace(settings, projects=frozenset({project})))
+    found = project_forecasts(
+        result.projects,
+        seen_requests(snapshot.studies, result.transfers),
+        recorded,
+        now=now,
+        window_begin=snapshot.window_begin,
+        window_end=snapshot.window_end,
+        window_days=window_days,
+    )
+    return found.get(project)

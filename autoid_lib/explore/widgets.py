@@ -16,6 +16,7 @@ are shown by type only (their text may quote data).
 
 from __future__ import annotations
 
+import html
 import logging
 import random
 import traceback
@@ -28,7 +29,9 @@ from traitlets import Unicode
 from autoid_lib.config import Settings, load_settings
 from autoid_lib.errors import AutoIdError
 from autoid_lib.explore import answers as explore
+from autoid_lib.forecast import Forecast
 from autoid_lib.plan import PlanSettings
+from autoid_lib.records.history import recorded_capacity
 from autoid_lib.records.index import recent_summaries
 from autoid_lib.redcap import RedcapGateway
 from autoid_lib.run import server_time
@@ -113,6 +116,20 @@ class ExploreSession:
             self._in_window = self.gateway.study_uids(begin, end)
         return self._in_window
 
+    def forecast(self, project: str) -> Forecast | None:
+        """When ``project``'s IDs run out, as a run now would forecast it (docs/run.md)."""
+        run = self.settings.run
+        utc_now = self._now or datetime.now(UTC)
+        window_days = 7.0 * run.forecast_weeks
+        return explore.project_forecast(
+            self.run_window(),
+            project,
+            self.plan_settings(),
+            recorded_capacity(run.reports_dir, utc_now, window_days),
+            now=utc_now,
+            window_days=window_days,
+        )
+
     def _snapshot(self, studies, begin: datetime, end: datetime) -> Snapshot:
         return Snapshot(tuple(self.projects()), tuple(studies), self.autoid_rows(), begin, end)
 
@@ -120,21 +137,55 @@ class ExploreSession:
 # -- output -------------------------------------------------------------------------------------
 
 
+class Pre(str):
+    """A part shown in a fixed-width font with its spaces kept (a caret under a position)."""
+
+
 def show(output: widgets.Output, *parts) -> None:
-    """Replace what ``output`` shows by ``parts``: strings (one line each) and DataFrames."""
+    """Replace what ``output`` shows by ``parts``: strings (one line each), ``Pre`` blocks and
+    DataFrames."""
     items = []
     for part in parts:
         if isinstance(part, pd.DataFrame):
             data = {
                 "text/plain": part.to_string(index=False) if len(part) else "(no rows)",
-                "text/html": part.to_html(index=False, border=0)
-                if len(part)
-                else "<p>(no rows)</p>",
+                "text/html": table_html(part) if len(part) else "<p>(no rows)</p>",
             }
+        elif isinstance(part, Pre):
+            data = {"text/plain": str(part), "text/html": f"<pre>{html.escape(part)}</pre>"}
         else:
             data = {"text/plain": str(part), "text/html": f"<p>{_escape(str(part))}</p>"}
         items.append({"output_type": "display_data", "data": data, "metadata": {}})
     output.outputs = tuple(items)
+
+
+def table_html(frame: pd.DataFrame) -> str:
+    """``frame`` as an HTML table with text columns left-aligned and numbers right-aligned.
+
+    Jupyter's stylesheet right-aligns every cell, which leaves text columns ragged on the left;
+    the alignment goes inline because a front-end may strip ``<style>`` from outputs.
+    """
+    align = ["right" if pd.api.types.is_numeric_dtype(frame[c]) else "left" for c in frame.columns]
+    head = "".join(
+        f'<th style="text-align: {a}">{html.escape(str(c))}</th>'
+        for c, a in zip(frame.columns, align, strict=True)
+    )
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td style="text-align: {a}">{html.escape(_cell(v))}</td>'
+            for v, a in zip(row, align, strict=True)
+        )
+        + "</tr>"
+        for row in frame.itertuples(index=False)
+    )
+    return f'<table class="dataframe"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return ""
+    return str(value)
 
 
 def text_of(output: widgets.Output) -> str:
@@ -143,8 +194,6 @@ def text_of(output: widgets.Output) -> str:
 
 
 def _escape(text: str) -> str:
-    import html
-
     return html.escape(text).replace("\n", "<br>")
 
 
@@ -194,8 +243,12 @@ class OverviewPanel:
         result = explore.project_overview(
             snapshot, self.project.value, self.session.plan_settings()
         )
+        forecast = self.session.forecast(self.project.value)
         runs = explore.project_runs(self.session.recent_runs(), self.project.value)
-        show(self.output, result.sentence(), result.table, "Recent runs:", runs)
+        parts: list = [result.sentence()]
+        if forecast is not None:
+            parts.append(f"Forecast: {forecast.describe()}.")
+        show(self.output, *parts, result.table, "Recent runs:", runs)
 
 
 class _QuietPassword(widgets.Password):
@@ -219,6 +272,7 @@ class StudyPanel:
             description="Study",
             placeholder="study UID, its last 8+ characters, or accession no.",
             continuous_update=False,
+            layout=widgets.Layout(width="36em"),
         )
         self.button = _button("Look up study")
         self.output = widgets.Output()
@@ -241,7 +295,8 @@ class StudyPanel:
             return
         parts: list = [f"{len(answers)} study(ies) found."]
         for answer in answers:
-            parts += [*answer.lines(), answer.transfers]
+            about, requests, next_run = answer.lines()
+            parts += [about, requests, answer.transfers, next_run]
         show(self.output, *parts)
 
 
@@ -272,7 +327,11 @@ class PatternPanel:
 
     def __init__(self, session: ExploreSession, projects: list[str]):
         self.session = session
-        self.pattern = widgets.Text(description="Pattern", placeholder=r"e.g. P_0\d{4}")
+        self.pattern = widgets.Text(
+            description="Pattern",
+            placeholder=r"e.g. P_0\d{4}",
+            layout=widgets.Layout(width="24em"),
+        )
         self.project = widgets.Dropdown(options=[NO_PROJECT, *projects], description="Apply to")
         self.button = _button("Analyse pattern")
         self.output = widgets.Output()
@@ -289,6 +348,9 @@ class PatternPanel:
                 self.pattern.value = record.pattern
 
     def run(self) -> None:
+        if not self.pattern.value.strip():
+            show(self.output, "Type a pattern, or pick a project to start from its pattern.")
+            return
         project = "" if self.project.value == NO_PROJECT else self.project.value
         in_use = explore.project_values(self.session.autoid_rows(), project) if project else ()
         answer = explore.pattern_workbench(
@@ -298,7 +360,11 @@ class PatternPanel:
             rng=self.session.rng,
             warn_at=self.session.settings.run.capacity_warn_at,
         )
-        show(self.output, *answer.lines())
+        lines = answer.lines()
+        if answer.error and answer.position is not None:  # the caret must sit under its place
+            show(self.output, lines[0], Pre("\n".join(line[2:] for line in lines[1:])))
+        else:
+            show(self.output, *lines)
 
 
 class PreviewPanel:
@@ -331,7 +397,7 @@ class PreviewPanel:
         show(
             self.output,
             explore.preview_sentence(result),
-            result.studies(detail="summary"),
+            explore.preview_studies(result),
             result.anomalies(),
             result.capacity(),
         )

@@ -130,6 +130,9 @@ class RepairPlan:
     resend: tuple[TransferRequest, ...]
     wrong_copies: tuple[WrongCopy, ...]
     projects: tuple[ProjectRepair, ...]
+    # (name_key(project), value) of the new IDs drawn from a pattern: a dry run's are
+    # examples, since ``--apply`` draws them again
+    drawn: frozenset[tuple[str, str]] = frozenset()
 
     def is_empty(self, *, resend: bool) -> bool:
         """Nothing to write (with ``resend``: not even a request to send again)."""
@@ -161,6 +164,7 @@ def plan_repair(snapshot: Snapshot, settings: RepairSettings) -> RepairPlan:
     new_rows: list[NewAutoId] = []
     summaries: list[ProjectRepair] = []
     finals: dict[str, tuple[str, dict[str, str]]] = {}
+    drawn_values: dict[str, set[str]] = {}
     for project in snapshot.projects:
         if not project.use_autoid or not project.name.strip():
             continue
@@ -174,6 +178,7 @@ def plan_repair(snapshot: Snapshot, settings: RepairSettings) -> RepairPlan:
         repair = _ProjectRepair(project, snapshot, patients, superseded, settings)
         retirements += repair.retirements
         new_rows += repair.new_rows
+        drawn_values[repair.name] = repair.drawn
         summaries.append(repair.summary())
         finals[name_key(project.name)] = (repair.name, repair.final)
     after = _rows_after(snapshot.autoid_rows, retirements, new_rows)
@@ -182,8 +187,9 @@ def plan_repair(snapshot: Snapshot, settings: RepairSettings) -> RepairPlan:
     )
     resend, copies = _resend(snapshot.studies, superseded_after, finals, patients, settings)
     summaries = [_with_resend(s, resend) for s in summaries]
+    drawn = frozenset((name_key(n), v) for n, values in drawn_values.items() for v in values)
     return RepairPlan(
-        tuple(retirements), tuple(new_rows), tuple(resend), tuple(copies), tuple(summaries)
+        tuple(retirements), tuple(new_rows), tuple(resend), tuple(copies), tuple(summaries), drawn
     )
 
 
@@ -272,6 +278,7 @@ class _ProjectRepair:
         self.patients = patients
         self.retirements: list[Retirement] = []
         self.new_rows: list[NewAutoId] = []
+        self.drawn: set[str] = set()  # values drawn from the pattern (not taken from requests)
         self.final: dict[str, str] = {}  # patient -> the ID it goes under after the repair
         self.counts: dict[str, int] = defaultdict(int)
         self.note = ""
@@ -388,6 +395,7 @@ class _ProjectRepair:
             self.new_rows.append(NewAutoId(self.name, self.patients.hash_for(patient), value))
             self.final[patient] = value
             self.used.add(value)
+            self.drawn.add(value)
         self.counts["new"] = len(patients)
 
     def summary(self) -> ProjectRepair:

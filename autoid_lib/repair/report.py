@@ -12,10 +12,12 @@ import csv
 import html
 import io
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from autoid_lib.repair.plan import RESEND_PLANNED, RepairPlan
 from autoid_lib.result import study_ref
+from autoid_lib.retired import name_key
 
 WORKSHEET_COLUMNS = (
     "study_ref",
@@ -27,6 +29,7 @@ WORKSHEET_COLUMNS = (
     "sent",
     "new_request",
 )
+DRAWN_AT_APPLY = "new ID drawn by --apply"  # the dry worksheet's belongs_under for one
 HTML_ROWS = 500  # rows per table on the page; the worksheet always has all of them
 
 RULE = (
@@ -75,8 +78,17 @@ def _request_state(value: str, ending: Ending | None) -> str:
     return value
 
 
+def _example(plan: RepairPlan, project: str, value: str, ending: Ending | None) -> bool:
+    """A dry run's newly drawn ID: an example, ``--apply`` draws the real one."""
+    applied = ending is not None and ending.applied
+    return not applied and (name_key(project), value) in plan.drawn
+
+
 def worksheet_csv(plan: RepairPlan, ending: Ending | None = None) -> str:
-    """Every wrong copy in the research PACS, one line each, for the PACS team."""
+    """Every wrong copy in the research PACS, one line each, for the PACS team.
+
+    A dry run's worksheet says ``new ID drawn by --apply`` where the patient gets a new ID:
+    the dry run's draw is only an example and would mislead the PACS team."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(WORKSHEET_COLUMNS)
@@ -87,7 +99,9 @@ def worksheet_csv(plan: RepairPlan, ending: Ending | None = None) -> str:
                 c.study_uid,
                 c.project_name,
                 c.sent_under,
-                c.belongs_under,
+                DRAWN_AT_APPLY
+                if _example(plan, c.project_name, c.belongs_under, ending)
+                else c.belongs_under,
                 c.requested_date,
                 c.sent_date,
                 _request_state(c.new_request, ending),
@@ -117,7 +131,7 @@ def repair_html(plan: RepairPlan | None, ending: Ending, css: str) -> str:
             "<h2>Per project</h2>",
             _projects_table(plan),
             "<h2>What changes in AutoID</h2>",
-            _autoid_table(plan),
+            _autoid_table(plan, ending),
             "<h2>What the research PACS team must do</h2>",
             _pacs_text(plan, ending),
             _copies_table(plan, ending),
@@ -142,14 +156,32 @@ def _status_box(plan: RepairPlan | None, ending: Ending, state: str) -> str:
         facts.insert(0, f"started {ending.started}")
     lines = [f'<div class="status {state}"><span class="label">{_e(label)}</span>']
     if plan is not None:
-        verb = "wrote" if ending.applied else "would write"
-        lines.append(f"<span>{verb}: {_e(plan.describe())}</span>")
+        done = _applied_text(plan, ending) if ending.applied else None
+        lines.append(f"<span>{_e(done or 'would write: ' + plan.describe())}</span>")
     lines.append(f'<div class="facts">{_e(" · ".join(facts))}</div></div>')
     if ending.error:
         lines.append(f'<p class="note">The repair stopped at {_e(ending.error)}.</p>')
     for problem in ending.problems:
         lines.append(f'<p class="note">After writing: {_e(problem)}</p>')
     return "".join(lines)
+
+
+def _applied_text(plan: RepairPlan, ending: Ending) -> str:
+    """What an applied repair wrote, in the past tense (``describe`` says what it would)."""
+    resend = (
+        f"requested {len(plan.resend)} study(ies) again"
+        if ending.resend
+        else f"{len(plan.resend)} study(ies) not requested again (no --resend)"
+    )
+    text = (
+        f"retired {sum(p.retired for p in plan.projects)} AutoID row(s), "
+        f"created {sum(p.new_ids for p in plan.projects)} new ID(s), {resend}; "
+        f"{len(plan.wrong_copies)} wrong copy(ies) in the research PACS to delete"
+    )
+    unresolved = sum(p.unresolved for p in plan.projects)
+    if unresolved:
+        text += f"; {unresolved} patient(s) could not get an ID"
+    return text
 
 
 def _projects_table(plan: RepairPlan) -> str:
@@ -176,10 +208,10 @@ def _projects_table(plan: RepairPlan) -> str:
         ]
         for p in plan.projects
     ]
-    return _table(head, rows)
+    return _table(head, rows, numeric={1, 2, 3, 4, 5, 6})
 
 
-def _autoid_table(plan: RepairPlan) -> str:
+def _autoid_table(plan: RepairPlan, ending: Ending) -> str:
     if not plan.retirements and not plan.new_rows:
         return "<p>Nothing: every patient has one ID per project and every ID one patient.</p>"
     reasons = Counter(r.reason for r in plan.retirements)
@@ -197,10 +229,30 @@ def _autoid_table(plan: RepairPlan) -> str:
         )
     rows = [[r.record_id, r.project_name, r.value, "retired", r.reason] for r in plan.retirements]
     rows += [
-        ["new", n.project_name.removeprefix("autoid-kit:retired:"), n.value, _new_kind(n), ""]
+        [
+            "new",
+            n.project_name.removeprefix("autoid-kit:retired:"),
+            _shown_id(plan, n.project_name, n.value, ending),
+            _new_kind(n),
+            "",
+        ]
         for n in plan.new_rows
     ]
-    return f"<ul>{text}</ul>" + _table(["record", "project", "ID", "change", "why"], rows)
+    note = ""
+    if any(_example(plan, n.project_name, n.value, ending) for n in plan.new_rows):
+        note = (
+            '<p class="note">New IDs marked <em>example</em> are drawn at random for this dry '
+            "run; <code>--apply</code> draws them again, so the IDs it writes differ.</p>"
+        )
+    return (
+        f"<ul>{text}</ul>"
+        + _table(["record", "project", "ID", "change", "why"], rows, numeric={0})
+        + note
+    )
+
+
+def _shown_id(plan: RepairPlan, project: str, value: str, ending: Ending | None) -> str:
+    return f"{value} (example)" if _example(plan, project, value, ending) else value
 
 
 def _new_kind(row) -> str:
@@ -240,7 +292,7 @@ def _copies_table(plan: RepairPlan, ending: Ending) -> str:
             study_ref(c.study_uid),
             c.project_name,
             c.sent_under,
-            c.belongs_under or "—",
+            _shown_id(plan, c.project_name, c.belongs_under, ending) if c.belongs_under else "—",
             c.requested_date,
             c.sent_date or "—",
             _request_state(c.new_request, ending),
@@ -254,10 +306,16 @@ def _copies_table(plan: RepairPlan, ending: Ending) -> str:
     return _table(head, rows) + more
 
 
-def _table(head: list[str], rows: list[list]) -> str:
-    th = "".join(f"<th>{_e(h)}</th>" for h in head)
+def _table(head: list[str], rows: list[list], numeric: Collection[int] = ()) -> str:
+    """``numeric``: the columns (by position) right-aligned as numbers."""
+
+    def cls(i: int) -> str:
+        return ' class="num"' if i in numeric else ""
+
+    th = "".join(f"<th{cls(i)}>{_e(h)}</th>" for i, h in enumerate(head))
     body = "".join(
-        "<tr>" + "".join(f"<td>{_e(cell)}</td>" for cell in row) + "</tr>" for row in rows
+        "<tr>" + "".join(f"<td{cls(i)}>{_e(cell)}</td>" for i, cell in enumerate(row)) + "</tr>"
+        for row in rows
     )
     return (
         f'<div class="table-wrap"><table class="autoid"><thead><tr>{th}</tr></thead>'
