@@ -198,7 +198,9 @@ def test_a_dripping_server_ends_the_command_within_the_timeout(tmp_path, hostile
     proc, seconds, _ = _autoid(args, env)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "no complete answer within 3 s" in proc.stdout + proc.stderr
-    assert seconds < 2 + 1 + 5  # timeout_s, the deadline's extra second, and start-up margin
+    # the message shows the deadline fired; this bound only tells "ended" from "dripped on for
+    # minutes" (a loaded 2-core CI machine took 9 s for the 3 s deadline plus start-up)
+    assert seconds < 60
     assert server.connections == 1
 
 
