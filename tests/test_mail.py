@@ -567,7 +567,7 @@ def test_a_new_failure_sends_under_on_attention(smtp_server, run_dir):
     assert result["sent"] is True and result["reason"] == "the run failed"
     assert result["failure_mailed"] == "2026-11-28T06:30:05+00:00"
     [received] = inbox.messages()
-    assert received["Subject"] == "[autoid] FAILED at read incoming"
+    assert received["Subject"] == "[autoid] FAILED at read incoming: REDCap answered an error"
     text, html = parts(received)
     assert "REDCap incoming: export records failed: HTTP 500" in text
     assert "RedcapError" in html
@@ -889,7 +889,7 @@ def _compose(data: Mapping, run: str = RUN, **changes) -> email.message.EmailMes
     [
         (SUMMARY, "[autoid] OK: 12 transfers created, 0 need attention"),
         (ATTENTION, "[autoid] NEEDS ATTENTION: 3 transfers created, 5 need attention"),
-        (FAILED, "[autoid] FAILED at read incoming"),
+        (FAILED, "[autoid] FAILED at read incoming: REDCap answered an error"),
         (
             summary(mode="dry", transfers_created=1),
             "[autoid] DRY RUN OK: 1 transfer planned, 0 need attention",

@@ -127,8 +127,10 @@ def subject_line(view: Mapping[str, Any], prefix: str = "[autoid]") -> str:
     if view["dry_run"]:
         label = f"DRY RUN {label}"
     if view["status"] == "failed":
-        step = view["error"]["step"] if view["error"] else ""
-        return f"{prefix} {label} at {step}" if step else f"{prefix} {label}"
+        error = view["error"] or {}
+        step, cause = error.get("step", ""), error.get("cause", "")
+        where = f" at {step}" if step else ""
+        return f"{prefix} {label}{where}: {cause}" if cause else f"{prefix} {label}{where}"
     count = view["transfers_created"]
     noun = "transfer" if count == 1 else "transfers"
     verb = "planned" if view["dry_run"] else "created"
@@ -367,7 +369,9 @@ def _project(raw: Any) -> dict[str, Any]:
     fraction = raw.get("capacity_fraction")
     project["capacity_percent"] = f"{fraction * 100:.0f}%" if _finite(fraction) else ""
     forecast = raw.get("forecast")
-    project["forecast"] = _text(forecast.get("text")) if isinstance(forecast, Mapping) else ""
+    forecast = forecast if isinstance(forecast, Mapping) else {}
+    project["forecast"] = _text(forecast.get("text"))
+    project["full_on"] = _text(forecast.get("full_on"))  # the short form, in the table
     return project
 
 
