@@ -367,3 +367,24 @@ def test_typed_patient_and_study_values_are_never_echoed_on_the_kernel_channel(a
         button.click()
         assert field.value == ""
         assert typed not in json.dumps(sent)
+
+
+def test_the_explore_notebook_without_a_config_explains_instead_of_failing(tmp_path):
+    """Opened as a new user would, before any config exists: one message, no traceback."""
+    import papermill
+
+    from autoid_lib.package_data import notebook_path
+
+    output = tmp_path / "out.ipynb"
+    papermill.execute_notebook(
+        str(notebook_path("explore.ipynb")),
+        str(output),
+        parameters={"config_path": str(tmp_path / "missing.toml")},
+        progress_bar=False,
+        cwd=str(tmp_path),
+    )
+    notebook = nbformat.read(output, as_version=4)
+    outputs = [o for c in notebook.cells for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    widget_state = json.dumps(notebook.metadata.get("widgets", {}))  # what the browser renders
+    assert "Explore needs the kit" in widget_state and "missing.toml" in widget_state

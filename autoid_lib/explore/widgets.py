@@ -27,7 +27,7 @@ import pandas as pd
 from traitlets import Unicode
 
 from autoid_lib.config import Settings, load_settings
-from autoid_lib.errors import AutoIdError
+from autoid_lib.errors import AutoIdError, ConfigError
 from autoid_lib.explore import answers as explore
 from autoid_lib.forecast import Forecast
 from autoid_lib.plan import PlanSettings
@@ -427,6 +427,21 @@ class ExploreApp:
         return self.widget._repr_mimebundle_(**kwargs)
 
 
-def explore_app(config_path: str, *, now: datetime | None = None) -> ExploreApp:
-    """Load the config (tokens stay behind env:/file: references) and build the widgets."""
-    return ExploreApp(ExploreSession(load_settings(config_path), now=now))
+def explore_app(config_path: str, *, now: datetime | None = None) -> ExploreApp | widgets.HTML:
+    """Load the config (tokens stay behind env:/file: references) and build the widgets.
+
+    A config that cannot be loaded (none yet, a typo, a token variable not set in the kernel's
+    environment) is explained in the notebook, not shown as a traceback.
+    """
+    try:
+        settings = load_settings(config_path)
+    except ConfigError as error:
+        return widgets.HTML(
+            "<div style='border-left: 4px solid #b45309; padding: 8px 12px;'>"
+            "<b>Explore needs the kit's configuration.</b><br>"
+            f"{html.escape(str(error))}<br>"
+            "Set <code>config_path</code> in the first code cell to the file "
+            "<code>autoid run --config</code> uses (tokens must be reachable from this "
+            "notebook's environment), then run all cells again.</div>"
+        )
+    return ExploreApp(ExploreSession(settings, now=now))
