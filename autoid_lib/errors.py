@@ -41,10 +41,12 @@ class PatternError(AutoIdError):
 class IdSpaceExhausted(AutoIdError):
     """No unused ID is left in a pattern's space."""
 
-    def __init__(self, pattern: str, size: int, used: int):
+    def __init__(self, pattern: str, size: int, used: int, *, requested: int | None = None):
         self.pattern = pattern
         self.size = size
         self.used = used
+        self.free = size - used
+        self.requested = requested  # how many IDs were asked for, when known
         super().__init__(
             f"space exhausted: {used} of {size} used for pattern {pattern!r}; "
             "widen the project's naming pattern"

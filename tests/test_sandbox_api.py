@@ -184,3 +184,14 @@ def test_unknown_fault_kinds_are_refused(sandbox):
 def test_pycap_raises_on_refusals(sandbox):
     with pytest.raises(RedcapError):
         project(sandbox, "projects").import_records([{"record_id": "1", "bogus": "x"}])
+
+
+@pytest.mark.parametrize("data", ["[{", '[{"record_id": ' + "1" * 5000 + "}]"])
+def test_an_import_that_is_not_json_python_can_read_is_refused_with_400(sandbox, data):
+    # json.loads raises a plain ValueError (not JSONDecodeError) for an integer past Python's
+    # int_max_str_digits; the sandbox read `.msg` from it and answered a 500 (found by mypy)
+    token = sandbox.tokens["autoid"]
+    answer = post(sandbox, token=token, content="record", action="import", format="json", data=data)
+    assert answer.status_code == 400
+    assert answer.json()["error"].startswith("The data being imported is not valid JSON")
+    assert project(sandbox, "autoid").export_records() == []

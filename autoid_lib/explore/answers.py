@@ -36,7 +36,6 @@ from autoid_lib.plan import (
     ALREADY_TRANSFERRED,
     SKIPPED,
     TRANSFER,
-    Plan,
     PlanSettings,
     plan,
 )
@@ -313,7 +312,7 @@ class PatternAnswer:
                 lines += [f"  {self.pattern}", "  " + " " * self.position + "^"]
             return lines
         lines = [f"{self.size:,} possible IDs.", "Samples: " + (", ".join(self.samples) or "—")]
-        if self.project:
+        if self.project and self.capacity is not None:  # answer_pattern sets both or neither
             lines.append(f"Applied to {self.project}: {self.capacity.description}.")
             if self.not_matching:
                 shown = ", ".join(self.not_matching[:10])
@@ -394,7 +393,9 @@ def preview_studies(result: RunResult) -> pd.DataFrame:
 
 def preview_sentence(result: RunResult) -> str:
     window = f"{result.window_begin:%Y-%m-%d %H:%M} → {result.window_end:%Y-%m-%d %H:%M}"
-    plan_: Plan = result.plan  # describe() names the skipped studies and why
+    plan_ = result.plan  # describe() names the skipped studies and why
+    if plan_ is None:
+        raise ValueError("preview_sentence needs a planned result (from preview_project)")
     return f"Dry run, window {window}, {len(plan_.studies)} studies addressed: {plan_.describe()}."
 
 
@@ -408,7 +409,8 @@ def project_runs(summaries: list[dict], project: str) -> pd.DataFrame:
     for summary in summaries:
         if summary.get("mode") not in ("live", "dry"):
             continue  # audits have no per-project run counts
-        mine = next((p for p in summary.get("projects") or () if p.get("project") == project), {})
+        projects = summary.get("projects") or ()
+        mine: dict[str, object] = next((p for p in projects if p.get("project") == project), {})
         rows.append(
             {
                 "started": summary.get("started", ""),

@@ -59,7 +59,7 @@ def _as_rng(rng: Rng) -> random.Random:
     raise TypeError(f"rng must be a random.Random, an int seed or None, not {type(rng).__name__}")
 
 
-def _as_lookup(in_use: Iterable[str]) -> AbstractSet | dict:
+def _as_lookup(in_use: Iterable[str]) -> Collection[str]:
     """Membership in O(1): sets and dicts are used as they are, anything else is copied once."""
     if isinstance(in_use, AbstractSet | dict):
         return in_use
@@ -106,9 +106,7 @@ def generate_ids(
             found.append(candidate)
             if len(found) == count:
                 return found
-    exc = IdSpaceExhausted(space.pattern, space.size, space.size - len(found))
-    exc.free = len(found)
-    exc.requested = count
+    exc = IdSpaceExhausted(space.pattern, space.size, space.size - len(found), requested=count)
     if count > 1:
         exc.add_note(f"{count} IDs were asked for, {len(found)} are free")
     raise exc
@@ -220,7 +218,7 @@ class ExternalGenerator:
     temp_dir: str | None = None  # where the exclusion file goes (default: the system's)
     env_names: tuple[str, ...] = ()  # passed on besides PATH, locale, HOME, TMPDIR (no secrets)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "command", tuple(self.command))
         object.__setattr__(self, "env_names", tuple(self.env_names))
         if not self.command:
@@ -234,7 +232,7 @@ class ExternalGenerator:
         taken = {value for value in in_use if isinstance(value, str)}
         room = capacity(space, taken)
         if room.free < count:  # no program can succeed; say so as the kit's own generator would
-            raise IdSpaceExhausted(space.pattern, room.size, room.used)
+            raise IdSpaceExhausted(space.pattern, room.size, room.used, requested=count)
         returned: list[str] = []
         for _ in range(count):
             problems = []

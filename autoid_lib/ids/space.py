@@ -33,6 +33,7 @@ from autoid_lib.ids.tree import (
     CharClass,
     Group,
     Literal,
+    Node,
     Repeat,
     Sequence,
     children,
@@ -52,9 +53,10 @@ LOCAL_CHECK_LIMIT = 20_000
 PROVEN, AMBIGUOUS, UNKNOWN = "proven", "ambiguous", "unknown"
 
 
-def _refs(node) -> tuple[set[int], set[int]]:
+def _refs(node: Node) -> tuple[set[int], set[int]]:
     """(groups defined, groups referenced) inside ``node``."""
-    defined, used = set(), set()
+    defined: set[int] = set()
+    used: set[int] = set()
     if isinstance(node, Group):
         defined.add(node.index)
     if isinstance(node, BackRef):
@@ -66,14 +68,14 @@ def _refs(node) -> tuple[set[int], set[int]]:
     return defined, used
 
 
-def _disjoint(a, b) -> bool:
+def _disjoint(a: Node, b: Node) -> bool:
     if not a.lengths & b.lengths:
         return True
     both_empty = 0 in a.lengths and 0 in b.lengths
     return not both_empty and (not a.first & b.first or not a.last & b.last)
 
 
-def _splits_uniquely(node) -> bool:
+def _splits_uniquely(node: Node) -> bool:
     """True when, given unambiguous children, every string of ``node`` has one derivation."""
     if isinstance(node, Sequence):
         prefix = frozenset({0})
@@ -97,7 +99,7 @@ def _splits_uniquely(node) -> bool:
     return True
 
 
-def _ambiguity(node) -> tuple[str, object]:
+def _ambiguity(node: Node) -> tuple[str, Node | None]:
     """Verdict on ``node`` (PROVEN, AMBIGUOUS or UNKNOWN) and the node to blame."""
     verdicts = [_ambiguity(child) for child in children(node)]
     for verdict in verdicts:
@@ -116,7 +118,11 @@ def _ambiguity(node) -> tuple[str, object]:
 # --- the space -------------------------------------------------------------------------------
 
 
-def _product_slots(node) -> tuple | None:
+#: Independent choices, one per position of the ID: a string of characters or a 1-tuple of text.
+Slots = tuple[str | tuple[str], ...]
+
+
+def _product_slots(node: Node) -> Slots | None:
     """``node`` as a sequence of independent choices (strings or tuples), or None."""
     if isinstance(node, Literal):
         return ((node.text,),) if node.text else ()
@@ -128,8 +134,13 @@ def _product_slots(node) -> tuple | None:
         inner = _product_slots(node.item)
         return None if inner is None else inner * node.min
     if isinstance(node, Sequence):
-        slots = [_product_slots(item) for item in node.items]
-        return None if None in slots else tuple(s for part in slots for s in part)
+        slots: list[str | tuple[str]] = []
+        for item in node.items:
+            part = _product_slots(item)
+            if part is None:
+                return None
+            slots.extend(part)
+        return tuple(slots)
     return None
 
 
@@ -146,15 +157,15 @@ class PatternSpace:
     size: int
     method: str
     regex: str = field(repr=False)
-    tree: object = field(repr=False, compare=False)
+    tree: Node = field(repr=False, compare=False)
     _ids: tuple[str, ...] | None = field(default=None, repr=False, compare=False)
 
     @functools.cached_property
-    def _compiled(self) -> re.Pattern:
+    def _compiled(self) -> re.Pattern[str]:
         return re.compile(self.regex)
 
     @functools.cached_property
-    def _slots(self) -> tuple | None:
+    def _slots(self) -> Slots | None:
         """The choices per position when the pattern is a plain product (the usual case).
 
         Unranking such a pattern is a few ``divmod`` calls; generation in a dense space

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import string
+from typing import NoReturn
 
 from autoid_lib.errors import PatternError
 from autoid_lib.ids.tree import (
@@ -26,6 +27,7 @@ from autoid_lib.ids.tree import (
     CharClass,
     Group,
     Literal,
+    Node,
     Repeat,
     Sequence,
     children,
@@ -99,13 +101,13 @@ class _Parser:
         self.groups: dict[int, Group | None] = {}  # None while the group is open
         self.depth = 0  # groups open around the current position
 
-    def fail(self, message: str, pos: int):
+    def fail(self, message: str, pos: int) -> NoReturn:
         raise PatternError(message, self.p, pos)
 
     def peek(self, text: str = "") -> bool:
         return self.i < self.end and (not text or self.p.startswith(text, self.i))
 
-    def parse(self):
+    def parse(self) -> Node:
         if self.i >= self.end:
             self.fail("empty pattern", 0)
         node = self.alternation()
@@ -113,20 +115,21 @@ class _Parser:
             self.fail("unbalanced ')' with no group to close", self.i)
         return node
 
-    def alternation(self):
+    def alternation(self) -> Node:
         start, options = self.i, [self.sequence()]
         while self.peek("|"):
             self.i += 1
             options.append(self.sequence())
         return options[0] if len(options) == 1 else Alternation(tuple(options), start)
 
-    def sequence(self):
-        start, items = self.i, []
+    def sequence(self) -> Node:
+        start = self.i
+        items: list[Node] = []
         while self.peek() and self.p[self.i] not in "|)":
             items.append(self.quantified(self.atom()))
         return _make_sequence(items, start)
 
-    def quantified(self, atom):
+    def quantified(self, atom: Node) -> Node:
         start = self.i
         if not self.peek():
             return atom
@@ -160,7 +163,7 @@ class _Parser:
             self.fail(f"multiple repeat {self.p[self.i]!r}", self.i)
         return Repeat(atom, low, high, atom.pos)
 
-    def atom(self):
+    def atom(self) -> Node:
         p, start = self.p, self.i
         c = p[start]
         if c == "(":
@@ -191,7 +194,7 @@ class _Parser:
             why = "only printable ASCII can"
         self.fail(f"character {c!r}{where} cannot appear in an ID ({why})", pos)
 
-    def escape(self, start):
+    def escape(self, start: int) -> Node:
         if not self.peek():
             self.fail("pattern ends with a lone backslash", start)
         c = self.p[self.i]
@@ -204,16 +207,17 @@ class _Parser:
             index = int(c)
             if index not in self.groups:
                 self.fail(f"back-reference \\{index} to a group that does not exist yet", start)
-            if self.groups[index] is None:
+            group = self.groups[index]
+            if group is None:
                 self.fail(f"back-reference \\{index} inside the group it refers to", start)
-            return BackRef(index, self.groups[index], start)
+            return BackRef(index, group, start)
         if c in _REJECTED_ESCAPES:
             self.fail(f"{_REJECTED_ESCAPES[c]} is not allowed in an ID pattern", start)
         if c.isalnum() or not c.isascii():
             self.fail(f"unknown or unsupported escape \\{c}", start)
         return Literal(self.char(c, start), start)
 
-    def group(self):
+    def group(self) -> Node:
         start = self.i
         if self.depth >= MAX_NESTING:
             self.fail(f"groups nested more than {MAX_NESTING} deep", start)
@@ -237,10 +241,10 @@ class _Parser:
         self.i += 1
         if index is None:
             return body
-        self.groups[index] = Group(index, body, start)
-        return self.groups[index]
+        group = self.groups[index] = Group(index, body, start)
+        return group
 
-    def char_class(self):
+    def char_class(self) -> CharClass:
         start = self.i
         self.i += 1
         if self.peek("^"):
@@ -285,9 +289,9 @@ class _Parser:
         return c
 
 
-def _make_sequence(items: list, pos: int):
+def _make_sequence(items: list[Node], pos: int) -> Node:
     """Flatten nested sequences and merge neighbouring literals (fewer nodes, faster unrank)."""
-    flat: list = []
+    flat: list[Node] = []
     for item in items:
         for part in item.items if isinstance(item, Sequence) else (item,):
             if isinstance(part, Literal) and flat and isinstance(flat[-1], Literal):
@@ -299,7 +303,13 @@ def _make_sequence(items: list, pos: int):
     return Sequence(tuple(flat), pos) if flat else Literal("", pos)
 
 
-def _check_references(node, pattern: str, path: tuple = (), seen: dict | None = None) -> None:
+#: The alternative branches (node id, branch) and repeats (node id) around a node.
+_Path = tuple[tuple[int, ...], ...]
+
+
+def _check_references(
+    node: Node, pattern: str, path: _Path = (), seen: dict[int, _Path] | None = None
+) -> None:
     """A back-reference needs its group in every ID that reaches it (as ``re`` requires).
 
     ``path`` lists the alternative branches and repeats around a node; the group's path must
@@ -324,7 +334,7 @@ def _check_references(node, pattern: str, path: tuple = (), seen: dict | None = 
         _check_references(child, pattern, step, seen)
 
 
-def parse(pattern: str):
+def parse(pattern: str) -> Node:
     """Parse ``pattern`` into a syntax tree, or raise ``PatternError`` naming the construct."""
     if len(pattern) > MAX_PATTERN_LENGTH:
         raise PatternError(

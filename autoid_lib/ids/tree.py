@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 #: DICOM PatientID is an LO value (at most 64 characters): a longer ID cannot be written.
@@ -20,10 +21,14 @@ MAX_ID_LENGTH = 64
 #: of an unambiguous pattern (whose counts are exact) comes near it. Without the cap, nested
 #: repeats of a part that can be empty, e.g. ``((((|){0,64}){0,64}){0,64}){0,64}``, have
 #: counts with millions of digits that take minutes to compute.
-MAX_COUNT = 95 ** (MAX_ID_LENGTH + 1)
+MAX_COUNT: int = 95 ** (MAX_ID_LENGTH + 1)  # declared: mypy types int ** int as Any
 
-Env = tuple  # captured group texts, indexed by group number (0 unused)
+Env = tuple[str | None, ...]  # captured group texts, indexed by group number (0 unused)
 EMPTY_ENV: Env = (None,) * 10
+#: What ``match`` yields: where the match ends, its index (rank) within the node, the captures.
+Matched = Iterator[tuple[int, int, Env]]
+#: What ``expand`` yields: each derivation's text with the captures after it.
+Expanded = Iterator[tuple[str, Env]]
 
 
 def capped(n: int) -> int:
@@ -43,28 +48,28 @@ class Literal:
     count = 1
 
     @functools.cached_property
-    def lengths(self):
+    def lengths(self) -> frozenset[int]:
         return frozenset({len(self.text)})
 
     @functools.cached_property
-    def first(self):
+    def first(self) -> frozenset[str]:
         return frozenset(self.text[:1])
 
     @functools.cached_property
-    def last(self):
+    def last(self) -> frozenset[str]:
         return frozenset(self.text[-1:])
 
-    def unrank(self, index, env):
+    def unrank(self, index: int, env: Env) -> tuple[str, Env]:
         return self.text, env
 
-    def match(self, s, pos, env):
+    def match(self, s: str, pos: int, env: Env) -> Matched:
         if s.startswith(self.text, pos):
             yield pos + len(self.text), 0, env
 
-    def expand(self, env):
+    def expand(self, env: Env) -> Expanded:
         yield self.text, env
 
-    def regex(self):
+    def regex(self) -> str:
         return re.escape(self.text)
 
 
@@ -75,34 +80,35 @@ class CharClass:
     lengths = frozenset({1})
 
     @functools.cached_property
-    def count(self):
+    def count(self) -> int:
         return len(self.chars)
 
     @functools.cached_property
-    def first(self):
+    def first(self) -> frozenset[str]:
         return frozenset(self.chars)
 
     @property
-    def last(self):
+    def last(self) -> frozenset[str]:
         return self.first
 
     @functools.cached_property
-    def _index(self):
+    def _index(self) -> dict[str, int]:
         return {c: i for i, c in enumerate(self.chars)}
 
-    def unrank(self, index, env):
+    def unrank(self, index: int, env: Env) -> tuple[str, Env]:
         return self.chars[index], env
 
-    def match(self, s, pos, env):
+    def match(self, s: str, pos: int, env: Env) -> Matched:
         if pos < len(s) and (k := self._index.get(s[pos])) is not None:
             yield pos + 1, k, env
 
-    def expand(self, env):
+    def expand(self, env: Env) -> Expanded:
         for c in self.chars:
             yield c, env
 
-    def regex(self):
-        out, codes, i = [], [ord(c) for c in self.chars], 0
+    def regex(self) -> str:
+        out: list[str] = []
+        codes, i = [ord(c) for c in self.chars], 0
         while i < len(codes):
             j = i
             while j + 1 < len(codes) and codes[j + 1] == codes[j] + 1:
@@ -117,34 +123,36 @@ class CharClass:
 
 @dataclass(frozen=True)
 class Sequence:
-    items: tuple
+    items: tuple[Node, ...]
     pos: int = field(default=0, compare=False)
 
     @functools.cached_property
-    def count(self):
+    def count(self) -> int:
         return functools.reduce(lambda a, n: capped(a * n.count), self.items, 1)
 
     @functools.cached_property
-    def _blocks(self):  # mixed-radix weights: the first item is the most significant digit
-        blocks, acc = [], 1
+    def _blocks(self) -> tuple[int, ...]:
+        # mixed-radix weights: the first item is the most significant digit
+        blocks: list[int] = []
+        acc = 1
         for item in reversed(self.items):
             blocks.append(acc)
             acc *= item.count
         return tuple(reversed(blocks))
 
     @functools.cached_property
-    def lengths(self):
+    def lengths(self) -> frozenset[int]:
         return functools.reduce(lambda a, n: sumset(a, n.lengths), self.items, frozenset({0}))
 
     @functools.cached_property
-    def first(self):
+    def first(self) -> frozenset[str]:
         return _edge(self.items, "first")
 
     @functools.cached_property
-    def last(self):
+    def last(self) -> frozenset[str]:
         return _edge(tuple(reversed(self.items)), "last")
 
-    def unrank(self, index, env):
+    def unrank(self, index: int, env: Env) -> tuple[str, Env]:
         parts = []
         for item, block in zip(self.items, self._blocks, strict=True):
             digit, index = divmod(index, block)
@@ -152,7 +160,7 @@ class Sequence:
             parts.append(text)
         return "".join(parts), env
 
-    def match(self, s, pos, env, k=0):
+    def match(self, s: str, pos: int, env: Env, k: int = 0) -> Matched:
         if k == len(self.items):
             yield pos, 0, env
             return
@@ -160,7 +168,7 @@ class Sequence:
             for end, rest, env2 in self.match(s, mid, env1, k + 1):
                 yield end, digit * self._blocks[k] + rest, env2
 
-    def expand(self, env, k=0):
+    def expand(self, env: Env, k: int = 0) -> Expanded:
         if k == len(self.items):
             yield "", env
             return
@@ -168,13 +176,13 @@ class Sequence:
             for tail, env2 in self.expand(env1, k + 1):
                 yield head + tail, env2
 
-    def regex(self):
+    def regex(self) -> str:
         return "".join(item.regex() for item in self.items)
 
 
-def _edge(items, side):
+def _edge(items: tuple[Node, ...], side: str) -> frozenset[str]:
     """First (or last) characters of a concatenation: skip over parts that may be empty."""
-    chars = frozenset()
+    chars: frozenset[str] = frozenset()
     for item in items:
         chars |= getattr(item, side)
         if 0 not in item.lengths:
@@ -184,69 +192,71 @@ def _edge(items, side):
 
 @dataclass(frozen=True)
 class Alternation:
-    options: tuple
+    options: tuple[Node, ...]
     pos: int = field(default=0, compare=False)
 
     @functools.cached_property
-    def count(self):
+    def count(self) -> int:
         return capped(sum(o.count for o in self.options))
 
     @functools.cached_property
-    def lengths(self):
+    def lengths(self) -> frozenset[int]:
         return frozenset().union(*(o.lengths for o in self.options))
 
     @functools.cached_property
-    def first(self):
+    def first(self) -> frozenset[str]:
         return frozenset().union(*(o.first for o in self.options))
 
     @functools.cached_property
-    def last(self):
+    def last(self) -> frozenset[str]:
         return frozenset().union(*(o.last for o in self.options))
 
-    def unrank(self, index, env):
+    def unrank(self, index: int, env: Env) -> tuple[str, Env]:
         for option in self.options:
             if index < option.count:
                 return option.unrank(index, env)
             index -= option.count
         raise IndexError(index)
 
-    def match(self, s, pos, env):
+    def match(self, s: str, pos: int, env: Env) -> Matched:
         offset = 0
         for option in self.options:
             for end, index, env1 in option.match(s, pos, env):
                 yield end, offset + index, env1
             offset += option.count
 
-    def expand(self, env):
+    def expand(self, env: Env) -> Expanded:
         for option in self.options:
             yield from option.expand(env)
 
-    def regex(self):
+    def regex(self) -> str:
         return "(?:" + "|".join(o.regex() for o in self.options) + ")"
 
 
 @dataclass(frozen=True)
 class Repeat:
-    item: object
+    item: Node
     min: int
     max: int
     pos: int = field(default=0, compare=False)
 
     @functools.cached_property
-    def _offsets(self):  # index where the block of k copies starts, for k = min..max+1
-        offsets, acc = [], 0
+    def _offsets(self) -> list[int]:  # index where the block of k copies starts, k = min..max+1
+        offsets: list[int] = []
+        acc = 0
         for k in range(self.min, self.max + 2):
             offsets.append(acc)
             acc = capped(acc + self.item.count**k)
         return offsets
 
     @functools.cached_property
-    def count(self):
+    def count(self) -> int:
         return self._offsets[-1]
 
     @functools.cached_property
-    def lengths(self):
-        out, cur = set(), frozenset({0})
+    def lengths(self) -> frozenset[int]:
+        out: set[int] = set()
+        cur = frozenset({0})
         for k in range(self.max + 1):
             if k >= self.min:
                 out |= cur
@@ -254,14 +264,14 @@ class Repeat:
         return frozenset(out)
 
     @functools.cached_property
-    def first(self):
+    def first(self) -> frozenset[str]:
         return self.item.first if self.max else frozenset()
 
     @functools.cached_property
-    def last(self):
+    def last(self) -> frozenset[str]:
         return self.item.last if self.max else frozenset()
 
-    def unrank(self, index, env):
+    def unrank(self, index: int, env: Env) -> tuple[str, Env]:
         base = self.item.count
         for k in range(self.min, self.max + 1):
             block = base**k
@@ -275,18 +285,18 @@ class Repeat:
             index -= block
         raise IndexError(index)
 
-    def match(self, s, pos, env, k=0, acc=0):
+    def match(self, s: str, pos: int, env: Env, k: int = 0, acc: int = 0) -> Matched:
         if k >= self.min:
             yield pos, self._offsets[k - self.min] + acc, env
         if k < self.max:
             for mid, digit, env1 in self.item.match(s, pos, env):
                 yield from self.match(s, mid, env1, k + 1, acc * self.item.count + digit)
 
-    def expand(self, env):
+    def expand(self, env: Env) -> Expanded:
         for k in range(self.min, self.max + 1):
             yield from Sequence((self.item,) * k).expand(env)
 
-    def regex(self):
+    def regex(self) -> str:
         inner = self.item.regex()
         if not isinstance(self.item, CharClass | Group) and len(inner) != 1:
             inner = f"(?:{inner})"
@@ -296,30 +306,42 @@ class Repeat:
 @dataclass(frozen=True)
 class Group:
     index: int
-    body: object
+    body: Node
     pos: int = field(default=0, compare=False)
 
-    def __getattr__(self, name):  # count, lengths, first, last are the body's
-        if name in ("count", "lengths", "first", "last"):
-            return getattr(self.body, name)
-        raise AttributeError(name)
+    # count, lengths, first, last are the body's
+    @property
+    def count(self) -> int:
+        return self.body.count
 
-    def _capture(self, text, env):
+    @property
+    def lengths(self) -> frozenset[int]:
+        return self.body.lengths
+
+    @property
+    def first(self) -> frozenset[str]:
+        return self.body.first
+
+    @property
+    def last(self) -> frozenset[str]:
+        return self.body.last
+
+    def _capture(self, text: str, env: Env) -> Env:
         return (*env[: self.index], text, *env[self.index + 1 :]) if self.index < 10 else env
 
-    def unrank(self, index, env):
+    def unrank(self, index: int, env: Env) -> tuple[str, Env]:
         text, env = self.body.unrank(index, env)
         return text, self._capture(text, env)
 
-    def match(self, s, pos, env):
+    def match(self, s: str, pos: int, env: Env) -> Matched:
         for end, index, env1 in self.body.match(s, pos, env):
             yield end, index, self._capture(s[pos:end], env1)
 
-    def expand(self, env):
+    def expand(self, env: Env) -> Expanded:
         for text, env1 in self.body.expand(env):
             yield text, self._capture(text, env1)
 
-    def regex(self):
+    def regex(self) -> str:
         return f"({self.body.regex()})"
 
 
@@ -330,29 +352,45 @@ class BackRef:
     pos: int = field(default=0, compare=False)
     count = 1
 
-    def __getattr__(self, name):  # a copy has the lengths and edges the group can have
-        if name in ("lengths", "first", "last"):
-            return getattr(self.group, name)
-        raise AttributeError(name)
+    # a copy has the lengths and edges the group can have
+    @property
+    def lengths(self) -> frozenset[int]:
+        return self.group.lengths
 
-    def unrank(self, index, env):
-        return env[self.index], env
+    @property
+    def first(self) -> frozenset[str]:
+        return self.group.first
 
-    def match(self, s, pos, env):
-        if s.startswith(env[self.index], pos):
-            yield pos + len(env[self.index]), 0, env
+    @property
+    def last(self) -> frozenset[str]:
+        return self.group.last
 
-    def expand(self, env):
-        yield env[self.index], env
+    def _text(self, env: Env) -> str:
+        """The group's captured text (``parse`` rejects a reference that can precede it)."""
+        text = env[self.index]
+        if text is None:
+            raise LookupError(f"back-reference \\{self.index} before its group")
+        return text
 
-    def regex(self):
+    def unrank(self, index: int, env: Env) -> tuple[str, Env]:
+        return self._text(env), env
+
+    def match(self, s: str, pos: int, env: Env) -> Matched:
+        text = self._text(env)
+        if s.startswith(text, pos):
+            yield pos + len(text), 0, env
+
+    def expand(self, env: Env) -> Expanded:
+        yield self._text(env), env
+
+    def regex(self) -> str:
         return f"(?:\\{self.index})"
 
 
 Node = Literal | CharClass | Sequence | Alternation | Repeat | Group | BackRef
 
 
-def children(node) -> tuple:
+def children(node: Node) -> tuple[Node, ...]:
     """The direct sub-nodes of ``node`` (none for a leaf)."""
     if isinstance(node, Sequence):
         return node.items

@@ -123,8 +123,10 @@ def decode_rows(fmt: str, text: str) -> list[dict[str, str]]:
     if fmt == "json":
         try:
             data = json.loads(text)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise ApiError(f"The data being imported is not valid JSON: {exc.msg}") from exc
+        except ValueError as exc:  # valid JSON Python will not read (an integer too long)
+            raise ApiError(f"The data being imported is not valid JSON: {exc}") from exc
         if isinstance(data, dict):
             data = [data]
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):

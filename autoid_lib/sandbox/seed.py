@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -37,12 +38,14 @@ DEMO_SEED = 20240611
 DEFAULT_STUDIES = 300
 TIME = "%Y-%m-%d %H:%M:%S"
 MINUTE = "%Y-%m-%d %H:%M"
+#: A record as ``Store.put_records`` takes it: (record name, data, created, modified).
+_Row = tuple[str, RecordData, str, str]
 
 _L = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _D = "0123456789"
 
 
-def _ids(*parts):
+def _ids(*parts: str | list[str] | tuple[str, ...]) -> Callable[[random.Random], str]:
     """A generator of IDs for a pattern, made of literal strings and character pools."""
     return lambda rng: "".join(rng.choice(p) if isinstance(p, list | tuple) else p for p in parts)
 
@@ -55,7 +58,7 @@ class DemoProject:
     aetitle: str
     pattern: str
     capacity: int
-    make_id: object = field(compare=False, repr=False)
+    make_id: Callable[[random.Random], str] = field(compare=False, repr=False)
 
 
 DEMO_PROJECTS = (
@@ -168,12 +171,13 @@ def build_demo(store: Store, now: datetime, n_studies: int = DEFAULT_STUDIES) ->
     studies.sort(key=lambda s: s.created)
     _cap_small_pilot(studies)
 
-    incoming, autoid = [], []
+    incoming: list[_Row] = []
+    autoid: list[_Row] = []
     ids: dict[str, dict[str, str]] = {p.name: {} for p in DEMO_PROJECTS}  # project -> hash -> ID
-    served_project = {}
-    for project in DEMO_PROJECTS:
-        if project.use_autoid == "1" and project.aetitle and project.aetitle not in served_project:
-            served_project[project.aetitle] = project  # the legacy job: first one wins
+    served_project: dict[str, DemoProject] = {}
+    for p in DEMO_PROJECTS:
+        if p.use_autoid == "1" and p.aetitle and p.aetitle not in served_project:
+            served_project[p.aetitle] = p  # the legacy job: first one wins
     filler = _small_pilot_filler(rng, studies, now, ids, autoid)
     n_series = 0
     for study in studies:
@@ -204,8 +208,7 @@ def build_demo(store: Store, now: datetime, n_studies: int = DEFAULT_STUDIES) ->
         incoming.append((study.uid, data, study.created.strftime(TIME), modified.strftime(TIME)))
 
     autoid.sort(key=lambda row: row[2])
-    for number, row in enumerate(autoid, start=1):
-        row[0] = str(number)
+    autoid = [(str(number), *row[1:]) for number, row in enumerate(autoid, start=1)]
     store.put_records("projects", _project_records(now))
     store.put_records("incoming", incoming)
     store.put_records("autoid", autoid)
@@ -281,7 +284,13 @@ def _cap_small_pilot(studies: list[_Study]) -> None:
                 seen.add(study.patient.pid)
 
 
-def _small_pilot_filler(rng, studies, now, ids, autoid) -> list[_Patient]:
+def _small_pilot_filler(
+    rng: random.Random,
+    studies: list[_Study],
+    now: datetime,
+    ids: dict[str, dict[str, str]],
+    autoid: list[_Row],
+) -> list[_Patient]:
     """Patients served long ago, so that SmallPilot has SMALL_PILOT_USED IDs in use."""
     served = {s.patient.pid for s in studies if s.aetitle == "SPILOT" and s.served}
     project = next(p for p in DEMO_PROJECTS if p.aetitle == "SPILOT")
@@ -297,7 +306,7 @@ def _small_pilot_filler(rng, studies, now, ids, autoid) -> list[_Patient]:
     return filler
 
 
-def _unused(rng, project: DemoProject, used: dict[str, str]) -> str:
+def _unused(rng: random.Random, project: DemoProject, used: dict[str, str]) -> str:
     taken = set(used.values())
     while True:
         value = project.make_id(rng)
@@ -360,8 +369,8 @@ def _transfer(rng, project_name: str, value: str, when: datetime, now: datetime)
     return values
 
 
-def _autoid_row(project: DemoProject, key: str, value: str, when: datetime) -> list:
-    """[record name, data, created, modified]; numbered once all rows are in time order."""
+def _autoid_row(project: DemoProject, key: str, value: str, when: datetime) -> _Row:
+    """(record name, data, created, modified); numbered once all rows are in time order."""
     data = {
         "autoid_project_name": project.name,
         "autoid_hash": key,
@@ -369,7 +378,7 @@ def _autoid_row(project: DemoProject, key: str, value: str, when: datetime) -> l
         "autoid_method": "1",
         "autoid_complete": "0",
     }
-    return ["", {BASE: data}, when.strftime(TIME), when.strftime(TIME)]
+    return ("", {BASE: data}, when.strftime(TIME), when.strftime(TIME))
 
 
 def _project_records(now: datetime):

@@ -89,7 +89,7 @@ class Sandbox:
     def __init__(
         self,
         seed: str = "empty",
-        db_path: str | os.PathLike | None = None,
+        db_path: str | os.PathLike[str] | None = None,
         port: int = 0,
         host: str = "127.0.0.1",
         *,

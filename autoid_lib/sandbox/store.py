@@ -61,7 +61,7 @@ def _prepare_private_file(path: Path) -> None:
 class Store:
     """Thread-safe access to the sandbox database; ``lock`` may be held across calls."""
 
-    def __init__(self, path: str | Path | None = None):
+    def __init__(self, path: str | os.PathLike[str] | None = None):
         self.path = str(path) if path else ":memory:"
         self.lock = threading.RLock()
         if path:
