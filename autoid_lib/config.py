@@ -43,7 +43,7 @@ KNOWN_KEYS = {
     "": ("redcap", "run", "email", "lease", "monitoring"),
     "redcap": (
         "url", "urls", "verify", "timeout_s", "read_retries", "chunk_size", "tokens",
-        "max_answer_mb", "read_chunk_records",
+        "max_answer_mb", "read_chunk_records", "max_requests_per_minute",
     ),
     "redcap.urls": DATABASES,
     "redcap.tokens": DATABASES,
@@ -79,6 +79,7 @@ class RedcapSettings:
     chunk_size: int = 500
     read_chunk_records: int = 5000  # records per export request (reads)
     max_answer_bytes: int = 512 * 10**6  # a larger answer fails closed (memory stays bounded)
+    max_requests_per_minute: int = 120  # REDCap bans the IP past its limiter (600 by default)
 
     def same_database(self, a: str, b: str) -> bool:
         return self.urls[a] == self.urls[b] and self.tokens[a].reveal() == self.tokens[b].reveal()
@@ -232,6 +233,7 @@ def _redcap_settings(table: dict[str, Any], base: Path) -> RedcapSettings:
         chunk_size=_whole(table, "chunk_size", 500, "[redcap]"),
         read_chunk_records=_whole(table, "read_chunk_records", 5000, "[redcap]"),
         max_answer_bytes=int(_positive(table, "max_answer_mb", 512, "[redcap]") * 10**6),
+        max_requests_per_minute=_whole(table, "max_requests_per_minute", 120, "[redcap]"),
     )
 
 

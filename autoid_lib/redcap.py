@@ -25,6 +25,7 @@ from autoid_lib.config import RedcapSettings
 from autoid_lib.errors import RedcapError
 from autoid_lib.http_guard import AnswerRefused, DeadlineExceeded, guarded_session
 from autoid_lib.lease import LEASE_PROJECT
+from autoid_lib.pacing import RequestPacer
 from autoid_lib.plan import NewAutoId, TransferRequest
 from autoid_lib.read_check import IncompleteRead, check_chunk, check_total, record_names
 from autoid_lib.safe_text import printable
@@ -32,6 +33,10 @@ from autoid_lib.secret import redact
 from autoid_lib.snapshot import AutoIdRow, ExistingTransfer, IncomingStudy, ProjectRecord
 
 log = logging.getLogger("autoid.redcap")
+# a long read's progress: time-stamped lines in a log, one line in place on a terminal
+progress_log = logging.getLogger("autoid.progress")
+PROGRESS_EVERY_S = 10.0
+PAUSE_LOGGED_FROM_S = 1.0
 
 PROJECT_FIELDS = [
     "record_id",
@@ -97,10 +102,18 @@ class _KnownSchemaProject(Project):
 class RedcapGateway:
     """Reads and writes the run's four databases; counts every API request it makes."""
 
-    def __init__(self, settings: RedcapSettings, sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        settings: RedcapSettings,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.settings = settings
         self.requests = 0
         self._sleep = sleep
+        self._clock = clock  # seconds, for pacing and progress only (never a record time)
+        self._pacer = RequestPacer(settings.max_requests_per_minute)
+        self.paced_s = 0.0  # time spent waiting for the request ceiling
         self._secrets = list(settings.tokens.values())
         self._projects: dict[str, Project] = {}
         self._refused: dict[str, str] = {}  # URL -> why its server is not asked again
@@ -364,6 +377,7 @@ class RedcapGateway:
         size = self._chunk_records.get(database, self.settings.read_chunk_records)
         rows: list[dict] = []
         start = 0
+        progress = _Progress(database, len(names), size, self._clock)
         while start < len(names):
             chunk = list(names[start : start + size])
             try:
@@ -383,6 +397,7 @@ class RedcapGateway:
             check_chunk(part, chunk, id_field)
             rows.extend(part)
             start += len(chunk)
+            progress.step(start)
         check_total(len(record_names(rows, id_field)), len(names))
         return rows
 
@@ -466,7 +481,20 @@ class RedcapGateway:
             kind = "timeout" if isinstance(error, DeadlineExceeded) else "redcap_error"
             raise RedcapError(database, operation, str(error), kind) from None
 
+    def _paced(self) -> None:
+        """Wait until one more request stays under ``max_requests_per_minute`` (``pacing``)."""
+        while (wait := self._pacer.wait_s(self._clock())) > 0:
+            if wait >= PAUSE_LOGGED_FROM_S:
+                log.info(
+                    "pausing %.0f s for the request ceiling (max_requests_per_minute = %s)",
+                    wait,
+                    self.settings.max_requests_per_minute,
+                )
+            self.paced_s += wait
+            self._sleep(wait)
+
     def _request(self, project, method: str, database: str, operation: str, *args, **kwargs):
+        self._paced()
         self.requests += 1
         try:
             return getattr(project, method)(*args, **kwargs)
@@ -508,12 +536,38 @@ class RedcapGateway:
             if method == "import_records":
                 reason = _without_values(reason, args[0] if args else [])
             raise RedcapError(database, operation, reason) from None
+        finally:
+            self._pacer.done(self._clock())
 
     def _reason(self, error: Exception) -> str:
         detail = error.args[0] if error.args else error
         if isinstance(detail, dict) and "error" in detail:
             detail = detail["error"]
         return printable(redact(str(detail), self._secrets))[:300]
+
+
+class _Progress:
+    """Logs a read of more than one chunk: at most every ``PROGRESS_EVERY_S``, and its end.
+    Counts only, never a record name."""
+
+    def __init__(self, database: str, total: int, size: int, clock: Callable[[], float]):
+        self.database, self.total, self.clock = database, total, clock
+        self.shown = total > size
+        self.requests = 0
+        self.last = clock()
+
+    def step(self, done: int) -> None:
+        self.requests += 1
+        now = self.clock()
+        if self.shown and (done >= self.total or now - self.last >= PROGRESS_EVERY_S):
+            self.last = now
+            progress_log.info(
+                "%s: %s of %s records read (%s requests)",
+                self.database,
+                done,
+                self.total,
+                self.requests,
+            )
 
 
 class _Transient(Exception):

@@ -106,6 +106,8 @@ def test_autoid_audit_writes_a_report_folder_like_a_run(sandbox, config, tmp_pat
     assert summary["findings"]["several_transfers"] == 1
     # projects, all of Incoming, AutoID (names and one chunk each), UIDs in the window
     assert summary["api_requests"] == 7
+    # what it cost: the kernel's peak memory (a Python kernel holds tens of MiB) and no pacing
+    assert 10 < summary["peak_rss_mb"] < 2000 and summary["paced_s"] == 0
     html = (folder / "report.html").read_text()
     assert "<title>Auto-ID audit report</title>" in html
     assert "Studies with more than one transfer request" in html

@@ -11,6 +11,9 @@ The audit only reads, so it takes no run lock and may run next to the job.
 
 from __future__ import annotations
 
+import logging
+import resource
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
     from autoid_lib.redcap import RedcapGateway
     from autoid_lib.snapshot import Snapshot
 
+log = logging.getLogger("autoid.audit")
 NOTEBOOK = notebook_path("audit.ipynb")
 MODE = RunMode.AUDIT
 TITLE = "Auto-ID audit report"
@@ -77,6 +81,12 @@ def execute_audit(
 # -- the kernel side ----------------------------------------------------------------------------
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB (Linux counts KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2**20 if sys.platform == "darwin" else 2**10)
+
+
 def read_history(
     gateway: RedcapGateway, window_begin: datetime, window_end: datetime
 ) -> tuple[Snapshot, frozenset[str]]:
@@ -117,12 +127,22 @@ def audit_in_kernel(config_path: str, *, output_dir: str = "", now: str = "") ->
             in_window=in_window,
         ),
     )
+    duration_s, peak_mb = time.perf_counter() - clock, peak_rss_mb()
+    log.info(
+        "audit: %s requests, %.1f s (%.1f s paced), peak memory %.0f MiB",
+        gateway.requests,
+        duration_s,
+        gateway.paced_s,
+        peak_mb,
+    )
     if output_dir:
         summary = audit_summary(
             report,
             started=moment,
             api_requests=gateway.requests,
-            duration_s=time.perf_counter() - clock,
+            duration_s=duration_s,
+            peak_rss_mb=peak_mb,
+            paced_s=gateway.paced_s,
         )
         write_json(Path(output_dir) / SUMMARY_FILE, summary)
     return report

@@ -159,9 +159,10 @@ def configure_logging(quiet: bool) -> None:
 
     ``--quiet`` leaves warnings (a REDCap retry, as it happens) and errors.
     """
-    handler = logging.StreamHandler(sys.stderr)
+    from autoid_lib.cli.progress_line import ProgressLineHandler
     from autoid_lib.safe_text import PrintableFormatter
 
+    handler = ProgressLineHandler(sys.stderr, terminal=sys.stderr.isatty())
     handler.setFormatter(PrintableFormatter("%(asctime)s %(name)s: %(message)s", TIME_FORMAT))
     for name, level in (("autoid", logging.WARNING if quiet else logging.INFO),
                         ("papermill", logging.WARNING)):  # fmt: skip

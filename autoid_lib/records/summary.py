@@ -98,6 +98,8 @@ class Summary(TypedDict, total=False):
     autoid_rows: int
     findings: dict[str, int]
     pending_in_window: int
+    peak_rss_mb: float  # the kernel's peak resident memory
+    paced_s: float  # waited for [redcap] max_requests_per_minute
 
 
 SUMMARY_KEYS: frozenset[str] = frozenset(Summary.__annotations__)
@@ -166,7 +168,13 @@ def _server_time(moment: datetime | None) -> str | None:
 
 
 def audit_summary(
-    report: AuditReport, *, started: datetime, api_requests: int, duration_s: float
+    report: AuditReport,
+    *,
+    started: datetime,
+    api_requests: int,
+    duration_s: float,
+    peak_rss_mb: float = 0.0,
+    paced_s: float = 0.0,
 ) -> Summary:
     """An audit's summary: the report's own keys plus when it ran and what it cost."""
     summary = cast(Summary, {"schema": SUMMARY_SCHEMA, **report.summary()})
@@ -175,6 +183,8 @@ def audit_summary(
     summary["started"] = started.isoformat(timespec="seconds")
     summary["api_requests"] = api_requests
     summary["duration_s"] = round(duration_s, 3)
+    summary["peak_rss_mb"] = round(peak_rss_mb, 1)
+    summary["paced_s"] = round(paced_s, 3)
     summary["error"] = None
     summary["projects"] = _plain_records(summary.get("projects") or [])
     return with_integer_counts(summary)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
@@ -67,6 +68,7 @@ class RedcapApp:
         self.faults = FaultPlan()
         self.stopping = threading.Event()  # wakes requests sleeping in a timeout fault
         self._counts: Counter[tuple[str, str, str]] = Counter()
+        self._received: list[float] = []  # time.monotonic() of each request, as it arrived
         self._counts_lock = threading.Lock()
 
     def add_token(self, database: str, token: str, *, delete: bool = True) -> None:
@@ -80,9 +82,16 @@ class RedcapApp:
         with self._counts_lock:
             return Counter(self._counts)
 
+    def request_times(self) -> list[float]:
+        """When each request since the last reset arrived (``time.monotonic``, in order): a
+        client's pace as REDCap's rate limiter sees it."""
+        with self._counts_lock:
+            return list(self._received)
+
     def reset_counts(self) -> None:
         with self._counts_lock:
             self._counts.clear()
+            self._received.clear()
 
     # -- WSGI ---------------------------------------------------------------------------
     def __call__(self, environ, start_response):
@@ -112,6 +121,7 @@ class RedcapApp:
         action = params.get("action") or ("import" if "data" in params else "export")
         with self._counts_lock:
             self._counts[(database or "unknown", content, action)] += 1
+            self._received.append(time.monotonic())
         fault = self.faults.pick(
             database or "unknown",
             content,

@@ -184,6 +184,10 @@ class Sandbox:
         """Requests so far by (database, content, action); a bad token counts as ``unknown``."""
         return self.app.request_counts()
 
+    def request_times(self) -> list[float]:
+        """``time.monotonic()`` of each request since the last reset, as it arrived."""
+        return self.app.request_times()
+
     def reset_counts(self) -> None:
         self.app.reset_counts()
 
