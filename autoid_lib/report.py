@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 import pandas as pd
 from IPython.display import HTML, Image
 
+from autoid_lib.environment import describe
 from autoid_lib.failures import cause_of
 from autoid_lib.forecast import Forecast
 from autoid_lib.plan import SKIPPED, TRANSFER
@@ -62,11 +63,17 @@ def status_banner(result: RunResult) -> HTML:
             f'<div class="changes" style="color:#1d2329;font-size:14px;margin-top:2px">'
             f"{_e(_sentence(result.changes.text))}{_resolved_list(result)}</div>"
         )
-    return HTML(
+    return HTML(status_box(status, what, facts, changes))
+
+
+def status_box(status: str, what_html: str, facts: str, extra_html: str = "") -> str:
+    """The coloured box a run report and an audit report open with (inline styles, so it reads
+    the same in Jupyter, a browser and a mail client). ``what_html`` is already escaped."""
+    return (
         f'<div class="status {status}" style="{_BANNER_STYLE[status]};border-radius:6px;'
         f'padding:10px 14px;margin:8px 0">'
         f'<span class="label" style="font-weight:700;font-size:18px">{LABELS[status]}</span> '
-        f'<span style="color:#1d2329">{what}</span>{changes}'
+        f'<span style="color:#1d2329">{what_html}</span>{extra_html}'
         f'<div class="facts" style="color:#5b6670;font-size:13px;margin-top:2px">'
         f"{_e(facts)}</div></div>"
     )
@@ -223,18 +230,55 @@ def studies_table(result: RunResult, detail: str = "summary") -> HTML:
     return HTML(_table(header, rows, mono={2, 3, 4}, nowrap={1, 5}))
 
 
-def run_details(result: RunResult) -> HTML:
-    """API requests and where the time went."""
+def run_details(result: RunResult, command_started: str = "") -> HTML:
+    """API requests, where the time went (the run's and the whole command's), the re-read
+    after writing, and which kit, REDCap host and config produced the report."""
     steps = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in result.timings.items())
-    return HTML(
-        _facts(
-            [
-                ("API requests", f"{result.api_requests:,}"),
-                ("Duration", f"{result.duration_s:.2f} s" + (f" ({steps})" if steps else "")),
-                ("Look-back", f"{result.lookback_days} days"),
-                ("Studies in window", _studies_in_window(result)),
-            ]
-        )
+    pairs = [
+        ("API requests", f"{result.api_requests:,}"),
+        ("Duration", f"{result.duration_s:.2f} s" + (f" ({steps})" if steps else "")),
+    ]
+    whole = command_time(command_started)
+    if whole:
+        pairs.append(("Whole command", whole))
+    pairs += [
+        ("Look-back", f"{result.lookback_days} days"),
+        ("Studies in window", _studies_in_window(result)),
+        ("Re-read after writing", verification_text(result)),
+    ]
+    produced_by = describe(result.environment)
+    if produced_by:
+        pairs.append(("Produced by", produced_by))
+    return HTML(_facts(pairs))
+
+
+def command_time(command_started: str) -> str:
+    """``4.2 s so far (Python and kernel start, the run); the HTML export follows``."""
+    from datetime import UTC, datetime
+
+    from autoid_lib.wall_clock import seconds_since
+
+    seconds = seconds_since(command_started, datetime.now(UTC)) if command_started else None
+    if seconds is None:
+        return ""
+    return (
+        f"{seconds:.1f} s up to this table (starting Python and the notebook kernel, the REDCap "
+        "work); the HTML export follows — summary.json and the index have the final time"
+    )
+
+
+def verification_text(result: RunResult) -> str:
+    """What the re-read after writing found, in words."""
+    if result.mode == "dry":
+        return "not done (dry run: nothing written)"
+    verified = result.verified()
+    if verified is None:
+        return "not done (nothing written)" if result.error is None else "not reached"
+    if not verified["matched"]:
+        return f"{len(result.problems)} difference(s); see above"
+    return (
+        f"{verified['autoid_rows']:,} AutoID row(s) and {verified['transfers']:,} transfer "
+        "request(s) match"
     )
 
 

@@ -12,6 +12,7 @@ The audit only reads, so it takes no run lock and may run next to the job.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -94,8 +95,9 @@ def read_history(
 
 def audit_in_kernel(config_path: str, *, output_dir: str = "", now: str = "") -> AuditReport:
     """The notebook's audit cell: load the config, read, audit, write summary.json (if asked)."""
-    from autoid_lib.audit.checks import AuditSettings, audit
+    from autoid_lib.audit.checks import AuditRun, AuditSettings, audit
     from autoid_lib.config import load_settings
+    from autoid_lib.environment import environment
     from autoid_lib.records.folders import SUMMARY_FILE, write_json
     from autoid_lib.records.summary import audit_summary
     from autoid_lib.redcap import RedcapGateway
@@ -117,12 +119,17 @@ def audit_in_kernel(config_path: str, *, output_dir: str = "", now: str = "") ->
             in_window=in_window,
         ),
     )
+    run = AuditRun(
+        started=moment,
+        duration_s=time.perf_counter() - clock,
+        api_requests=gateway.requests,
+        environment=environment(settings),
+    )
+    report = replace(report, run=run)
     if output_dir:
         summary = audit_summary(
-            report,
-            started=moment,
-            api_requests=gateway.requests,
-            duration_s=time.perf_counter() - clock,
+            report, started=moment, api_requests=run.api_requests, duration_s=run.duration_s
         )
+        summary["environment"] = environment(settings)
         write_json(Path(output_dir) / SUMMARY_FILE, summary)
     return report
