@@ -107,7 +107,7 @@ def test_autoid_audit_writes_a_report_folder_like_a_run(sandbox, config, tmp_pat
     # projects, all of Incoming, AutoID (names and one chunk each), UIDs in the window
     assert summary["api_requests"] == 7
     html = (folder / "report.html").read_text()
-    assert "<title>Auto-ID audit report</title>" in html
+    assert "<title>Auto-ID audit · Needs attention · " in html  # mode, status, time
     assert "Studies with more than one transfer request" in html
     assert "send error to rDMA" in html
     assert "…2.2" in html

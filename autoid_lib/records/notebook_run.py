@@ -52,6 +52,7 @@ from autoid_lib.records.folders import (
 )
 from autoid_lib.records.html_export import RUN_TITLE, export_html, fallback_report
 from autoid_lib.records.log_follow import follow_log
+from autoid_lib.records.navigation import link_next, nav_html, report_title
 from autoid_lib.records.summary import (
     ErrorEntry,
     Summary,
@@ -142,8 +143,15 @@ def _execute_notebook(
     secrets = list(secrets)
     _scrub_notebook(run_dir / NOTEBOOK_FILE, secrets)
     clock = time.perf_counter()
+    kernel_summary = read_summary(run_dir) or {}
+    status = Status.FAILED.value if failure else kernel_summary.get("status")
     try:
-        export_html(run_dir / NOTEBOOK_FILE, run_dir / REPORT_FILE, title=title)
+        export_html(
+            run_dir / NOTEBOOK_FILE,
+            run_dir / REPORT_FILE,
+            title=report_title(mode, status, started),
+            nav=nav_html(run_dir),
+        )
     except Exception as error:  # the run's record must still exist
         log.error("HTML export failed: %s", type(error).__name__)
         failure = failure or _failure("export", type(error).__name__, "the report not exported")
@@ -159,6 +167,7 @@ def _execute_notebook(
     if notify is not None:  # the single place the e-mail step hooks in
         summary["email"] = _notified(notify, summary, run_dir)
         write_json(run_dir / SUMMARY_FILE, summary)
+    link_next(run_dir)
     rebuild_index(reports_dir)
     return _record(run_dir, summary)
 
