@@ -22,7 +22,7 @@ from IPython.display import HTML, Image
 from autoid_lib.environment import describe
 from autoid_lib.failures import cause_of
 from autoid_lib.forecast import Forecast
-from autoid_lib.plan import SKIPPED, TRANSFER
+from autoid_lib.plan import ALREADY_TRANSFERRED, SKIPPED, TRANSFER
 from autoid_lib.result import RunResult
 from autoid_lib.vocab import STATUS_LABELS
 
@@ -156,16 +156,18 @@ def projects_table(result: RunResult) -> HTML:
     if frame.empty:
         return _note("No auto-ID project is configured in the Projects database.")
     skipped = _skipped_by_project(result)
-    verb = "would create" if result.mode == "dry" else "created"
+    verb = "to create" if result.mode == "dry" else "created"
+    own = _own_counts(result)
     rows = []
     for r in frame.to_dict("records"):
+        mine = own.get(r["project"], Counter())
         rows.append(
             [
                 r["project"],
                 r["ae_title"],
                 r["pattern"],
-                r["incoming"],
-                r["already_transferred"],
+                mine["incoming"],
+                mine["already"],
                 r["transfers_created"],
                 r["ids_reused"],
                 r["ids_created"],
@@ -173,11 +175,42 @@ def projects_table(result: RunResult) -> HTML:
                 _capacity_text(r),
             ]
         )
+    for label, counts in sorted(own.items()):
+        if SHARED in label:  # a shared AE title's studies: once, in a row of their own
+            rows.append([f"{label} (shared AE title)", "", "", counts["incoming"],
+                         counts["already"], 0, 0, 0, skipped.get(label, "0"), ""])  # fmt: skip
+    total = Counter()
+    for counts in own.values():
+        total.update(counts)
+    rows.append(
+        ["total (each study once)", "", "", total["incoming"], total["already"],
+         _sum(frame["transfers_created"]), _sum(frame["ids_reused"]),
+         _sum(frame["ids_created"]), total["skipped"], ""]
+    )  # fmt: skip
     header = [
         "project", "AE title", "pattern", "incoming", "already transferred",
         f"transfers {verb}", "IDs reused", f"IDs {verb}", "skipped", "capacity used",
     ]  # fmt: skip
     return HTML(_table(header, rows, numeric={3, 4, 5, 6, 7}, mono={1, 2}, nowrap={9}))
+
+
+SHARED = " / "  # plan.SHARED_AE_TITLE_JOIN: the label of a study on a shared AE title
+
+
+def _own_counts(result: RunResult) -> dict[str, Counter]:
+    """Studies per project label, each once: a shared AE title's under its joined label."""
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for study in result.plan.studies if result.plan else ():
+        c = counts[study.project_name]
+        c["incoming"] += 1
+        c["already"] += study.action == ALREADY_TRANSFERRED
+        c["skipped"] += study.action == SKIPPED
+    return counts
+
+
+def _sum(column) -> int | None:
+    values = [v for v in column if v is not None and not pd.isna(v)]
+    return int(sum(values)) if len(values) == len(column) else None
 
 
 def anomalies_table(result: RunResult) -> HTML:
@@ -462,14 +495,12 @@ def _capacity_text(row: dict) -> str:
 def _skipped_by_project(result: RunResult) -> dict[str, str]:
     """``"3: 2 empty patient ID, 1 AutoID conflict"`` per project, for the projects table.
 
-    A study on an AE title several projects share counts for each of them, as in
-    ``RunResult.projects()``.
+    A study on an AE title several projects share counts once, under the shared row.
     """
     reasons: dict[str, Counter] = defaultdict(Counter)
     for study in result.plan.studies if result.plan else ():
         if study.action == SKIPPED:
-            for name in study.projects:
-                reasons[name][study.reason] += 1
+            reasons[study.project_name][study.reason] += 1
     texts = {}
     for project, counts in reasons.items():
         detail = ", ".join(f"{n} {reason}" for reason, n in counts.most_common())
