@@ -64,5 +64,6 @@ def test_the_dry_run_mail_and_report_never_say_created(shared):
     html = mail.get_body(("html",)).get_content()
     assert "created" not in text.lower() and "created" not in html.lower()
     assert "IDs to create" in text and "the whole command" in text
+    assert "\nProduced by:     kit " in text  # its own line, not glued to "Started:"
     page = record.report.read_text()
     assert "total (each study once)" in page and "Whole command" in page
