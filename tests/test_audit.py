@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 import pytest
 from scenarios import OLD, PATIENTS, PID, autoid, clean_history, plant_problems, study, transfer
 
-from autoid_lib.audit.checks import findings_html
 from autoid_lib.audit.job import audit_in_kernel
+from autoid_lib.audit.view import findings_html
 from autoid_lib.cli import audit as audit_cli
 from autoid_lib.hashing import sha512_hex
 

@@ -313,7 +313,9 @@ def test_display_helpers_render_every_section(demo_sandbox, tmp_path):
     ]
     assert report.error_box(result) is None
     assert "Needs attention" in parts[0] and "Would create" in parts[0]
-    assert parts[1].count("<tr>") == len(result.projects()) + 1
+    shared = {s.project_name for s in result.plan.studies if len(s.projects) > 1}
+    # header, one row per project, one per shared AE title, the totals row (issue 11)
+    assert parts[1].count("<tr>") == 1 + len(result.projects()) + len(shared) + 1
     assert parts[4].count("<tr>") == len(result.studies()) + 1
     for chart in (report.incoming_chart(result), report.capacity_chart(result)):
         assert chart.data[:8] == b"\x89PNG\r\n\x1a\n" and len(chart.data) < 80_000

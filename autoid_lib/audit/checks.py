@@ -701,10 +701,3 @@ def shown_table(table: pd.DataFrame, detail: str = "summary") -> pd.DataFrame:
         if "study_ref" in table:  # the run report's rule: no study-to-pseudonym link in summary
             table = table.drop(columns=list(PSEUDONYM_COLUMNS), errors="ignore")
     return table
-
-
-def findings_html(report: AuditReport, detail: str = "summary") -> str:
-    """Every finding as HTML: title, count, what to do, its table (``audit.view`` renders)."""
-    from autoid_lib.audit.view import findings_html as render
-
-    return render(report, detail)
