@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from autoid_lib.errors import PatternError
 from autoid_lib.hash_scheme import HASH_SCHEME_RECORD, fingerprint_to_record
@@ -223,7 +223,7 @@ def plan(snapshot: Snapshot, settings: PlanSettings) -> Plan:
         new_ids=tuple(new_ids),
         transfers=tuple(transfers),
         studies=tuple(outcomes),
-        anomalies=tuple(anomalies),
+        anomalies=tuple(_skipped_counts(anomalies, outcomes)),
         projects=tuple(states),
         studies_in_window=len(snapshot.studies),
         kit_rows=kit_rows,
@@ -324,6 +324,17 @@ def _route_ae_titles(
         else:
             routes[ae_title] = _Route(None, labels[0], PROJECT_MISCONFIGURED)
     return routes, servable
+
+
+def _skipped_counts(anomalies: list[Anomaly], outcomes: list[StudyOutcome]) -> list[Anomaly]:
+    """An ambiguous AE title's count is the studies it made the run skip, not 1 per title."""
+    skipped = Counter(frozenset(o.projects) for o in outcomes if o.reason == AMBIGUOUS_AE_TITLE)
+    return [
+        replace(a, count=skipped[frozenset(a.project.split(", "))])
+        if a.kind == "ambiguous_ae_title"
+        else a
+        for a in anomalies
+    ]
 
 
 def _misconfigured(anomalies: list[Anomaly], label: str, message: str, action: str) -> None:

@@ -19,9 +19,10 @@ from collections.abc import Callable, Iterable, Sequence
 import pandas as pd
 from IPython.display import HTML, Image
 
+from autoid_lib.environment import describe
 from autoid_lib.failures import cause_of
 from autoid_lib.forecast import Forecast
-from autoid_lib.plan import SKIPPED, TRANSFER
+from autoid_lib.plan import ALREADY_TRANSFERRED, SKIPPED, TRANSFER
 from autoid_lib.result import RunResult
 from autoid_lib.vocab import STATUS_LABELS
 
@@ -62,11 +63,17 @@ def status_banner(result: RunResult) -> HTML:
             f'<div class="changes" style="color:#1d2329;font-size:14px;margin-top:2px">'
             f"{_e(_sentence(result.changes.text))}{_resolved_list(result)}</div>"
         )
-    return HTML(
+    return HTML(status_box(status, what, facts, changes))
+
+
+def status_box(status: str, what_html: str, facts: str, extra_html: str = "") -> str:
+    """The coloured box a run report and an audit report open with (inline styles, so it reads
+    the same in Jupyter, a browser and a mail client). ``what_html`` is already escaped."""
+    return (
         f'<div class="status {status}" style="{_BANNER_STYLE[status]};border-radius:6px;'
         f'padding:10px 14px;margin:8px 0">'
         f'<span class="label" style="font-weight:700;font-size:18px">{LABELS[status]}</span> '
-        f'<span style="color:#1d2329">{what}</span>{changes}'
+        f'<span style="color:#1d2329">{what_html}</span>{extra_html}'
         f'<div class="facts" style="color:#5b6670;font-size:13px;margin-top:2px">'
         f"{_e(facts)}</div></div>"
     )
@@ -149,16 +156,18 @@ def projects_table(result: RunResult) -> HTML:
     if frame.empty:
         return _note("No auto-ID project is configured in the Projects database.")
     skipped = _skipped_by_project(result)
-    verb = "would create" if result.mode == "dry" else "created"
+    verb = "to create" if result.mode == "dry" else "created"
+    own = _own_counts(result)
     rows = []
     for r in frame.to_dict("records"):
+        mine = own.get(r["project"], Counter())
         rows.append(
             [
                 r["project"],
                 r["ae_title"],
                 r["pattern"],
-                r["incoming"],
-                r["already_transferred"],
+                mine["incoming"],
+                mine["already"],
                 r["transfers_created"],
                 r["ids_reused"],
                 r["ids_created"],
@@ -166,11 +175,42 @@ def projects_table(result: RunResult) -> HTML:
                 _capacity_text(r),
             ]
         )
+    for label, counts in sorted(own.items()):
+        if SHARED in label:  # a shared AE title's studies: once, in a row of their own
+            rows.append([f"{label} (shared AE title)", "", "", counts["incoming"],
+                         counts["already"], 0, 0, 0, skipped.get(label, "0"), ""])  # fmt: skip
+    total = Counter()
+    for counts in own.values():
+        total.update(counts)
+    rows.append(
+        ["total (each study once)", "", "", total["incoming"], total["already"],
+         _sum(frame["transfers_created"]), _sum(frame["ids_reused"]),
+         _sum(frame["ids_created"]), total["skipped"], ""]
+    )  # fmt: skip
     header = [
         "project", "AE title", "pattern", "incoming", "already transferred",
         f"transfers {verb}", "IDs reused", f"IDs {verb}", "skipped", "capacity used",
     ]  # fmt: skip
     return HTML(_table(header, rows, numeric={3, 4, 5, 6, 7}, mono={1, 2}, nowrap={9}))
+
+
+SHARED = " / "  # plan.SHARED_AE_TITLE_JOIN: the label of a study on a shared AE title
+
+
+def _own_counts(result: RunResult) -> dict[str, Counter]:
+    """Studies per project label, each once: a shared AE title's under its joined label."""
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for study in result.plan.studies if result.plan else ():
+        c = counts[study.project_name]
+        c["incoming"] += 1
+        c["already"] += study.action == ALREADY_TRANSFERRED
+        c["skipped"] += study.action == SKIPPED
+    return counts
+
+
+def _sum(column) -> int | None:
+    values = [v for v in column if v is not None and not pd.isna(v)]
+    return int(sum(values)) if len(values) == len(column) else None
 
 
 def anomalies_table(result: RunResult) -> HTML:
@@ -223,18 +263,55 @@ def studies_table(result: RunResult, detail: str = "summary") -> HTML:
     return HTML(_table(header, rows, mono={2, 3, 4}, nowrap={1, 5}))
 
 
-def run_details(result: RunResult) -> HTML:
-    """API requests and where the time went."""
+def run_details(result: RunResult, command_started: str = "") -> HTML:
+    """API requests, where the time went (the run's and the whole command's), the re-read
+    after writing, and which kit, REDCap host and config produced the report."""
     steps = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in result.timings.items())
-    return HTML(
-        _facts(
-            [
-                ("API requests", f"{result.api_requests:,}"),
-                ("Duration", f"{result.duration_s:.2f} s" + (f" ({steps})" if steps else "")),
-                ("Look-back", f"{result.lookback_days} days"),
-                ("Studies in window", _studies_in_window(result)),
-            ]
-        )
+    pairs = [
+        ("API requests", f"{result.api_requests:,}"),
+        ("Duration", f"{result.duration_s:.2f} s" + (f" ({steps})" if steps else "")),
+    ]
+    whole = command_time(command_started)
+    if whole:
+        pairs.append(("Whole command", whole))
+    pairs += [
+        ("Look-back", f"{result.lookback_days} days"),
+        ("Studies in window", _studies_in_window(result)),
+        ("Re-read after writing", verification_text(result)),
+    ]
+    produced_by = describe(result.environment)
+    if produced_by:
+        pairs.append(("Produced by", produced_by))
+    return HTML(_facts(pairs))
+
+
+def command_time(command_started: str) -> str:
+    """``4.2 s so far (Python and kernel start, the run); the HTML export follows``."""
+    from datetime import UTC, datetime
+
+    from autoid_lib.wall_clock import seconds_since
+
+    seconds = seconds_since(command_started, datetime.now(UTC)) if command_started else None
+    if seconds is None:
+        return ""
+    return (
+        f"{seconds:.1f} s up to this table (starting Python and the notebook kernel, the REDCap "
+        "work); the HTML export follows — summary.json and the index have the final time"
+    )
+
+
+def verification_text(result: RunResult) -> str:
+    """What the re-read after writing found, in words."""
+    if result.mode == "dry":
+        return "not done (dry run: nothing written)"
+    verified = result.verified()
+    if verified is None:
+        return "not done (nothing written)" if result.error is None else "not reached"
+    if not verified["matched"]:
+        return f"{len(result.problems)} difference(s); see above"
+    return (
+        f"{verified['autoid_rows']:,} AutoID row(s) and {verified['transfers']:,} transfer "
+        "request(s) match"
     )
 
 
@@ -418,14 +495,12 @@ def _capacity_text(row: dict) -> str:
 def _skipped_by_project(result: RunResult) -> dict[str, str]:
     """``"3: 2 empty patient ID, 1 AutoID conflict"`` per project, for the projects table.
 
-    A study on an AE title several projects share counts for each of them, as in
-    ``RunResult.projects()``.
+    A study on an AE title several projects share counts once, under the shared row.
     """
     reasons: dict[str, Counter] = defaultdict(Counter)
     for study in result.plan.studies if result.plan else ():
         if study.action == SKIPPED:
-            for name in study.projects:
-                reasons[name][study.reason] += 1
+            reasons[study.project_name][study.reason] += 1
     texts = {}
     for project, counts in reasons.items():
         detail = ", ".join(f"{n} {reason}" for reason, n in counts.most_common())

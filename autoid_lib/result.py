@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import pandas as pd
 
@@ -79,6 +80,7 @@ class RunResult:
     window: RunWindow | None = None  # how the window was chosen (None: lookback only)
     forecasts: dict[str, Forecast] = field(default_factory=dict)  # by project (forecast.py)
     changes: Changes | None = None  # against the recorded anomalies (None: not compared)
+    environment: dict[str, str] | None = None  # environment.Environment: kit, REDCap host, config
 
     # -- status ------------------------------------------------------------------------------
 
@@ -90,6 +92,17 @@ class RunResult:
         if self.plan is not None and (self.plan.anomalies or self.plan.skipped_by_reason()):
             return Status.ATTENTION
         return Status.OK
+
+    def verified(self) -> dict[str, Any] | None:
+        """The re-read after writing: how many AutoID rows and transfer requests it compared
+        and whether REDCap held exactly those (``matched``); None when it did not run."""
+        if self.mode == "dry" or self.plan is None or "verify" not in self.timings:
+            return None
+        return {
+            "autoid_rows": len(self.plan.autoid_writes),
+            "transfers": len(self.plan.transfers),
+            "matched": not self.problems,
+        }
 
     @property
     def headline(self) -> str:

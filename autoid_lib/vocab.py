@@ -104,3 +104,8 @@ def as_utc(moment: datetime) -> datetime:
 def parse_utc(text: str) -> datetime | None:
     """An ISO 8601 time as aware UTC (naive means UTC); None for an empty string."""
     return as_utc(datetime.fromisoformat(text)) if text else None
+
+
+def plural(count: int, one: str, many: str | None = None) -> str:
+    """``1 study``, ``2 studies``, ``1,200 AutoID rows``: a count with its noun agreeing."""
+    return f"{count:,} {one if count == 1 else (many or one + 's')}"

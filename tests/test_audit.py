@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 import pytest
 from scenarios import OLD, PATIENTS, PID, autoid, clean_history, plant_problems, study, transfer
 
-from autoid_lib.audit.checks import findings_html
 from autoid_lib.audit.job import audit_in_kernel
+from autoid_lib.audit.view import findings_html
 from autoid_lib.cli import audit as audit_cli
 from autoid_lib.hashing import sha512_hex
 
@@ -109,7 +109,7 @@ def test_autoid_audit_writes_a_report_folder_like_a_run(sandbox, config, tmp_pat
     # what it cost: the kernel's peak memory (a Python kernel holds tens of MiB) and no pacing
     assert 10 < summary["peak_rss_mb"] < 2000 and summary["paced_s"] == 0
     html = (folder / "report.html").read_text()
-    assert "<title>Auto-ID audit report</title>" in html
+    assert "<title>Auto-ID audit · Needs attention · " in html  # mode, status, time
     assert "Studies with more than one transfer request" in html
     assert "send error to rDMA" in html
     assert "…2.2" in html

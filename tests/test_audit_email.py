@@ -69,7 +69,7 @@ def test_audit_email_sends_the_audit_summary_without_patient_data(
 
     [message] = inbox.messages()
     assert inbox.envelopes[0].rcpt_tos == [RECIPIENT]
-    assert message["Subject"] == "[autoid] AUDIT NEEDS ATTENTION: 5 problem(s), 1 notice(s)"
+    assert message["Subject"] == "[autoid] AUDIT NEEDS ATTENTION: 5 problems, 1 notice"
     assert summary["email"] == {
         "sent": True,
         "reason": "no previous run to compare with",  # send = on-change, the default

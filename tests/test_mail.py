@@ -960,6 +960,9 @@ CONTRACT_KEYS = {
     "error.kind",  # failures: the cause and what to do
     "error.cause",
     "error.action",
+    "environment",  # which kit, REDCap host and config produced the run
+    "timings_s",  # the whole command's wall time (timings_s.command)
+    "verified",  # the re-read after writing
 }
 
 
@@ -1061,10 +1064,10 @@ def _compose_audit(data: Mapping, **changes) -> email.message.EmailMessage:
     ("data", "subject"),
     [
         (AUDIT_OK, "[autoid] AUDIT OK: no findings"),
-        (AUDIT, "[autoid] AUDIT NEEDS ATTENTION: 2 problem(s), 1 notice(s)"),
+        (AUDIT, "[autoid] AUDIT NEEDS ATTENTION: 2 problems, 1 notice"),
         (
             audit_summary(anomalies=[MISMATCH], findings={"pattern_mismatch": 2}),
-            "[autoid] AUDIT NEEDS ATTENTION: 0 problem(s), 1 notice(s)",
+            "[autoid] AUDIT NEEDS ATTENTION: 0 problems, 1 notice",
         ),
         (
             audit_summary(status="failed", error=dict(ERROR, step="audit")),
@@ -1140,7 +1143,8 @@ def test_large_audit_stays_under_100_kb_and_says_what_was_left_out():
     ]
     text, html = parts(_compose_audit(audit_summary(projects=projects, anomalies=findings)))
     assert_mail_safe(html)
-    assert "more projects in the full report" in html and "more in the full report" in text
+    # the audit's report (any detail) lists every finding and project: "the report", not "full"
+    assert "more projects in the report" in html and "more in the report" in text
 
 
 def test_audit_composer_reads_only_contract_keys_and_ignores_planted_patient_data():
@@ -1188,6 +1192,9 @@ AUDIT_CONTRACT_KEYS = {
     "error.kind",  # failures: the cause and what to do
     "error.cause",
     "error.action",
+    "environment",  # which kit, REDCap host and config produced the audit
+    "timings_s",  # the whole command's wall time (timings_s.command)
+    "detail",  # what the report it links shows
 }
 
 

@@ -89,6 +89,7 @@ def test_shipped_notebook_has_no_outputs_and_runs_without_a_kernel_option():
     names = {line.split(":")[0] for line in params.source.splitlines()}
     assert names == {
         "config_path", "lookback_days", "dry_run", "projects", "now", "detail", "output_dir",
+        "command_started",
     }  # fmt: skip
     assert not re.search(r"token|key|secret|password", _code_only(params.source), re.I)
     for cell in code:  # one library call per cell, no logic
@@ -228,7 +229,8 @@ def test_index_lists_every_run_newest_first_and_survives_broken_summaries(tmp_pa
             (tmp_path / name / "summary.json").write_text("{not json")
     (tmp_path / "not-a-run").mkdir()
     page = report_index.rebuild_index(tmp_path).read_text()
-    links = re.findall(r'href="([^"]+)"', page)
+    table = page[page.index("<table") :]  # the state box above links the newest runs too
+    links = [link for link in re.findall(r'href="([^"]+)"', table) if link.endswith(".html")]
     assert links == [
         "20261128T070000Z-live/report.html",
         "20261128T064500Z-dry/report.html",
@@ -311,7 +313,9 @@ def test_display_helpers_render_every_section(demo_sandbox, tmp_path):
     ]
     assert report.error_box(result) is None
     assert "Needs attention" in parts[0] and "Would create" in parts[0]
-    assert parts[1].count("<tr>") == len(result.projects()) + 1
+    shared = {s.project_name for s in result.plan.studies if len(s.projects) > 1}
+    # header, one row per project, one per shared AE title, the totals row (issue 11)
+    assert parts[1].count("<tr>") == 1 + len(result.projects()) + len(shared) + 1
     assert parts[4].count("<tr>") == len(result.studies()) + 1
     for chart in (report.incoming_chart(result), report.capacity_chart(result)):
         assert chart.data[:8] == b"\x89PNG\r\n\x1a\n" and len(chart.data) < 80_000

@@ -39,7 +39,6 @@ is shown by project, study date and the last 8 characters of its UID (the whole 
 
 from __future__ import annotations
 
-import html
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -52,6 +51,7 @@ from autoid_lib.ids.generate import as_space
 from autoid_lib.result import dicom_date, study_ref
 from autoid_lib.retired import retired_by_project, superseded_requests
 from autoid_lib.snapshot import AutoIdRow, ExistingTransfer, IncomingStudy, Snapshot
+from autoid_lib.vocab import plural
 
 PROBLEM, NOTICE = "problem", "notice"
 DETAILS = ("summary", "full")
@@ -73,6 +73,21 @@ ERROR_ACTIONS = {
 }
 
 STUDY_COLUMNS = ["project", "study_date", "study_ref"]
+#: columns naming a pseudonym: beside a study reference only at detail = full, as in a run report
+PSEUDONYM_COLUMNS = ("pseudonym", "pseudonyms", "sent_under", "requested_again")
+#: the reason of a study that fell out of the window with no reason of its own
+NOT_SERVED = "no run served it while it was in the window (the kit not yet running, or failing)"
+WAITING = "the next run serves it"
+
+
+@dataclass(frozen=True)
+class AuditRun:
+    """How the audit ran (the kernel side knows it; the pure audit does not): for run details."""
+
+    started: datetime
+    duration_s: float
+    api_requests: int
+    environment: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -110,7 +125,7 @@ class Finding:
             "severity": self.severity,
             "count": self.count,
             "message": self.title,
-            "action": self.action,
+            "action": plain_text(self.action),
         }
 
 
@@ -125,6 +140,7 @@ class AuditReport:
     lookback_days: int
     studies: int
     autoid_rows: int
+    run: AuditRun | None = field(default=None, compare=False)
 
     @property
     def problems(self) -> tuple[Finding, ...]:
@@ -144,11 +160,25 @@ class AuditReport:
     @property
     def headline(self) -> str:
         label = "OK" if self.status == "ok" else "Needs attention"
-        scope = f"{self.studies:,} studies, {self.autoid_rows:,} AutoID rows"
+        return f"{label} — audit of all history ({self.scope}): {self.outcome}"
+
+    @property
+    def scope(self) -> str:
+        """``10 studies, 1 AutoID row``: what the audit read."""
+        return (
+            f"{plural(self.studies, 'study', 'studies')}, {plural(self.autoid_rows, 'AutoID row')}"
+        )
+
+    @property
+    def outcome(self) -> str:
+        """``nothing found`` or ``3 findings: 2 problems, 1 notice`` (kinds, not rows)."""
         if not self.findings:
-            return f"{label} — audit of all history ({scope}): nothing found"
-        found = ", ".join(f"{f.count} {f.title.lower()}" for f in self.findings)
-        return f"{label} — audit of all history ({scope}): {found}"
+            return "nothing found"
+        problems = len(self.problems)
+        notices = len(self.findings) - problems
+        parts = [plural(problems, "problem")] if problems else []
+        parts += [plural(notices, "notice")] if notices else []
+        return f"{plural(len(self.findings), 'finding')}: {', '.join(parts)}"
 
     def summary(self) -> dict:
         """summary.json for ``reports/<ts>-audit/``: counts and texts, no study or patient data."""
@@ -168,6 +198,11 @@ class AuditReport:
             "projects": self.projects.to_dict("records"),
             "pending_in_window": len(self.pending),
         }
+
+
+def plain_text(text: str) -> str:
+    """A finding's text without the backticks that mark commands (for mail and summary.json)."""
+    return text.replace("`", "")
 
 
 def audit(snapshot: Snapshot, settings: AuditSettings) -> AuditReport:
@@ -300,8 +335,11 @@ def _missing_transfers(addressed, settings: AuditSettings):
             reason = "empty patient ID: the run never serves it"
         elif len(names) > 1:
             reason = "AE title shared by several auto-ID projects"
-        row = _study_row(study, " / ".join(names), reason=reason)
-        (old if _out_of_reach(study, settings) else recent).append(row)
+        out_of_reach = _out_of_reach(study, settings)
+        row = _study_row(
+            study, " / ".join(names), reason=reason or (NOT_SERVED if out_of_reach else WAITING)
+        )
+        (old if out_of_reach else recent).append(row)
     columns = [*STUDY_COLUMNS, "reason"]
     finding = Finding(
         "missing_transfer",
@@ -660,27 +698,6 @@ def shown_table(table: pd.DataFrame, detail: str = "summary") -> pd.DataFrame:
     """A study table for a report: the study UID and rows past the 50th only with detail=full."""
     if detail != "full":
         table = table.drop(columns=["study_uid"], errors="ignore").head(SUMMARY_ROWS)
+        if "study_ref" in table:  # the run report's rule: no study-to-pseudonym link in summary
+            table = table.drop(columns=list(PSEUDONYM_COLUMNS), errors="ignore")
     return table
-
-
-def findings_html(report: AuditReport, detail: str = "summary") -> str:
-    """Every finding as HTML: title, count, what to do, its table (the report's main part)."""
-    if detail not in DETAILS:
-        raise ValueError(f"detail must be one of {DETAILS}, not {detail!r}")
-    if not report.findings:
-        return "<p><b>Nothing found.</b> Every invariant holds over all history.</p>"
-    parts = []
-    for finding in report.findings:
-        label = "Problem" if finding.severity == PROBLEM else "Notice"
-        parts.append(
-            f"<h3>{html.escape(finding.title)} — {finding.count}</h3>"
-            f"<p><i>{label}.</i> <b>What to do:</b> {html.escape(finding.action)}</p>"
-        )
-        if finding.groups is not None:
-            parts.append(finding.groups.to_html(index=False, border=0))
-        table = finding_table(finding, detail)
-        parts.append(table.to_html(index=False, border=0))
-        hidden = len(finding.table) - len(table)
-        if hidden > 0:
-            parts.append(f"<p>… and {hidden} more (run with <code>--detail full</code>).</p>")
-    return "\n".join(parts)

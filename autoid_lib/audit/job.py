@@ -15,6 +15,7 @@ import logging
 import resource
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -104,8 +105,9 @@ def read_history(
 
 def audit_in_kernel(config_path: str, *, output_dir: str = "", now: str = "") -> AuditReport:
     """The notebook's audit cell: load the config, read, audit, write summary.json (if asked)."""
-    from autoid_lib.audit.checks import AuditSettings, audit
+    from autoid_lib.audit.checks import AuditRun, AuditSettings, audit
     from autoid_lib.config import load_settings
+    from autoid_lib.environment import environment
     from autoid_lib.records.folders import SUMMARY_FILE, write_json
     from autoid_lib.records.summary import audit_summary
     from autoid_lib.redcap import RedcapGateway
@@ -135,14 +137,22 @@ def audit_in_kernel(config_path: str, *, output_dir: str = "", now: str = "") ->
         gateway.paced_s,
         peak_mb,
     )
+    run = AuditRun(
+        started=moment,
+        duration_s=duration_s,
+        api_requests=gateway.requests,
+        environment=environment(settings),
+    )
+    report = replace(report, run=run)
     if output_dir:
         summary = audit_summary(
             report,
             started=moment,
-            api_requests=gateway.requests,
-            duration_s=duration_s,
+            api_requests=run.api_requests,
+            duration_s=run.duration_s,
             peak_rss_mb=peak_mb,
             paced_s=gateway.paced_s,
         )
+        summary["environment"] = environment(settings)
         write_json(Path(output_dir) / SUMMARY_FILE, summary)
     return report

@@ -60,6 +60,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from autoid_lib.wall_clock import mark_command_start
+
+    mark_command_start()  # the whole command's wall time, shown next to the run's own
     argv = sys.argv[1:] if argv is None else argv
     chosen = next((arg for arg in argv if not arg.startswith("-")), None)
     # no command given (--help, --version) or an unknown one: no command module is needed

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
 
+from autoid_lib.environment import describe
 from autoid_lib.failures import cause_of
-from autoid_lib.vocab import Status
+from autoid_lib.vocab import Status, plural
 
 if TYPE_CHECKING:
     from autoid_lib.mail.settings import EmailSettings
@@ -173,7 +174,22 @@ def summary_view(summary: Mapping[str, Any]) -> dict[str, Any]:
         **_changes(summary.get("anomaly_changes")),
         "projects": _attention_first(projects),
         "error": _error(summary.get("error")),
+        "total_s": _duration(_timings(summary).get("command")),
+        "produced_by": describe(summary.get("environment")),
+        "verified": _verified(summary.get("verified")),
     }
+
+
+def _verified(raw: Any) -> str:
+    """``re-read after writing: 2 AutoID row(s) and 3 transfer request(s) match``."""
+    if not isinstance(raw, Mapping):
+        return ""
+    if not raw.get("matched"):
+        return "after writing, REDCap did not hold what the run planned (see the report)"
+    return (
+        f"after writing: {_int(raw.get('autoid_rows')):,} AutoID row(s) and "
+        f"{_int(raw.get('transfers')):,} transfer request(s) match"
+    )
 
 
 def _status_fields(summary: Mapping[str, Any]) -> dict[str, str]:
@@ -189,7 +205,7 @@ def _status_fields(summary: Mapping[str, Any]) -> dict[str, str]:
 
 
 def audit_subject_line(view: Mapping[str, Any], prefix: str = "[autoid]") -> str:
-    """``[autoid] AUDIT NEEDS ATTENTION: 3 problem(s), 1 notice(s)`` and its variants.
+    """``[autoid] AUDIT NEEDS ATTENTION: 3 problems, 1 notice`` and its variants.
 
     Problems and notices count findings (kinds of problem), not the studies or rows in them.
     """
@@ -199,10 +215,7 @@ def audit_subject_line(view: Mapping[str, Any], prefix: str = "[autoid]") -> str
         return f"{prefix} {label} at {step}" if step else f"{prefix} {label}"
     if view["status"] == "ok" and not view["findings"]:
         return f"{prefix} {label}: no findings"
-    return (
-        f"{prefix} {label}: {view['problem_count']:,} problem(s), "
-        f"{view['notice_count']:,} notice(s)"
-    )
+    return f"{prefix} {label}: {view['problems_text']}"
 
 
 def audit_view(summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -229,9 +242,20 @@ def audit_view(summary: Mapping[str, Any]) -> dict[str, Any]:
         "findings": findings,
         "problem_count": problems,
         "notice_count": len(findings) - problems,
+        "problems_text": (
+            f"{plural(problems, 'problem')}, {plural(len(findings) - problems, 'notice')}"
+        ),
         "projects": [_audit_project(p) for p in _list(summary.get("projects"))],
         "error": _error(summary.get("error")),
+        "full_detail": summary.get("detail") == "full",
+        "total_s": _duration(_timings(summary).get("command")),
+        "produced_by": describe(summary.get("environment")),
     }
+
+
+def _timings(summary: Mapping[str, Any]) -> Mapping[str, Any]:
+    timings = summary.get("timings_s")
+    return timings if isinstance(timings, Mapping) else {}
 
 
 def _render_within_budget(
@@ -306,7 +330,7 @@ def _attach_refusal(summary: Mapping[str, Any]) -> str | None:
     if summary.get("mode") == _AUDIT_MODE:
         return (
             "The audit's report lists the studies of each finding, so it is not attached; "
-            "open the full report (above) instead."
+            "open the report (above) instead."
         )
     detail = summary.get("detail")
     if detail == "full":

@@ -23,10 +23,11 @@ REMOVED_TAGS = frozenset({HIDE_TAG, "parameters", "injected-parameters"})
 RUN_TITLE = "Auto-ID run report"
 
 
-def export_html(notebook: Path, html_path: Path, *, title: str = RUN_TITLE) -> int:
+def export_html(notebook: Path, html_path: Path, *, title: str = RUN_TITLE, nav: str = "") -> int:
     """Write the report: outputs only, hidden cells removed, lean template; returns its size.
 
-    ``title`` becomes the page's ``<title>``.
+    ``title`` becomes the page's ``<title>``; ``nav`` (trusted HTML: ``records.navigation``) is
+    the bar of links above the report.
     """
     import nbformat
     from nbconvert.preprocessors import TagRemovePreprocessor
@@ -37,6 +38,7 @@ def export_html(notebook: Path, html_path: Path, *, title: str = RUN_TITLE) -> i
             tags = cell.metadata.get("tags", [])
             cell.metadata["tags"] = [t for t in tags if t not in REMOVED_TAGS]
     nb.metadata["title"] = title
+    nb.metadata["autoid_nav"] = nav
     exporter = _report_exporter_class()(
         template_name="report",
         extra_template_basedirs=[str(TEMPLATES)],

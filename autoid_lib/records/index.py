@@ -1,4 +1,9 @@
-"""``reports/index.html``: one row per run folder, newest first, read from its summary.json.
+"""``reports/index.html``: a status page over the run folders, read from their summary.json.
+
+At the top, the current state (the newest run's status and headline), the last success, the
+failure streak, the last audit, which kit, REDCap host and config produced the newest run and
+whether its re-read after writing matched; below, one row per run folder, newest first, each
+linking its report, run.log and summary.json (reports link back: ``records.navigation``).
 
 Rebuilt from the folders every time (after each run and after pruning), so it can never list a
 run that is gone or miss one that exists. Shows only what summary.json holds: times, counts,
@@ -12,11 +17,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from autoid_lib.environment import describe
 from autoid_lib.failures import cause_of
 from autoid_lib.private_files import private_folder, write_private
-from autoid_lib.records.folders import INDEX_FILE, REPORT_FILE, read_summary, run_folders
+from autoid_lib.records.folders import (
+    INDEX_FILE,
+    LOG_FILE,
+    REPORT_FILE,
+    SUMMARY_FILE,
+    RunFolder,
+    read_summary,
+    run_folders,
+)
 from autoid_lib.records.summary import Summary
-from autoid_lib.vocab import RunMode, Status
+from autoid_lib.vocab import RunMode, Status, plural
 
 _CSS = """
 body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;
@@ -26,33 +40,47 @@ h1{font-size:21px;margin:4px 0 4px}p{color:#5b6670;margin:0 0 12px}
 table{border-collapse:collapse;font-size:13px;width:100%}
 th,td{border-bottom:1px solid #d8dde2;padding:4px 8px;text-align:left;white-space:nowrap}
 th{background:#f3f5f7}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
-td.err{white-space:normal;color:#5b6670;min-width:16em}
+td.err{white-space:normal;color:#5b6670;min-width:10em}
+td.files{white-space:normal;min-width:9em}
 td.err .todo{font-size:12px}
 .s{font-weight:600;border-radius:3px;padding:0 5px}
 .s-ok{color:#1e7b34;background:#edf7ef}.s-attention{color:#9a5b00;background:#fff6e5}
 .s-failed{color:#b3261e;background:#fdeceb}.s-unknown{color:#5b6670;background:#f3f5f7}
 tr.dry td{color:#5b6670}
+td a{color:#0b5cad;text-decoration:none}td a:hover{text-decoration:underline}
+.state{border-radius:6px;padding:10px 14px;margin:8px 0 14px}
+.state .big{font-weight:700;font-size:18px}.state ul{margin:4px 0 0;padding-left:18px;
+color:#1d2329}.state li{margin:1px 0}
+.state-ok{background:#edf7ef;border:1px solid #9fd0aa}
+.state-attention{background:#fff6e5;border:1px solid #f0c46e}
+.state-failed{background:#fdeceb;border:1px solid #eea29c}
+.state-unknown{background:#f3f5f7;border:1px solid #d8dde2}
 """
+_JOB_MODES = (RunMode.LIVE, RunMode.DRY)  # the scheduled job's runs (not audits or repairs)
 
 
 def rebuild_index(reports_dir: Path | str) -> Path:
     """Rewrite ``<reports_dir>/index.html`` from the run folders; returns its path."""
     reports_dir = Path(reports_dir)
     private_folder(reports_dir)
-    rows = [_row(path, parsed.started, parsed.mode) for path, parsed in run_folders(reports_dir)]
+    folders = run_folders(reports_dir)
+    rows = [_row(path, parsed.started, parsed.mode) for path, parsed in folders]
     rows.reverse()  # newest first
     generated = datetime.now(UTC)
+    state = _state_box(folders)
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>Auto-ID runs</title><style>{_CSS}</style></head><body><main>"
         "<h1>Auto-ID runs</h1>"
-        f"<p>{len(rows)} run(s), newest first. Updated {generated:%Y-%m-%d %H:%M} UTC. "
+        + state
+        + f"<p>{len(rows)} run(s), newest first. Updated {generated:%Y-%m-%d %H:%M} UTC. "
         "Times are UTC; counts of a dry run are what it would have created.</p>"
         "<table><thead><tr><th>started (UTC)</th><th>mode</th><th>status</th>"
         '<th class="num">transfers</th><th class="num">new IDs</th>'
         '<th class="num">reused IDs</th><th class="num">skipped</th>'
-        '<th class="num">anomalies</th><th class="num">duration</th><th>report</th>'
+        '<th class="num">anomalies</th><th class="num">duration (whole command)</th>'
+        "<th>files</th>"
         "<th>error</th></tr></thead><tbody>\n" + "\n".join(rows) + "\n</tbody></table>"
         "</main></body></html>\n"
     )
@@ -65,8 +93,7 @@ def _row(folder: Path, started: datetime, mode: RunMode) -> str:
     summary: Summary = read_summary(folder) or {}
     known = Status.parse(summary.get("status"))
     status, label = (known.value, known.label) if known else ("unknown", "unknown")
-    report = folder / str(summary.get("report") or REPORT_FILE)
-    link = f'<a href="{_e(folder.name)}/{_e(report.name)}">report</a>' if report.is_file() else "—"
+    link = _files(folder, summary)
     error = summary.get("error")
     error_cell = ""
     if error:
@@ -87,12 +114,114 @@ def _row(folder: Path, started: datetime, mode: RunMode) -> str:
         _num(summary.get("ids_reused") if planned else None),
         _num(sum(skipped.values()) if isinstance(skipped, dict) and planned else None),
         _num(len(anomalies) if isinstance(anomalies, list) and planned else None),
-        _num(summary.get("duration_s"), "{:.1f} s"),
-        f"<td>{link}</td>",
+        _duration(summary),
+        f'<td class="files">{link}</td>',
         f'<td class="err">{error_cell}</td>',
     ]
     css = ' class="dry"' if mode == RunMode.DRY else ""
-    return f"<tr{css}>{''.join(cells)}</tr>"
+    return f'<tr id="{_e(folder.name)}"{css}>{"".join(cells)}</tr>'
+
+
+def _files(folder: Path, summary: Summary) -> str:
+    """Links to the run's report, run.log and summary.json (those that exist)."""
+    report = folder / str(summary.get("report") or REPORT_FILE)
+    links = [
+        f'<a href="{_e(folder.name)}/{_e(path.name)}">{label}</a>'
+        for path, label in ((report, "report"), (folder / LOG_FILE, "run.log"),
+                            (folder / SUMMARY_FILE, "summary.json"))
+        if path.is_file()
+    ]  # fmt: skip
+    return " · ".join(links) or "—"
+
+
+def _duration(summary: Summary) -> str:
+    """``0.1 s (4.0 s)``: the run's own time and the whole command's."""
+    own = summary.get("duration_s")
+    whole = (summary.get("timings_s") or {}).get("command")
+    if isinstance(own, bool) or not isinstance(own, int | float):
+        return '<td class="num">—</td>'
+    text = f"{own:.1f} s"
+    if isinstance(whole, int | float) and not isinstance(whole, bool):
+        text += f" ({whole:.1f} s)"
+    return f'<td class="num">{_e(text)}</td>'
+
+
+# -- the state at the top -----------------------------------------------------------------------
+
+
+def _state_box(folders: list[tuple[Path, RunFolder]]) -> str:
+    """Current state, last success, failure streak, last audit, environment, verification."""
+    job = [(path, parsed) for path, parsed in reversed(folders) if parsed.mode in _JOB_MODES]
+    if not job:
+        return '<div class="state state-unknown"><span class="big">No run recorded yet</span></div>'
+    summaries = [(path, parsed, read_summary(path) or {}) for path, parsed in job]
+    path, parsed, newest = summaries[0]
+    known = Status.parse(newest.get("status"))
+    status, label = (known.value, known.label) if known else ("unknown", "unknown")
+    facts = [
+        f"Last run: {_link(path, parsed)} ({_e(RunMode(parsed.mode).label)}) — "
+        f"{_e(newest.get('headline') or label)}"
+    ]
+    facts.append(_last_success(summaries))
+    streak = _failure_streak(summaries)
+    if streak:
+        since = summaries[streak - 1]
+        facts.append(
+            f"<b>Failing: {plural(streak, 'run')} in a row</b>, since {_link(since[0], since[1])}"
+        )
+    audit = next(((p, f) for p, f in reversed(folders) if f.mode == RunMode.AUDIT), None)
+    if audit is not None:
+        audit_status = Status.parse((read_summary(audit[0]) or {}).get("status"))
+        facts.append(
+            f"Last audit: {_link(*audit)} — {_e(audit_status.label if audit_status else '?')}"
+        )
+    verified = _verification(summaries)
+    if verified:
+        facts.append(verified)
+    produced_by = describe(newest.get("environment"))
+    if produced_by:
+        facts.append(f"Produced by: {_e(produced_by)}")
+    items = "".join(f"<li>{fact}</li>" for fact in facts)
+    return (
+        f'<div class="state state-{status}"><span class="big s-{status}">{_e(label)}</span>'
+        f"<ul>{items}</ul></div>"
+    )
+
+
+def _link(path: Path, parsed: RunFolder) -> str:
+    return f'<a href="{_e(path.name)}/{REPORT_FILE}">{parsed.started:%Y-%m-%d %H:%M} UTC</a>'
+
+
+def _last_success(summaries) -> str:
+    for path, parsed, summary in summaries:
+        if parsed.mode == RunMode.LIVE and summary.get("status") in (Status.OK, Status.ATTENTION):
+            return f"Last successful live run: {_link(path, parsed)}"
+    return "Last successful live run: none recorded"
+
+
+def _failure_streak(summaries) -> int:
+    """How many of the newest runs failed in a row (0: the newest did not fail)."""
+    streak = 0
+    for _, _, summary in summaries:
+        if summary.get("status") != Status.FAILED:
+            break
+        streak += 1
+    return streak
+
+
+def _verification(summaries) -> str:
+    """The newest live run's re-read after writing, in words (empty when none wrote)."""
+    for path, parsed, summary in summaries:
+        verified = summary.get("verified")
+        if parsed.mode != RunMode.LIVE or not isinstance(verified, dict):
+            continue
+        when = _link(path, parsed)
+        if not verified.get("matched"):
+            return f"<b>Re-read after writing ({when}): REDCap did not hold what was written</b>"
+        rows = plural(int(verified.get("autoid_rows", 0)), "AutoID row")
+        requests = plural(int(verified.get("transfers", 0)), "transfer request")
+        return f"Re-read after writing ({when}): {rows} and {requests} match"
+    return ""
 
 
 def recent_summaries(reports_dir: Path | str, limit: int = 10) -> list[dict[str, Any]]:

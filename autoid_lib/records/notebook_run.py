@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from autoid_lib import errors
+from autoid_lib import errors, wall_clock
 from autoid_lib.kernel_transport import private_kernel_config
 from autoid_lib.lock import environment_for_child, run_lock
 from autoid_lib.package_data import notebook_path
@@ -52,6 +52,7 @@ from autoid_lib.records.folders import (
 )
 from autoid_lib.records.html_export import RUN_TITLE, export_html, fallback_report
 from autoid_lib.records.log_follow import follow_log
+from autoid_lib.records.navigation import link_next, nav_html, report_title
 from autoid_lib.records.summary import (
     ErrorEntry,
     Summary,
@@ -130,21 +131,33 @@ def _execute_notebook(
     notebook, parameters, mode, reports_dir, title, secrets, progress, notify, cell_timeout_s
 ) -> RunRecord:
     started = datetime.now(UTC)
+    command_started = wall_clock.command_started() or started
     run_dir = new_run_folder(reports_dir, mode, started)
     log.info("run folder %s", run_dir)
-    timings, failure = _execute(
-        notebook, run_dir, {**parameters, "output_dir": str(run_dir)}, progress, cell_timeout_s
-    )
+    parameters = {
+        **parameters,
+        "output_dir": str(run_dir),
+        "command_started": command_started.isoformat(),
+    }
+    timings, failure = _execute(notebook, run_dir, parameters, progress, cell_timeout_s)
     secrets = list(secrets)
     _scrub_notebook(run_dir / NOTEBOOK_FILE, secrets)
     clock = time.perf_counter()
+    kernel_summary = read_summary(run_dir) or {}
+    status = Status.FAILED.value if failure else kernel_summary.get("status")
     try:
-        export_html(run_dir / NOTEBOOK_FILE, run_dir / REPORT_FILE, title=title)
+        export_html(
+            run_dir / NOTEBOOK_FILE,
+            run_dir / REPORT_FILE,
+            title=report_title(mode, status, started),
+            nav=nav_html(run_dir),
+        )
     except Exception as error:  # the run's record must still exist
         log.error("HTML export failed: %s", type(error).__name__)
         failure = failure or _failure("export", type(error).__name__, "the report not exported")
         fallback_report(run_dir / REPORT_FILE, failure, title=title)
     timings["export"] = time.perf_counter() - clock
+    timings["command"] = (datetime.now(UTC) - command_started).total_seconds()
     summary = _final_summary(run_dir, started, mode, timings, failure, secrets)
     summary["detail"] = parameters.get("detail")  # the mail attaches only a summary-detail report
     summary["seq"] = run_sequence(run_dir)  # the run's place in the history (the mail's order)
@@ -154,6 +167,7 @@ def _execute_notebook(
     if notify is not None:  # the single place the e-mail step hooks in
         summary["email"] = _notified(notify, summary, run_dir)
         write_json(run_dir / SUMMARY_FILE, summary)
+    link_next(run_dir)
     rebuild_index(reports_dir)
     return _record(run_dir, summary)
 
@@ -302,6 +316,7 @@ def run_in_kernel(
 ) -> RunResult:
     """The notebook's run cell: load the config, run the job, write summary.json (if asked)."""
     from autoid_lib.config import load_settings
+    from autoid_lib.environment import environment
     from autoid_lib.run import run_autoid
 
     if output_dir:
@@ -318,6 +333,7 @@ def run_in_kernel(
         history_dir=Path(output_dir).parent if output_dir else None,
         recorded=_recorded(settings, output_dir, moment),
     )
+    result.environment = environment(settings)
     if output_dir:
         write_json(Path(output_dir) / SUMMARY_FILE, run_summary(result))
     return result

@@ -93,6 +93,8 @@ class Summary(TypedDict, total=False):
     notebook: str | None  # None when no notebook ran (a stuck lock)
     email: dict[str, Any] | None
     seq: int | None  # the run's sequence number: its place in the run history
+    environment: dict[str, str] | None  # environment.Environment: kit, REDCap host, config
+    verified: dict[str, Any] | None  # the re-read after writing: autoid_rows, transfers, matched
     # an audit's
     studies: int
     autoid_rows: int
@@ -152,6 +154,8 @@ def run_summary(result: RunResult) -> Summary:
             for row in _plain_records(result.projects().to_dict("records"))
         ],
         "verification": list(result.problems),
+        "verified": result.verified(),
+        "environment": result.environment,
         "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
         "error": cast(ErrorEntry, result.error.as_entry()) if result.error else None,
         "headline": result.headline,

@@ -1,0 +1,69 @@
+"""Counts that add up (issue 11): an ambiguous AE title counts the studies it skipped, a shared
+AE title's studies appear once with a totals row, and dry-run wording says "to create"."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from scenarios import PID, project, study
+
+from autoid_lib import report
+from autoid_lib.config import load_settings
+from autoid_lib.records.notebook_run import execute_run
+from autoid_lib.run import run_autoid
+
+
+@pytest.fixture
+def shared(sandbox, tmp_path):
+    """Alpha and Beta share AE title SHARED (4 studies), Gamma has its own (1 study)."""
+    sandbox.add_rows(
+        "projects",
+        [
+            project("1", "Alpha", "SHARED", r"A\d{3}"),
+            project("2", "Beta", "SHARED", r"B\d{3}"),
+            project("3", "Gamma", "GAMMA", r"G\d{3}"),
+        ],
+    )
+    sandbox.add_rows(
+        "incoming",
+        [*(study(f"5.{i}", "SHARED", PID[i]) for i in range(4)), study("6.1", "GAMMA", PID[5])],
+    )
+    return sandbox.write_kit_files(tmp_path, reports_dir=tmp_path / "reports")
+
+
+def cells(page: str, first: str) -> list[str]:
+    row = re.search(rf"<tr><td[^>]*>{re.escape(first)}</td>(.*?)</tr>", page)[1]
+    return re.findall(r"<td[^>]*>(.*?)</td>", row)
+
+
+def test_an_ambiguous_ae_title_counts_the_studies_it_skipped(shared):
+    result = run_autoid(load_settings(shared), dry_run=True)
+    (anomaly,) = [a for a in result.plan.anomalies if a.kind == "ambiguous_ae_title"]
+    assert anomaly.count == 4
+    page = report.projects_table(result).data
+    assert cells(page, "Alpha")[2] == "0"  # incoming: none of its own
+    assert cells(page, "Alpha / Beta (shared AE title)")[2:4] == ["4", "0"]
+    total = cells(page, "total (each study once)")
+    assert total[2] == "5"  # 4 shared + 1 Gamma, each once (not 4 + 4 + 1)
+    assert "transfers to create" in page and "IDs to create" in page
+    assert "would create" not in page
+
+
+@pytest.mark.slow
+def test_the_dry_run_mail_and_report_never_say_created(shared):
+    from autoid_lib.mail.compose import compose_message
+    from autoid_lib.mail.settings import email_settings_from_config
+
+    record = execute_run(load_settings(shared), dry_run=True, progress=False)
+    settings = email_settings_from_config(
+        {"smtp_host": "localhost", "sender": "a@b.c", "recipients": ["x@y.z"]}
+    )
+    mail = compose_message(record.summary, settings, record.report)
+    text = mail.get_body(("plain",)).get_content()
+    html = mail.get_body(("html",)).get_content()
+    assert "created" not in text.lower() and "created" not in html.lower()
+    assert "IDs to create" in text and "the whole command" in text
+    assert "\nProduced by:     kit " in text  # its own line, not glued to "Started:"
+    page = record.report.read_text()
+    assert "total (each study once)" in page and "Whole command" in page
