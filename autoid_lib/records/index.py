@@ -39,7 +39,7 @@ main{max-width:1100px;margin:0 auto;padding:20px 24px}
 h1{font-size:21px;margin:4px 0 4px}p{color:#5b6670;margin:0 0 12px}
 table{border-collapse:collapse;font-size:13px;width:100%}
 th,td{border-bottom:1px solid #d8dde2;padding:4px 8px;text-align:left;white-space:nowrap}
-th{background:#f3f5f7}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f3f5f7;white-space:normal;vertical-align:bottom}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 td.err{white-space:normal;color:#5b6670;min-width:10em}
 td.files{white-space:normal;min-width:9em}
 td.err .todo{font-size:12px}
