@@ -26,11 +26,12 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 
 from autoid_lib.errors import ConfigError
+from autoid_lib.snapshot import LEASE_PROJECT as SNAPSHOT_LEASE_PROJECT
 
 # The reserved ``autoid_project_name`` of lease records. Project names are matched exactly
 # after stripping; the brackets and colon make a clash with a real project implausible, and
 # the gateway refuses it as a project name all the same.
-LEASE_PROJECT = "[autoid-kit:lease]"
+LEASE_PROJECT = SNAPSHOT_LEASE_PROJECT  # defined beside the other reserved names
 LIVE, RELEASED = "live", "released"
 FORMAT = "lease-v1"
 _TIME = "%Y-%m-%dT%H:%M:%SZ"

@@ -32,6 +32,7 @@ from autoid_lib.snapshot import (
     IncomingStudy,
     ProjectRecord,
     Snapshot,
+    is_kit_project_name,
 )
 
 # What happens to a study.
@@ -282,7 +283,7 @@ def _route_ae_titles(
                 f"auto-ID is on but {missing} is empty; its studies cannot be served",
                 f"Fill in {missing} in the Projects database or switch auto-ID off.",
             )
-        elif name.startswith(KIT_PROJECT_PREFIX):
+        elif is_kit_project_name(name):
             _misconfigured(
                 anomalies,
                 label,

@@ -13,6 +13,13 @@ from datetime import datetime
 # AutoID records the kit keeps for itself (the hash scheme's fingerprint) carry a project name
 # with this prefix. No auto-ID project may be named so; readers of patient rows skip them.
 KIT_PROJECT_PREFIX = "autoid-kit:"
+LEASE_PROJECT = "[autoid-kit:lease]"  # the REDCap lease's tickets (autoid_lib.lease)
+
+
+def is_kit_project_name(name: str) -> bool:
+    """Whether a project name is one of the kit's own (never an auto-ID project's)."""
+    name = name.strip()
+    return name.startswith(KIT_PROJECT_PREFIX) or name == LEASE_PROJECT
 
 
 @dataclass(frozen=True)
@@ -76,7 +83,7 @@ class AutoIdRow:
     @property
     def is_kit_record(self) -> bool:
         """A record the kit keeps for itself, not a patient's ID."""
-        return self.project_name.strip().startswith(KIT_PROJECT_PREFIX)
+        return is_kit_project_name(self.project_name)
 
 
 @dataclass(frozen=True)

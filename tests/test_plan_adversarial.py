@@ -414,3 +414,13 @@ def test_no_patient_gets_a_second_id_and_no_name_goes_to_another_patient(case, s
             assert re.fullmatch(patterns[new.project_name], new.value)
     assert len({(n.project_name, n.value) for n in result.new_ids}) == len(result.new_ids)
     assert len({(n.project_name, n.hash) for n in result.new_ids}) == len(result.new_ids)
+
+
+@pytest.mark.parametrize("name", [HASH_SCHEME_RECORD, "[autoid-kit:lease]"])
+def test_the_kits_own_record_names_are_never_a_project_nor_a_patients_rows(name):
+    rows = [row("P_100", sha512_hex("PAT"), "[autoid-kit:lease]")]  # a lease ticket, say
+    projects = [project(name, "AE_K"), project()]
+    studies = [study("1.1", "PAT", ae="AE_K"), study("1.2", "PAT")]
+    result = plan(snapshot(projects, studies, rows), settings_for())
+    assert reasons(result) == {"1.1": PROJECT_MISCONFIGURED}
+    assert served(result)["1.2"] != "P_100"  # a kit record is not this patient's AutoID row
