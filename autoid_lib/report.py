@@ -191,7 +191,7 @@ def projects_table(result: RunResult) -> HTML:
         "project", "AE title", "pattern", "incoming", "already transferred",
         f"transfers {verb}", "IDs reused", f"IDs {verb}", "skipped", "capacity used",
     ]  # fmt: skip
-    return HTML(_table(header, rows, numeric={3, 4, 5, 6, 7}, mono={1, 2}, nowrap={9}))
+    return HTML(html_table(header, rows, numeric={3, 4, 5, 6, 7}, mono={1, 2}, nowrap={9}))
 
 
 SHARED = " / "  # plan.SHARED_AE_TITLE_JOIN: the label of a study on a shared AE title
@@ -228,7 +228,7 @@ def anomalies_table(result: RunResult) -> HTML:
     if "seen" in frame.columns:  # compared with the recorded anomalies (anomaly_memory)
         rows = [[*row, seen] for row, seen in zip(rows, frame["seen"], strict=True)]
         header.append("since")
-    return HTML(_table(header, rows, numeric={2}))
+    return HTML(html_table(header, rows, numeric={2}))
 
 
 def _kind_label(kind: str) -> str:
@@ -249,7 +249,7 @@ def studies_table(result: RunResult, detail: str = "summary") -> HTML:
         rows = [list(r) for r in counts.itertuples(index=False)]
         return HTML(
             _p("Study-level rows and study UIDs are left out at detail = summary.")
-            + _table(["project", "action", "studies"], rows, numeric={2})
+            + html_table(["project", "action", "studies"], rows, numeric={2})
         )
     # what needs a person first, then what the run did, then what was already done
     order = frame["action"].map({SKIPPED: 0, TRANSFER: 1}).fillna(2)
@@ -260,7 +260,7 @@ def studies_table(result: RunResult, detail: str = "summary") -> HTML:
     rows = frame[
         ["project", "study_date", "study_ref", "study_uid", "pseudonym", "action", "reason"]
     ].itertuples(index=False)
-    return HTML(_table(header, rows, mono={2, 3, 4}, nowrap={1, 5}))
+    return HTML(html_table(header, rows, mono={2, 3, 4}, nowrap={1, 5}))
 
 
 def run_details(result: RunResult, command_started: str = "") -> HTML:
@@ -396,7 +396,7 @@ def forecast_notes(result: RunResult) -> HTML | None:
         return None
     rows = [[name, f.describe()] for name, f in sorted(result.forecasts.items())]
     return HTML(
-        _table(["project", "when the ID space runs out"], rows)
+        html_table(["project", "when the ID space runs out"], rows)
         + _p(
             "The range is the exact 90 % Poisson interval of the rate. 'Transfer requests' "
             "counts the names first requested in the look-back window, an upper bound (a "
@@ -443,7 +443,7 @@ def _cell(value) -> str:
     return _e(value)
 
 
-def _table(
+def html_table(
     header: Sequence[str],
     rows: Iterable[Sequence],
     numeric: set[int] = frozenset(),

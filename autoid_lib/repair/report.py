@@ -12,12 +12,13 @@ import csv
 import html
 import io
 from collections import Counter
-from collections.abc import Collection
 from dataclasses import dataclass
 
 from autoid_lib.repair.plan import RESEND_PLANNED, RepairPlan
+from autoid_lib.report import html_table
 from autoid_lib.result import study_ref
 from autoid_lib.retired import name_key
+from autoid_lib.snapshot import is_kit_project_name
 
 WORKSHEET_COLUMNS = (
     "study_ref",
@@ -208,7 +209,7 @@ def _projects_table(plan: RepairPlan) -> str:
         ]
         for p in plan.projects
     ]
-    return _table(head, rows, numeric={1, 2, 3, 4, 5, 6})
+    return html_table(head, rows, numeric={1, 2, 3, 4, 5, 6})
 
 
 def _autoid_table(plan: RepairPlan, ending: Ending) -> str:
@@ -216,8 +217,8 @@ def _autoid_table(plan: RepairPlan, ending: Ending) -> str:
         return "<p>Nothing: every patient has one ID per project and every ID one patient.</p>"
     reasons = Counter(r.reason for r in plan.retirements)
     text = "".join(f"<li>{n} row(s) retired: {_e(reason)}</li>" for reason, n in reasons.items())
-    retired_pairs = [n for n in plan.new_rows if n.project_name.startswith("autoid-kit:")]
-    live = [n for n in plan.new_rows if not n.project_name.startswith("autoid-kit:")]
+    retired_pairs = [n for n in plan.new_rows if is_kit_project_name(n.project_name)]
+    live = [n for n in plan.new_rows if not is_kit_project_name(n.project_name)]
     if retired_pairs:
         text += (
             f"<li>{len(retired_pairs)} retired row(s) added for IDs a study was sent under "
@@ -246,7 +247,7 @@ def _autoid_table(plan: RepairPlan, ending: Ending) -> str:
         )
     return (
         f"<ul>{text}</ul>"
-        + _table(["record", "project", "ID", "change", "why"], rows, numeric={0})
+        + html_table(["record", "project", "ID", "change", "why"], rows, numeric={0})
         + note
     )
 
@@ -303,24 +304,7 @@ def _copies_table(plan: RepairPlan, ending: Ending) -> str:
     if len(copies) > HTML_ROWS:
         more = f'<p class="note">{len(copies) - HTML_ROWS} more in worksheet.csv.</p>'
     head = ["study", "project", "sent under", "belongs under", "requested", "sent", "new request"]
-    return _table(head, rows) + more
-
-
-def _table(head: list[str], rows: list[list], numeric: Collection[int] = ()) -> str:
-    """``numeric``: the columns (by position) right-aligned as numbers."""
-
-    def cls(i: int) -> str:
-        return ' class="num"' if i in numeric else ""
-
-    th = "".join(f"<th{cls(i)}>{_e(h)}</th>" for i, h in enumerate(head))
-    body = "".join(
-        "<tr>" + "".join(f"<td{cls(i)}>{_e(cell)}</td>" for i, cell in enumerate(row)) + "</tr>"
-        for row in rows
-    )
-    return (
-        f'<div class="table-wrap"><table class="autoid"><thead><tr>{th}</tr></thead>'
-        f"<tbody>{body}</tbody></table></div>"
-    )
+    return html_table(head, rows) + more
 
 
 def _e(value) -> str:
