@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from autoid_lib.repair.plan import RESEND_PLANNED, RepairPlan
 from autoid_lib.report import html_table
 from autoid_lib.result import study_ref
-from autoid_lib.retired import name_key
+from autoid_lib.retired import RETIRED_PREFIX, name_key
 from autoid_lib.snapshot import is_kit_project_name
 
 WORKSHEET_COLUMNS = (
@@ -232,7 +232,7 @@ def _autoid_table(plan: RepairPlan, ending: Ending) -> str:
     rows += [
         [
             "new",
-            n.project_name.removeprefix("autoid-kit:retired:"),
+            n.project_name.removeprefix(RETIRED_PREFIX),
             _shown_id(plan, n.project_name, n.value, ending),
             _new_kind(n),
             "",
@@ -257,7 +257,7 @@ def _shown_id(plan: RepairPlan, project: str, value: str, ending: Ending | None)
 
 
 def _new_kind(row) -> str:
-    return "retired (added)" if row.project_name.startswith("autoid-kit:") else "new ID"
+    return "retired (added)" if is_kit_project_name(row.project_name) else "new ID"
 
 
 def _pacs_text(plan: RepairPlan, ending: Ending) -> str:
