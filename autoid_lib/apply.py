@@ -8,14 +8,12 @@ completes the work without a duplicate.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 
 from autoid_lib.errors import ConcurrentWriter
-from autoid_lib.hashing import normalise_hash
 from autoid_lib.plan import Plan
 from autoid_lib.redcap import RedcapGateway
-from autoid_lib.second_look import foreign_rows
+from autoid_lib.second_look import foreign_rows, id_index
 from autoid_lib.snapshot import AutoIdRow
 
 
@@ -56,13 +54,8 @@ def verify_plan(
     import, is not given); every difference is one sentence (no patient data)."""
     problems: list[str] = []
     if plan.autoid_writes:
-        values_by_hash = defaultdict(set)
-        hashes_by_value = defaultdict(set)
-        for row in gateway.autoid_rows() if autoid_rows is None else autoid_rows:
-            hash_, value = normalise_hash(row.hash), row.value.strip()
-            if hash_ and value:  # an incomplete row is nobody's ID (the plan reports it)
-                values_by_hash[(row.project_name, hash_)].add(value)
-                hashes_by_value[(row.project_name, value)].add(hash_)
+        rows = gateway.autoid_rows() if autoid_rows is None else autoid_rows
+        values_by_hash, hashes_by_value = id_index(rows)
         for new in plan.autoid_writes:
             stored = values_by_hash.get((new.project_name, new.hash), set())
             if stored != {new.value}:

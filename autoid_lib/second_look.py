@@ -23,13 +23,10 @@ from autoid_lib.snapshot import AutoIdRow
 def foreign_rows(plan: Plan, read: Iterable[AutoIdRow], now: Iterable[AutoIdRow]) -> list[str]:
     """Problems with the AutoID rows of the patients ``plan`` serves, comparing the rows the
     run ``read`` (plus what it wrote) with the rows REDCap holds ``now``."""
-    expected = _hashes_by_value(read)
+    _, expected = id_index(read)
     for new in plan.new_ids:
         expected[(new.project_name, new.value)].add(new.hash)
-    actual = _hashes_by_value(now)
-    values_of = defaultdict(set)
-    for project, hash_, value in _complete(now):
-        values_of[(project, hash_)].add(value)
+    values_of, actual = id_index(now)
     problems = []
     for key in sorted({(t.project_name, t.pseudonym) for t in plan.transfers}):
         project, value = key
@@ -46,17 +43,18 @@ def foreign_rows(plan: Plan, read: Iterable[AutoIdRow], now: Iterable[AutoIdRow]
     return problems
 
 
-def _hashes_by_value(rows: Iterable[AutoIdRow]) -> dict[tuple[str, str], set[str]]:
-    out: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for project, hash_, value in _complete(rows):
-        out[(project, value)].add(hash_)
-    return out
+Pairs = dict[tuple[str, str], set[str]]
 
 
-def _complete(rows: Iterable[AutoIdRow]) -> Iterable[tuple[str, str, str]]:
-    """(project, hash, value) of the rows that are somebody's ID, compared as the plan does:
-    a row without a hash or a value is nobody's (the plan reports it), hex ignores case."""
+def id_index(rows: Iterable[AutoIdRow]) -> tuple[Pairs, Pairs]:
+    """AutoID both ways, as the plan compares it: (project, hash) -> values and
+    (project, value) -> hashes. A row without a hash or a value is nobody's ID (the plan
+    reports it); hex ignores case. Verification reads its rows through this too."""
+    values_of: Pairs = defaultdict(set)
+    hashes_of: Pairs = defaultdict(set)
     for row in rows:
         hash_, value = normalise_hash(row.hash), row.value.strip()
         if hash_ and value:
-            yield row.project_name, hash_, value
+            values_of[(row.project_name, hash_)].add(value)
+            hashes_of[(row.project_name, value)].add(hash_)
+    return values_of, hashes_of
