@@ -151,3 +151,11 @@ def test_what_the_run_refuses_is_found_by_the_audit(sandbox, config):  # issue 1
     assert variant == {"project": "Alpha", "stored_as": "alpha", "rows": 1}
     shown = findings_html(report)
     assert not any(pid in shown for pid in PATIENTS)
+
+
+def test_one_hash_in_two_letter_cases_is_one_patient_not_a_conflict(sandbox, config):
+    clean_history(sandbox)
+    upper = {**autoid(30, "Alpha", PID[9], "A30")}
+    upper["autoid_hash"] = upper["autoid_hash"].upper()  # hex: the same hash
+    sandbox.add_rows("autoid", [autoid(29, "Alpha", PID[9], "A30"), upper])
+    assert "value_several_hashes" not in audit_in_kernel(str(config)).counts()

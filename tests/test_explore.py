@@ -88,6 +88,10 @@ def test_patient_lookup_answers_known_unknown_and_empty_without_the_id():
     split = (*ROWS, AutoIdRow("3", "Alpha", sha512_hex("PAT1"), "A002"))
     assert "conflict" in explore.lookup_patient("PAT1", split, PatientHasher()).lines()[0]
     assert "PAT1" not in repr(answer)
+    upper = (AutoIdRow("4", "Gamma", sha512_hex("PAT3").upper(), "G01"),)  # as the run finds it
+    assert explore.lookup_patient("PAT3", upper, PatientHasher()).lines() == [
+        "known in Gamma as G01"
+    ]
 
 
 def test_pattern_workbench_reports_errors_with_position_size_samples_and_capacity():

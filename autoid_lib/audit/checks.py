@@ -449,17 +449,17 @@ def _autoid_conflicts(rows_by_project) -> list[Finding]:
     """One hash with several values, one value with several hashes, in any project of AutoID."""
     split, shared = [], []
     for name in sorted(rows_by_project):
-        rows = [r for r in rows_by_project[name] if r.hash.strip() and r.value.strip()]
+        rows = [r for r in rows_by_project[name] if normalise_hash(r.hash) and r.value.strip()]
         by_hash: dict[str, list[AutoIdRow]] = defaultdict(list)
         by_value: dict[str, list[AutoIdRow]] = defaultdict(list)
         for row in rows:
-            by_hash[row.hash.strip()].append(row)
+            by_hash[normalise_hash(row.hash)].append(row)
             by_value[row.value.strip()].append(row)
         for group in by_hash.values():
             if len({r.value.strip() for r in group}) > 1:
                 split.append(_rows_entry(name, group))
         for group in by_value.values():
-            if len({r.hash.strip() for r in group}) > 1:
+            if len({normalise_hash(r.hash) for r in group}) > 1:
                 shared.append(_rows_entry(name, group))
     columns = ["project", "autoid_records", "values"]
     return [

@@ -30,7 +30,7 @@ import pandas as pd
 from autoid_lib.audit.checks import ERROR_REASONS
 from autoid_lib.errors import IdSpaceExhausted, PatternError
 from autoid_lib.forecast import Forecast, RecordedCapacity, project_forecasts, seen_requests
-from autoid_lib.hashing import PatientHasher, normalise_patient_id
+from autoid_lib.hashing import PatientHasher, normalise_hash, normalise_patient_id
 from autoid_lib.ids import generate as idgen
 from autoid_lib.plan import (
     ALREADY_TRANSFERRED,
@@ -286,7 +286,7 @@ def lookup_patient(raw: str, rows, hasher: PatientHasher) -> PatientAnswer:
     keys = set(hasher.lookup_keys(raw, normalised))
     found: dict[str, set[str]] = {}
     for row in rows:
-        if row.hash.strip() in keys and row.value.strip():
+        if normalise_hash(row.hash) in keys and row.value.strip():
             found.setdefault(row.project_name.strip(), set()).add(row.value.strip())
     return PatientAnswer(tuple((p, tuple(sorted(v))) for p, v in sorted(found.items())))
 
