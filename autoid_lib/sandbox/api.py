@@ -36,7 +36,7 @@ from .protocol import (
     render_text,
     to_csv,
 )
-from .schema import SCHEMAS, Schema
+from .schema import REPEAT_INSTANCE, REPEAT_INSTRUMENT, SCHEMAS, Schema
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -261,13 +261,16 @@ class RedcapApp:
         header = export_columns(schema, fields, forms)
         predicate = compile_filter(schema, filter_logic) if filter_logic else None
         low, high = _parse_time(begin, "dateRangeBegin"), _parse_time(end, "dateRangeEnd")
+        needed = set(header) | (predicate.fields if predicate is not None else set())
+        # the record name and the repeat columns are not stored values: a names-only export
+        # reads no data rows at all
+        needed -= {schema.record_id, REPEAT_INSTRUMENT, REPEAT_INSTANCE}
         with self.store.lock:
-            times = self.store.record_times(database)
-            names = set(times) if records is None else set(records) & set(times)
-            if low or high:
-                names = {n for n in names if any(_between(t, low, high) for t in times[n])}
-            needed = set(header) | (predicate.fields if predicate is not None else set())
-            data = self.store.load(database, names, needed)
+            if records is None and not (low or high):
+                data = self.store.load(database, None, needed)
+            else:
+                names = self.store.matching(database, records, low or None, high or None)
+                data = self.store.load(database, names, needed)
         if predicate is not None:
             data = {n: d for n, d in data.items() if predicate(n, d)}
         return header, flat_rows(schema, data, header, labels=labels)
@@ -298,7 +301,7 @@ class RedcapApp:
         if not records:
             raise ApiError("No records were provided to delete")
         with self.store.lock:
-            missing = sorted(set(records) - set(self.store.record_times(database)))
+            missing = sorted(set(records) - self.store.matching(database, records))
             if missing:
                 raise ApiError(
                     "One or more of the records provided cannot be deleted because they do not "
@@ -386,7 +389,3 @@ def _parse_time(value: str | None, name: str) -> str | None:
         except ValueError:
             continue
     raise ApiError(f"The value of {name} is not a valid date/time (YYYY-MM-DD HH:MM:SS): {value}")
-
-
-def _between(stamp: str, low: str | None, high: str | None) -> bool:
-    return (low is None or stamp >= low) and (high is None or stamp <= high)

@@ -10,6 +10,7 @@ transaction, so an import is all-or-nothing.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
@@ -22,7 +23,9 @@ from autoid_lib.private_files import private_umask
 Slot = tuple[str, int]
 RecordData = dict[Slot, dict[str, str]]
 BASE: Slot = ("", 0)
-_SMALL = 200  # up to this many records are read one by one, by primary key
+# a record list travels to SQLite as one JSON array parameter: no limit on its length, and
+# ``record IN (SELECT value FROM json_each(?))`` is answered through the primary keys
+_IN_LIST = "record IN (SELECT value FROM json_each(?))"
 
 _SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -36,6 +39,8 @@ CREATE TABLE IF NOT EXISTS data (
     col TEXT NOT NULL, value TEXT NOT NULL,
     PRIMARY KEY (db, record, form, instance, col)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS records_created ON records (db, created);
+CREATE INDEX IF NOT EXISTS records_modified ON records (db, modified);
 """
 
 
@@ -107,15 +112,30 @@ class Store:
             ).fetchone()
         return int(row[0] or 0)
 
+    def matching(
+        self,
+        db: str,
+        records: Collection[str] | None = None,
+        low: str | None = None,
+        high: str | None = None,
+    ) -> set[str]:
+        """The records of ``db`` that exist, are among ``records`` (if given) and were
+        created or modified in [``low``, ``high``] (either bound optional): REDCap's
+        ``records`` and ``dateRangeBegin``/``End`` selection, done by SQLite's indexes
+        instead of a Python loop over every record."""
+        sql = "SELECT record FROM records WHERE db = ?"
+        args: list[str] = [db]
+        if records is not None:
+            sql += " AND " + _IN_LIST
+            args.append(_json_list(records))
+        if low is not None or high is not None:
+            sql += f" AND ({_in_range('created', low, high)} OR {_in_range('modified', low, high)})"
+            args += [b for b in (low, high) if b is not None] * 2
+        with self.lock:
+            return {name for (name,) in self._conn.execute(sql, args)}
+
     def _existing(self, db: str, names: Collection[str]) -> set[str]:
-        found = set()
-        for name in names:
-            row = self._conn.execute(
-                "SELECT 1 FROM records WHERE db = ? AND record = ?", (db, name)
-            ).fetchone()
-            if row:
-                found.add(name)
-        return found
+        return self.matching(db, names)
 
     def load(
         self,
@@ -124,24 +144,19 @@ class Store:
         columns: Collection[str] | None = None,
     ) -> dict[str, RecordData]:
         """Stored values of ``db`` (all records or the named ones; all columns or the named
-        ones), sorted like REDCap."""
-        only = ""
-        args: list[str] = []
-        if columns is not None:
-            only = f" AND col IN ({','.join('?' * len(columns))})"
-            args = list(columns)
+        ones), sorted like REDCap. Only the named records' rows are read, so a record-list
+        export costs what it returns, not what the table holds."""
         select = "SELECT record, form, instance, col, value FROM data WHERE db = ?"
+        args: list[str] = [db]
+        if records is not None:
+            select += " AND " + _IN_LIST
+            args.append(_json_list(records))
+        if columns is not None:
+            select += f" AND col IN ({','.join('?' * len(columns))})"
+            args += list(columns)
         with self.lock:
-            names = self._conn.execute("SELECT record FROM records WHERE db = ?", (db,))
-            wanted = {n for (n,) in names if records is None or n in records}
-            if records is None or len(wanted) > _SMALL:
-                rows = self._conn.execute(select + only, (db, *args)).fetchall()
-            else:
-                rows = []
-                for name in wanted:
-                    rows += self._conn.execute(
-                        select + " AND record = ?" + only, (db, name, *args)
-                    ).fetchall()
+            wanted = self.matching(db, records)
+            rows = self._conn.execute(select, args).fetchall() if columns is None or columns else []
         out: dict[str, RecordData] = {n: {} for n in sorted(wanted, key=record_sort_key)}
         for record, form, instance, col, value in rows:
             data = out.get(record)
@@ -252,3 +267,14 @@ class Store:
             return self._conn.execute(
                 "SELECT COUNT(*) FROM records WHERE db = ?", (db,)
             ).fetchone()[0]
+
+
+def _json_list(names: Collection[str]) -> str:
+    return json.dumps(list(names))
+
+
+def _in_range(column: str, low: str | None, high: str | None) -> str:
+    """SQL for ``low <= column <= high`` with either bound left out (text order is time order)."""
+    parts = [f"{column} >= ?"] if low is not None else []
+    parts += [f"{column} <= ?"] if high is not None else []
+    return "(" + " AND ".join(parts) + ")"
