@@ -115,7 +115,7 @@ class Store:
     def matching(
         self,
         db: str,
-        records: Collection[str] | None = None,
+        records: Iterable[str] | None = None,
         low: str | None = None,
         high: str | None = None,
     ) -> set[str]:
@@ -269,7 +269,7 @@ class Store:
             ).fetchone()[0]
 
 
-def _json_list(names: Collection[str]) -> str:
+def _json_list(names: Iterable[str]) -> str:
     return json.dumps(list(names))
 
 
