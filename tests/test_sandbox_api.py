@@ -106,6 +106,26 @@ def test_request_counter_counts_by_database_content_and_action(sandbox):
     assert sandbox.total_requests() == 0
 
 
+def test_answer_bytes_are_the_bodies_sent_per_database_content_and_action(sandbox):
+    bodies = [
+        post(sandbox, token=sandbox.tokens["incoming"], content="version").content,
+        post(sandbox, token=sandbox.tokens["autoid"], content="record", format="json").content,
+        post(sandbox, token=sandbox.tokens["autoid"], content="record", format="json").content,
+        post(sandbox, token="0" * 32, content="record", format="json").content,
+    ]
+    assert sandbox.answer_bytes() == Counter(
+        {
+            ("incoming", "version", "export"): len(bodies[0]),
+            ("autoid", "record", "export"): len(bodies[1]) + len(bodies[2]),
+            ("unknown", "record", "export"): len(bodies[3]),
+        }
+    )
+    sandbox.rows("autoid")  # the handle's own reads send nothing
+    assert sum(sandbox.answer_bytes().values()) == sum(map(len, bodies))
+    sandbox.reset_counts()
+    assert sandbox.answer_bytes() == Counter()
+
+
 def test_http500_fault_answers_html_and_writes_nothing(sandbox):
     sandbox.inject_fault("http500", database="autoid", action="import")
     autoid = project(sandbox, "autoid")

@@ -69,6 +69,7 @@ class RedcapApp:
         self.stopping = threading.Event()  # wakes requests sleeping in a timeout fault
         self._counts: Counter[tuple[str, str, str]] = Counter()
         self._received: list[float] = []  # time.monotonic() of each request, as it arrived
+        self._sent: Counter[tuple[str, str, str]] = Counter()  # answer bytes, same keys
         self._counts_lock = threading.Lock()
 
     def add_token(self, database: str, token: str, *, delete: bool = True) -> None:
@@ -88,10 +89,17 @@ class RedcapApp:
         with self._counts_lock:
             return list(self._received)
 
+    def answer_bytes(self) -> Counter[tuple[str, str, str]]:
+        """Bytes of the answer bodies sent, by (database, content, action): what a client
+        received from each database, without reading a token outside the app."""
+        with self._counts_lock:
+            return Counter(self._sent)
+
     def reset_counts(self) -> None:
         with self._counts_lock:
             self._counts.clear()
             self._received.clear()
+            self._sent.clear()
 
     # -- WSGI ---------------------------------------------------------------------------
     def __call__(self, environ, start_response):
@@ -119,9 +127,18 @@ class RedcapApp:
         database = self._database_of.get(params.get("token", "").strip(), "")
         content = params.get("content", "")
         action = params.get("action") or ("import" if "data" in params else "export")
+        key = (database or "unknown", content, action)
         with self._counts_lock:
-            self._counts[(database or "unknown", content, action)] += 1
+            self._counts[key] += 1
             self._received.append(time.monotonic())
+        answer = self._respond(database, content, action, params)
+        with self._counts_lock:
+            self._sent[key] += len(answer[2])
+        return answer
+
+    def _respond(
+        self, database: str, content: str, action: str, params: dict[str, str]
+    ) -> Response:
         fault = self.faults.pick(
             database or "unknown",
             content,

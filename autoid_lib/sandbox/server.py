@@ -188,6 +188,10 @@ class Sandbox:
         """``time.monotonic()`` of each request since the last reset, as it arrived."""
         return self.app.request_times()
 
+    def answer_bytes(self) -> Counter[tuple[str, str, str]]:
+        """Bytes REDCap sent since the last reset, by (database, content, action)."""
+        return self.app.answer_bytes()
+
     def reset_counts(self) -> None:
         self.app.reset_counts()
 
