@@ -134,9 +134,6 @@ class Store:
         with self.lock:
             return {name for (name,) in self._conn.execute(sql, args)}
 
-    def _existing(self, db: str, names: Collection[str]) -> set[str]:
-        return self.matching(db, names)
-
     def load(
         self,
         db: str,
@@ -181,7 +178,7 @@ class Store:
         """
         with self.lock:
             existing = self.load(db, set(changes))
-            known = self._existing(db, changes)
+            known = self.matching(db, changes)
             upserts: list[tuple] = []
             deletes: list[tuple] = []
             touched: list[tuple] = []
