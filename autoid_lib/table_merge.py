@@ -107,11 +107,24 @@ def merge(
     return Merged(rows, unexplained, tuple(vanished), len(fresh))
 
 
-def without_deleted(merged: Merged, asked_again: Sequence[Row], id_field: str) -> dict[str, Row]:
-    """``merged`` without its vanished records, once REDCap, asked for them by name, returned
-    none of them. One that came back was missing from the record list: the list is short, an
-    incomplete read (counts only)."""
-    back = {row.get(id_field, "") for row in asked_again} & set(merged.vanished)
+def witnesses(merged: Merged, listed: Sequence[str], count: int = 3) -> list[str]:
+    """Records REDCap listed and the copy holds, asked for beside the vanished ones: an answer
+    that drops records silently must then drop only the vanished ones to pass."""
+    vanished = set(merged.vanished)
+    return [name for name in listed if name in merged.rows and name not in vanished][:count]
+
+
+def without_deleted(
+    merged: Merged, asked_again: Sequence[Row], id_field: str, witnessed: Sequence[str] = ()
+) -> dict[str, Row]:
+    """``merged`` without its vanished records, once REDCap, asked for them by name (with the
+    ``witnessed`` records it listed), returned none of them and every witness. A vanished
+    one that came back was missing from the record list: the list is short, an incomplete
+    read (counts only); a witness that did not come back makes the answer itself suspect."""
+    returned = {row.get(id_field, "") for row in asked_again}
+    if set(witnessed) - returned:
+        raise IncompleteRead("records REDCap listed were missing when asked for by name")
+    back = returned & set(merged.vanished)
     if back:
         raise IncompleteRead(
             f"the record list lacked {len(back)} of the records the local copy holds, "

@@ -31,12 +31,14 @@ from autoid_lib.snapshot import AutoIdRow, ProjectRecord
 from autoid_lib.table_cache import LocalCopy, table_key
 from autoid_lib.table_merge import (
     CopyState,
+    Merged,
     ReadKind,
     Row,
     changes_since,
     choose_read,
     merge,
     without_deleted,
+    witnesses,
 )
 
 log = logging.getLogger("autoid.read")
@@ -143,7 +145,6 @@ class TableReader:
         raise AssertionError("unreachable")
 
     def _read_once(self, database: str) -> dict[str, Row]:
-        id_field = RECORD_ID_FIELD[database]
         copy, missing_because = self._load(database)
         kind, why = choose_read(
             copy,
@@ -154,33 +155,47 @@ class TableReader:
             forced=self.full_read,
             missing_because=missing_because,
         )
-        merged = None
-        if kind == ReadKind.CHANGES and copy is not None:
-            listed = self.gateway.record_list(database)
-            since = changes_since(copy, self.settings.overlap_minutes)
-            changed = self.gateway.table_rows(database, since=since)
-            merged = merge(
-                copy.rows, listed, changed, id_field, routinely_deleted=_routine(database)
-            )
-            if merged.unexplained:
-                log.warning(
-                    "%s: REDCap lists %d record(s) that neither the local copy nor the changes "
-                    "hold; reading the table whole",
-                    database,
-                    merged.unexplained,
-                )
-                kind, why, merged = ReadKind.FULL, "the record list disagreed with the copy", None
-        if merged is None:
-            rows = self.gateway.table_rows(database)
-            held = copy.rows if copy is not None else {}
-            names = record_names(rows, id_field)
-            merged = merge(held, names, rows, id_field, routinely_deleted=_routine(database))
-        asked_again = self.gateway.rows_of(database, merged.vanished) if merged.vanished else []
-        rows = without_deleted(merged, asked_again, id_field)
+        found = self._changes(database, copy) if kind == ReadKind.CHANGES and copy else None
+        if found is None and kind == ReadKind.CHANGES:
+            kind, why = ReadKind.FULL, "the record list disagreed with the copy"
+        merged, listed = found or self._whole(database, copy)
+        asked_again: list[Row] = []
+        witnessed: list[str] = []
+        if merged.vanished:
+            witnessed = witnesses(merged, listed)
+            asked_again = self.gateway.rows_of(database, [*merged.vanished, *witnessed])
+        table = without_deleted(merged, asked_again, RECORD_ID_FIELD[database], witnessed)
         self._full[database] = kind == ReadKind.FULL
-        self.reads[database] = TableRead(kind, why, len(rows), merged.changed, len(merged.vanished))
+        self.reads[database] = TableRead(
+            kind, why, len(table), merged.changed, len(merged.vanished)
+        )
         log.info("%s: %s", database, self.reads[database].describe())
-        return rows
+        return table
+
+    def _changes(self, database: str, copy: CopyState) -> tuple[Merged, list[str]] | None:
+        """The copy updated by the record list and the changes; None if they contradict it."""
+        listed = self.gateway.record_list(database)
+        since = changes_since(copy, self.settings.overlap_minutes)
+        changed = self.gateway.table_rows(database, since=since)
+        id_field = RECORD_ID_FIELD[database]
+        merged = merge(copy.rows, listed, changed, id_field, routinely_deleted=_routine(database))
+        if not merged.unexplained:
+            return merged, listed
+        log.warning(
+            "%s: REDCap lists %d record(s) that neither the local copy nor the changes hold; "
+            "reading the table whole",
+            database,
+            merged.unexplained,
+        )
+        return None
+
+    def _whole(self, database: str, copy: CopyState | None) -> tuple[Merged, list[str]]:
+        """The whole table, checked against the copy (if any) like the changes are."""
+        rows = self.gateway.table_rows(database)
+        id_field = RECORD_ID_FIELD[database]
+        listed = record_names(rows, id_field)
+        held = copy.rows if copy is not None else {}
+        return merge(held, listed, rows, id_field, routinely_deleted=_routine(database)), listed
 
     def _load(self, database: str) -> tuple[CopyState | None, str]:
         """The table's copy as it was when this run began (loaded once), and why not."""
