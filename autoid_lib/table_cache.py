@@ -27,6 +27,7 @@ from pathlib import Path
 
 from autoid_lib.private_files import private_folder
 from autoid_lib.table_merge import CopyState, Row
+from autoid_lib.vocab import plural
 
 log = logging.getLogger("autoid.cache")
 FILE_NAME = "tables.sqlite"
@@ -105,6 +106,26 @@ class LocalCopy:
                 "format": FORMAT,
             }
             db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta.items())
+
+    def describe(self) -> str:
+        """One line for ``autoid check``, read-only: what the copy holds and from when."""
+        if not self.path.exists():
+            return f"none yet ({self.path}); the next run reads the tables whole"
+        try:
+            db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            try:
+                counts = dict(db.execute("SELECT db, count(*) FROM rows GROUP BY db"))
+                meta = dict(db.execute("SELECT key, value FROM meta"))
+            finally:
+                db.close()
+        except sqlite3.Error:
+            return f"unreadable ({self.path}); the next run reads the tables whole and rebuilds it"
+        tables = ", ".join(
+            f"{name} {plural(counts.get(name, 0), 'record')} read "
+            f"{meta.get(f'read_began:{name}', '?')}"
+            for name in ("autoid", "projects")
+        )
+        return f"ok ({self.path}: {tables}, REDCap's clock)"
 
     def remove(self) -> None:
         for suffix in ("", "-journal", "-wal", "-shm"):

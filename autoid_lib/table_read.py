@@ -28,6 +28,7 @@ from autoid_lib.redcap import (
     projects_from_rows,
 )
 from autoid_lib.snapshot import AutoIdRow, ProjectRecord
+from autoid_lib.vocab import plural
 from autoid_lib.table_cache import LocalCopy, table_key
 from autoid_lib.table_merge import (
     CopyState,
@@ -56,9 +57,9 @@ class TableRead:
 
     def describe(self) -> str:
         if self.kind == ReadKind.FULL:
-            return f"read whole ({self.why}): {self.rows:,} records"
+            return f"read whole ({self.why}): {plural(self.rows, 'record')}"
         gone = f", {self.deleted:,} deleted" if self.deleted else ""
-        return f"{self.why}: {self.changed:,} changed{gone}, {self.rows:,} records in all"
+        return f"{self.why}: {self.changed:,} changed{gone}, {plural(self.rows, 'record')} in all"
 
 
 class TableReader:

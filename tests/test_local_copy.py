@@ -274,3 +274,17 @@ def test_a_fault_at_any_request_of_a_run_with_the_copy_is_completed_exactly(
     assert len(ids_of(sb, "NEW1")) == len(ids_of(sb, "NEW2")) == 1
     assert_one_to_one(sb)
     assert run_autoid(settings).plan.is_empty
+
+
+def test_check_says_what_the_copy_holds(sandbox, tmp_path):
+    from autoid_lib.check import check_setup
+
+    a_site(sandbox)
+    settings = settings_for(sandbox, tmp_path)
+    assert check_setup(settings).checks["local copy"].startswith("none yet")
+    run_autoid(settings)
+    line = check_setup(settings).checks["local copy"]
+    # the 12 IDs and the run's own lease ticket (the hash-scheme record is written after)
+    assert line.startswith("ok (") and "autoid 13 records" in line
+    (tmp_path / "autoid-state" / FILE_NAME).write_bytes(b"garbage" * 1000)
+    assert check_setup(settings).checks["local copy"].startswith("unreadable")
