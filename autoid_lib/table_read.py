@@ -28,7 +28,6 @@ from autoid_lib.redcap import (
     projects_from_rows,
 )
 from autoid_lib.snapshot import AutoIdRow, ProjectRecord
-from autoid_lib.vocab import plural
 from autoid_lib.table_cache import LocalCopy, table_key
 from autoid_lib.table_merge import (
     CopyState,
@@ -41,6 +40,7 @@ from autoid_lib.table_merge import (
     without_deleted,
     witnesses,
 )
+from autoid_lib.vocab import plural
 
 log = logging.getLogger("autoid.read")
 
