@@ -288,3 +288,25 @@ def test_check_says_what_the_copy_holds(sandbox, tmp_path):
     assert line.startswith("ok (") and "autoid 13 records" in line
     (tmp_path / "autoid-state" / FILE_NAME).write_bytes(b"garbage" * 1000)
     assert check_setup(settings).checks["local copy"].startswith("unreadable")
+
+
+def test_autoid_run_full_read_reaches_the_notebook(sandbox, tmp_path):
+    """``--full-read`` goes through papermill to the run; summary.json says how it read."""
+    import json
+
+    from autoid_lib.cli.main import main
+
+    a_site(sandbox)
+    config = sandbox.write_kit_files(tmp_path, reports_dir=tmp_path / "reports")
+    text = config.read_text().replace(
+        "timeout_s = 10", f"timeout_s = 10\nread_chunk_records = {CHUNK}"
+    )
+    config.write_text(text)
+    for options in ([], [], ["--full-read"]):
+        assert main(["run", "--config", str(config), "--quiet", *options]) == 0
+    summaries = sorted((tmp_path / "reports").glob("*-live/summary.json"))
+    reads = [json.loads(path.read_text())["table_reads"]["autoid"] for path in summaries]
+    assert reads[0].startswith("read whole (no local copy yet)")
+    assert reads[1].startswith("changes since")
+    assert reads[2].startswith("read whole (asked for (--full-read))")
+    assert all(json.loads(path.read_text())["api_bytes"] > 0 for path in summaries)
