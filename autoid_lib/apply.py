@@ -8,6 +8,7 @@ completes the work without a duplicate.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from autoid_lib.errors import ConcurrentWriter
@@ -24,16 +25,23 @@ class Applied:
     autoid_rows: tuple[AutoIdRow, ...] | None = None  # re-read just before the transfers
 
 
+AutoIdNow = Callable[[], Iterable[AutoIdRow]]
+
+
 def apply_plan(
-    plan: Plan, gateway: RedcapGateway, read_rows: tuple[AutoIdRow, ...] | None = None
+    plan: Plan,
+    gateway: RedcapGateway,
+    read_rows: tuple[AutoIdRow, ...] | None = None,
+    autoid_now: AutoIdNow | None = None,
 ) -> Applied:
     """Write exactly what the plan says: new AutoID rows, then transfer requests. Given the
-    AutoID rows the plan was made from, re-read AutoID before the transfers and stop if
-    another writer touched this run's patients (``second_look``)."""
+    AutoID rows the plan was made from, re-read AutoID before the transfers (``autoid_now``,
+    by default the whole table) and stop if another writer touched this run's patients
+    (``second_look``)."""
     records = gateway.create_autoid_rows(plan.autoid_writes) if plan.autoid_writes else []
     now = None
     if plan.transfers and read_rows is not None:
-        now = tuple(gateway.autoid_rows())
+        now = tuple((autoid_now or gateway.autoid_rows)())
         problems = foreign_rows(plan, read_rows, now)
         if problems:
             shown = "; ".join(problems[:3]) + (
@@ -48,13 +56,17 @@ def apply_plan(
 
 
 def verify_plan(
-    plan: Plan, gateway: RedcapGateway, autoid_rows: tuple[AutoIdRow, ...] | None = None
+    plan: Plan,
+    gateway: RedcapGateway,
+    autoid_rows: tuple[AutoIdRow, ...] | None = None,
+    autoid_now: AutoIdNow | None = None,
 ) -> list[str]:
-    """Re-read what the plan wrote (AutoID only if ``autoid_rows``, read after the AutoID
-    import, is not given); every difference is one sentence (no patient data)."""
+    """Re-read what the plan wrote (AutoID through ``autoid_now`` only if ``autoid_rows``,
+    read after the AutoID import, is not given); every difference is one sentence (no
+    patient data)."""
     problems: list[str] = []
     if plan.autoid_writes:
-        rows = gateway.autoid_rows() if autoid_rows is None else autoid_rows
+        rows = (autoid_now or gateway.autoid_rows)() if autoid_rows is None else autoid_rows
         values_by_hash, hashes_by_value = id_index(rows)
         for new in plan.autoid_writes:
             stored = values_by_hash.get((new.project_name, new.hash), set())

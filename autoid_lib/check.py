@@ -26,6 +26,7 @@ from autoid_lib.run import server_time
 from autoid_lib.safe_text import printable
 from autoid_lib.snapshot import Snapshot
 from autoid_lib.status import ExitStatus
+from autoid_lib.table_cache import LocalCopy
 
 
 @dataclass
@@ -62,6 +63,11 @@ def check_setup(settings: Settings) -> CheckReport:
             f"ok ({folder})" if writable else (f"FAILED: {folder} cannot be created or written")
         )
         report.ok &= writable
+    report.checks["local copy"] = (
+        LocalCopy(settings.cache.dir).describe()
+        if settings.cache.enabled
+        else "off ([cache] enabled = false): every run reads AutoID and Projects whole"
+    )
     report.warnings.extend(security_warnings(settings))
     gateway = RedcapGateway(settings.redcap)
     for database in DATABASES:

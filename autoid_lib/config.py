@@ -16,6 +16,9 @@ Scripts and schedulers depend on these key names, so keys are added, never renam
     hash = "sha512"                            # or "hmac-sha256" with hash_key = "env:..."
     lock_file = "/var/lib/autoid/autoid.lock"
     reports_dir = "reports"
+    [cache]                                    # the local copy of AutoID and Projects
+    enabled = true                             # default; docs/run.md "Reading what changed"
+    dir = "/var/lib/autoid/state"             # default: "autoid-state" beside reports_dir
 
 Relative paths are read relative to the config file's folder.
 """
@@ -40,7 +43,7 @@ from autoid_lib.secret import Secret, resolve_secret
 DATABASES = ("projects", "incoming", "autoid", "transfers")
 # Every key the kit reads; anything else is a typo worth stopping for (docs/run.md lists them).
 KNOWN_KEYS = {
-    "": ("redcap", "run", "email", "lease", "monitoring"),
+    "": ("redcap", "run", "email", "lease", "monitoring", "cache"),
     "redcap": (
         "url", "urls", "verify", "timeout_s", "read_retries", "chunk_size", "tokens",
         "max_answer_mb", "read_chunk_records", "max_requests_per_minute",
@@ -55,6 +58,7 @@ KNOWN_KEYS = {
     ),
     "lease": LEASE_KEYS,  # checked by autoid_lib.lease
     "monitoring": ("textfile", "ping_url", "ping_timeout_s"),
+    "cache": ("enabled", "dir", "full_read_hours", "overlap_minutes"),
 }  # fmt: skip
 # [email]'s keys (docs/operations.md): a misspelt one stops the config like any other table's;
 # its values are checked by mail.settings when mail is configured (autoid check, --email).
@@ -67,6 +71,8 @@ KNOWN_KEYS["email"] = EMAIL_KEYS
 _TOKEN_SHAPE = re.compile(r"[0-9A-Za-z]{32}")
 # Ten years: longer than any site's history, short enough that dates stay representable.
 MAX_LOOKBACK_DAYS = 3660
+# An hour for the repeated DST hour on REDCap's local clock, plus room for clock differences.
+MIN_OVERLAP_MINUTES = 75
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,17 @@ class RunSettings:
 
 
 @dataclass(frozen=True)
+class CacheSettings:
+    """The ``[cache]`` table: the local copy of the AutoID and Projects tables (docs/run.md,
+    "Reading what changed"). Only a cache: deleting ``dir`` is always safe."""
+
+    enabled: bool = True
+    dir: Path = Path("autoid-state")
+    full_read_hours: float = 24.0  # a full re-read at least this often
+    overlap_minutes: float = 120.0  # dateRangeBegin reaches back this far before the last read
+
+
+@dataclass(frozen=True)
 class Settings:
     redcap: RedcapSettings
     run: RunSettings
@@ -124,6 +141,7 @@ class Settings:
         default_factory=dict
     )  # raw [monitoring], parsed by .monitoring
     path: Path | None = None
+    cache: CacheSettings = CacheSettings()
 
     def secrets(self) -> list[Secret]:
         found = list(self.redcap.tokens.values())
@@ -147,16 +165,38 @@ def load_settings(path: str | Path) -> Settings:
     _refuse_unknown_keys(data)
     _refuse_secrets_for_generator(data)
     base = path.parent.resolve()
+    run = _run_settings(_table(data, "run", required=False), base)
     settings = Settings(
         redcap=_redcap_settings(_table(data, "redcap"), base),
-        run=_run_settings(_table(data, "run", required=False), base),
+        run=run,
         email=_table(data, "email", required=False),
         lease=_table(data, "lease", required=False),
         monitoring=_table(data, "monitoring", required=False),
         path=path.resolve(),
+        cache=_cache_settings(_table(data, "cache", required=False), base, run.reports_dir),
     )
     lease_settings(settings.lease, timeout_s=settings.redcap.timeout_s)  # checked now, not mid-run
     return settings
+
+
+def _cache_settings(table: dict[str, Any], base: Path, reports_dir: Path) -> CacheSettings:
+    """``[cache]``; the default folder is ``autoid-state`` beside the reports folder."""
+    enabled = table.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError("[cache] enabled must be true or false")
+    overlap = _positive(table, "overlap_minutes", 120.0, "[cache]")
+    if overlap < MIN_OVERLAP_MINUTES:
+        raise ConfigError(
+            f"[cache] overlap_minutes must be at least {MIN_OVERLAP_MINUTES}: the overlap "
+            "covers the hour a DST change repeats on REDCap's clock, and clock differences"
+        )
+    default_dir = reports_dir.parent / "autoid-state"
+    return CacheSettings(
+        enabled=enabled,
+        dir=_path(table["dir"], base) if "dir" in table else default_dir,
+        full_read_hours=_positive(table, "full_read_hours", 24.0, "[cache]"),
+        overlap_minutes=overlap,
+    )
 
 
 def _refuse_unknown_keys(data: dict[str, Any]) -> None:

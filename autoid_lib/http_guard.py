@@ -95,6 +95,7 @@ class GuardedAdapter(HTTPAdapter):
     def __init__(self, deadline_s: float, max_bytes: int):
         self.deadline_s = deadline_s
         self.max_bytes = max_bytes
+        self.received = 0  # answer bytes, all requests: what a run costs the server
         super().__init__(max_retries=0)
 
     def init_poolmanager(self, *args, **kwargs):
@@ -135,6 +136,7 @@ class GuardedAdapter(HTTPAdapter):
             body += chunk
             if len(body) > self.max_bytes:
                 raise self._too_large()
+        self.received += len(body)
         return bytes(body)
 
     def _too_large(self) -> AnswerTooLarge:

@@ -28,19 +28,30 @@ def record_names(rows: Iterable[Mapping[str, str]], id_field: str) -> list[str]:
 
 def check_chunk(rows: Sequence[Mapping[str, str]], asked: Sequence[str], id_field: str) -> None:
     """Every asked record came back, nothing else did, and each record has one own row."""
-    wanted = set(asked)
+    missing = len(set(asked) - {row.get(id_field, "") for row in rows})
+    problems = [f"{missing} of {len(set(asked))} requested records missing"] * bool(missing)
+    _refuse(problems + _strays(rows, asked, id_field))
+
+
+def check_present(rows: Sequence[Mapping[str, str]], asked: Sequence[str], id_field: str) -> None:
+    """Records asked for by name where some may be gone (deleted): nothing else came back,
+    and each record that did has one own row."""
+    _refuse(_strays(rows, asked, id_field))
+
+
+def _strays(rows: Sequence[Mapping[str, str]], asked: Sequence[str], id_field: str) -> list[str]:
+    """What an answer holds that was not asked for: other records, records twice."""
     own_rows = Counter(row.get(id_field, "") for row in rows if not row.get(REPEAT_INSTRUMENT))
-    returned = {row.get(id_field, "") for row in rows}
-    missing = len(wanted - returned)
-    extra = len(returned - wanted)
+    extra = len({row.get(id_field, "") for row in rows} - set(asked))
     twice = sum(1 for count in own_rows.values() if count > 1)
-    problems = [
-        f"{missing} of {len(wanted)} requested records missing" * bool(missing),
-        f"{extra} record(s) not requested" * bool(extra),
-        f"{twice} record(s) returned twice" * bool(twice),
-    ]
-    if any(problems):
-        raise IncompleteRead("; ".join(p for p in problems if p))
+    return [f"{extra} record(s) not requested"] * bool(extra) + [
+        f"{twice} record(s) returned twice"
+    ] * bool(twice)
+
+
+def _refuse(problems: list[str]) -> None:
+    if problems:
+        raise IncompleteRead("; ".join(problems))
 
 
 def check_total(read: int, listed: int) -> None:

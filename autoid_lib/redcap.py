@@ -11,6 +11,8 @@ token (PyCap's messages are redacted first).
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -27,7 +29,13 @@ from autoid_lib.http_guard import AnswerRefused, DeadlineExceeded, guarded_sessi
 from autoid_lib.lease import LEASE_PROJECT
 from autoid_lib.pacing import RequestPacer
 from autoid_lib.plan import NewAutoId, TransferRequest
-from autoid_lib.read_check import IncompleteRead, check_chunk, check_total, record_names
+from autoid_lib.read_check import (
+    IncompleteRead,
+    check_chunk,
+    check_present,
+    check_total,
+    record_names,
+)
 from autoid_lib.safe_text import printable
 from autoid_lib.secret import redact
 from autoid_lib.snapshot import AutoIdRow, ExistingTransfer, IncomingStudy, ProjectRecord
@@ -55,6 +63,7 @@ TRANSFER_FIELDS = ["transfer_requested_date", "transfer_project_name", "transfer
 HISTORY_STUDY_FIELDS = ["study_accession_number"]
 HISTORY_TRANSFER_FIELDS = ["transfer_date", "transfer_error"]  # a checkbox: transfer_error___N
 AUTOID_FIELDS = ["record_id", "autoid_project_name", "autoid_hash", "autoid_value", "autoid_method"]
+CACHED_FIELDS = {"autoid": AUTOID_FIELDS, "projects": PROJECT_FIELDS}  # the local copy's tables
 RECORD_ID_FIELD = {
     "projects": "record_id",
     "incoming": "study_instance_uid",
@@ -124,23 +133,17 @@ class RedcapGateway:
         # called before every data import (not the lease's own): the lease's expiry check
         self.write_guard: Callable[[], None] | None = None
 
+    @property
+    def bytes_received(self) -> int:
+        """Bytes of every answer so far (bodies, after decompression)."""
+        adapter = self._session.get_adapter("https://")
+        return int(getattr(adapter, "received", 0))
+
     # -- reads -------------------------------------------------------------------------------
 
     def project_records(self) -> list[ProjectRecord]:
         rows = self._read_records("projects", "export projects", PROJECT_FIELDS)
-        _require_fields(rows, PROJECT_FIELDS, "projects", "export projects")
-        return [
-            ProjectRecord(
-                record_id=row["record_id"],
-                name=row["project_name"].strip(),
-                use_autoid=row["project_use_autoid"].strip() == "1",
-                ae_title=row["project_autoid_aetitle"].strip(),
-                pattern=row["project_patient_naming"].strip(),
-            )
-            for row in rows
-            if not row.get("redcap_repeat_instrument")
-            and row["project_name"].strip() != LEASE_PROJECT  # reserved for the lease
-        ]
+        return projects_from_rows(rows)
 
     def incoming_studies(
         self, begin: datetime | None, end: datetime | None, *, history: bool = False
@@ -203,22 +206,47 @@ class RedcapGateway:
 
     def autoid_table(self) -> tuple[list[AutoIdRow], list[dict]]:
         """The whole AutoID table, complete (``_read_records``): (ID rows, lease records).
-        Lease records are split off here, where rows are built, so no reader ever counts them
-        as IDs. With a lease this is the decisive read (docs/run.md, "Reading in chunks")."""
-        rows = self._read_records("autoid", "export AutoID table", AUTOID_FIELDS)
-        _require_fields(rows, AUTOID_FIELDS[:-1], "autoid", "export AutoID table")
-        leases = [row for row in rows if row["autoid_project_name"].strip() == LEASE_PROJECT]
-        rows = [row for row in rows if row["autoid_project_name"].strip() != LEASE_PROJECT]
-        return [
-            AutoIdRow(
-                record_id=row["record_id"],
-                project_name=row["autoid_project_name"].strip(),
-                hash=row["autoid_hash"].strip(),
-                value=row["autoid_value"].strip(),
-                method=row.get("autoid_method", ""),
-            )
-            for row in rows
-        ], leases
+        With a lease this is the decisive read (docs/run.md, "Reading in chunks")."""
+        return autoid_from_rows(self._read_records("autoid", "export AutoID table", AUTOID_FIELDS))
+
+    # -- the reads of the local copy (autoid_lib.table_read) ---------------------------------
+
+    def table_rows(self, database: str, since: datetime | None = None) -> list[dict]:
+        """Raw rows of the cached tables (AutoID, Projects), complete: all of them, or those
+        created or modified since ``since`` (server time), each read checked."""
+        fields = CACHED_FIELDS[database]
+        what = f"changes since {since:%Y-%m-%d %H:%M}" if since else "all records"
+        return self._read_records(database, f"export {what}", fields, date_begin=since)
+
+    def record_list(self, database: str) -> list[str]:
+        """Every record name of the table, as cheaply as REDCap can say it: a names-only CSV
+        export (about 6 bytes a record; JSON would be 20). An empty answer is asked again as
+        JSON, whose ``[]`` says "no records" where an empty CSV body could be a failure."""
+        id_field = RECORD_ID_FIELD[database]
+        operation = "export record list"
+        text = self._export_text(database, operation, fields=[id_field], format_type="csv")
+        if not text.strip():
+            return self._record_names(database, operation, None, None)
+        reader = csv.DictReader(io.StringIO(text))
+        if not reader.fieldnames or reader.fieldnames[0] != id_field:
+            raise RedcapError(database, operation, "answer is not a CSV list of record names")
+        return record_names(reader, id_field)
+
+    def rows_of(self, database: str, names: Sequence[str]) -> list[dict]:
+        """The rows of these records, where they still exist (an absent one was deleted):
+        record-list exports, each answer holding only records asked for, once each."""
+        fields = CACHED_FIELDS[database]
+        id_field = RECORD_ID_FIELD[database]
+        rows: list[dict] = []
+        for chunk in _chunks(list(names), self.settings.read_chunk_records):
+            operation = f"export {len(chunk)} listed record(s)"
+            part = self._export(database, operation, fields=fields, records=list(chunk))
+            try:
+                check_present(part, chunk, id_field)
+            except IncompleteRead as error:
+                raise RedcapError(database, operation, f"incomplete answer: {error}") from None
+            rows.extend(part)
+        return rows
 
     def project_title(self, database: str) -> str:
         """The database's REDCap project title: proves the URL and token work."""
@@ -416,6 +444,27 @@ class RedcapGateway:
             except _Transient as error:
                 if halvable and isinstance(error, _OutOfMemory):
                     raise
+                if attempt == attempts:
+                    raise RedcapError(
+                        database, operation, f"{error} (tried {attempts}x)", error.kind
+                    ) from None
+                delay = min(2 ** (attempt - 1), 8)
+                log.warning("%s: %s; retrying in %ss", database, error, delay)
+                self._sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _export_text(self, database: str, operation: str, **query: Any) -> str:
+        """A CSV export as text; transient failures are retried like ``_export``'s."""
+        attempts = self.settings.read_retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                answer = self._call(database, operation, "export_records", **query)
+                if not isinstance(answer, str):
+                    raise _Transient("answer is not CSV text")
+                if _out_of_memory(answer):
+                    raise _OutOfMemory("REDCap ran out of server memory")
+                return answer
+            except _Transient as error:
                 if attempt == attempts:
                     raise RedcapError(
                         database, operation, f"{error} (tried {attempts}x)", error.kind
@@ -623,6 +672,45 @@ def _without_values(reason: str, rows: list[dict]) -> str:
     fields = sorted({key for row in rows for key in row if f'"{key}"' in reason})
     named = f" about field(s) {', '.join(fields)}" if fields else ""
     return f"REDCap refused the data{named} (details withheld: they quote record values)"
+
+
+def projects_from_rows(rows: list[dict]) -> list[ProjectRecord]:
+    """Projects rows as the planner sees them, without the name the lease reserves."""
+    _require_fields(rows, PROJECT_FIELDS, "projects", "export projects")
+    return [
+        ProjectRecord(
+            record_id=row["record_id"],
+            name=row["project_name"].strip(),
+            use_autoid=row["project_use_autoid"].strip() == "1",
+            ae_title=row["project_autoid_aetitle"].strip(),
+            pattern=row["project_patient_naming"].strip(),
+        )
+        for row in rows
+        if not row.get("redcap_repeat_instrument")
+        and row["project_name"].strip() != LEASE_PROJECT  # reserved for the lease
+    ]
+
+
+def autoid_from_rows(rows: list[dict]) -> tuple[list[AutoIdRow], list[dict]]:
+    """AutoID rows as (ID rows, lease records). Lease records are split off here, where rows
+    are built, so no reader ever counts them as IDs."""
+    _require_fields(rows, AUTOID_FIELDS[:-1], "autoid", "export AutoID table")
+    leases = [row for row in rows if is_lease_row(row)]
+    return [
+        AutoIdRow(
+            record_id=row["record_id"],
+            project_name=row["autoid_project_name"].strip(),
+            hash=row["autoid_hash"].strip(),
+            value=row["autoid_value"].strip(),
+            method=row.get("autoid_method", ""),
+        )
+        for row in rows
+        if not is_lease_row(row)
+    ], leases
+
+
+def is_lease_row(row: Mapping[str, str]) -> bool:
+    return row.get("autoid_project_name", "").strip() == LEASE_PROJECT
 
 
 def _checked_rows(answer: Any, database: str, operation: str) -> list[dict]:

@@ -268,7 +268,11 @@ def run_details(result: RunResult, command_started: str = "") -> HTML:
     after writing, and which kit, REDCap host and config produced the report."""
     steps = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in result.timings.items())
     pairs = [
-        ("API requests", f"{result.api_requests:,}"),
+        ("API requests", f"{result.api_requests:,} ({_megabytes(result.api_bytes)} received)"),
+        *(
+            (f"{TABLE_LABELS.get(name, name)} read", how)
+            for name, how in result.table_reads.items()
+        ),
         ("Duration", f"{result.duration_s:.2f} s" + (f" ({steps})" if steps else "")),
     ]
     whole = command_time(command_started)
@@ -283,6 +287,13 @@ def run_details(result: RunResult, command_started: str = "") -> HTML:
     if produced_by:
         pairs.append(("Produced by", produced_by))
     return HTML(_facts(pairs))
+
+
+TABLE_LABELS = {"autoid": "AutoID", "projects": "Projects"}
+
+
+def _megabytes(count: int) -> str:
+    return f"{count / 1e6:,.2f} MB" if count >= 10_000 else f"{count:,} bytes"
 
 
 def command_time(command_started: str) -> str:

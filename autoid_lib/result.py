@@ -75,6 +75,8 @@ class RunResult:
     error: RunError | None = None
     problems: list[str] = field(default_factory=list)  # verification differences
     api_requests: int = 0
+    api_bytes: int = 0  # answer bytes REDCap sent
+    table_reads: dict[str, str] = field(default_factory=dict)  # database -> how it was read
     timings: dict[str, float] = field(default_factory=dict)
     duration_s: float = 0.0
     window: RunWindow | None = None  # how the window was chosen (None: lookback only)

@@ -35,6 +35,7 @@ from autoid_lib.records.last_success import read_last_success, record_success
 from autoid_lib.redcap import RedcapGateway
 from autoid_lib.result import RunError, RunResult
 from autoid_lib.snapshot import Snapshot
+from autoid_lib.table_read import TableReader
 from autoid_lib.window import gap_anomaly, run_window
 
 log = logging.getLogger("autoid.run")
@@ -56,6 +57,7 @@ def run_autoid(
     rng: random.Random | None = None,
     history_dir: Path | None = None,
     recorded: Iterable[RecordedCapacity] = (),
+    full_read: bool = False,
 ) -> RunResult:
     """Run the job once under the lock; raises ``LockHeld`` if another run holds it.
 
@@ -85,11 +87,20 @@ def run_autoid(
             window=window,
         )
         gateway = RedcapGateway(settings.redcap)
+        tables = TableReader(
+            gateway,
+            settings.cache,
+            now=started,
+            server_now=server_time(started, settings.run.server_timezone),
+            full_read=full_read,
+        )
         lease = None if dry_run else redcap_lease(settings, gateway)
         try:
-            _steps(result, settings, gateway, dry_run, projects, rng, lease, recorded)
+            _steps(result, settings, gateway, tables, dry_run, projects, rng, lease, recorded)
         finally:
             result.api_requests = gateway.requests
+            result.api_bytes = gateway.bytes_received
+            result.table_reads = {name: read.describe() for name, read in tables.reads.items()}
             result.duration_s = time.perf_counter() - clock
         if not dry_run and result.status != "failed" and not projects:
             record_success(history_dir, window.end)
@@ -100,7 +111,9 @@ def run_autoid(
     return result
 
 
-def _steps(result, settings, gateway, dry_run, projects, rng, lease=None, recorded=()) -> None:
+def _steps(
+    result, settings, gateway, tables, dry_run, projects, rng, lease=None, recorded=()
+) -> None:
     step = "read"
     try:
         with _timed(result, "read"):
@@ -110,15 +123,16 @@ def _steps(result, settings, gateway, dry_run, projects, rng, lease=None, record
             # AutoID first: with a lease it is the decisive read, and every other read must
             # come after it (docs/run.md, "Two installations, one REDCap")
             step = "read AutoID table"
-            autoid_rows, lease_rows = gateway.autoid_table()
+            autoid_rows, lease_rows = tables.autoid_table()
             if lease is not None:
                 step = "lease"
                 reread: list = []
-                if lease.settle(lease_rows, lambda: _reread(gateway, reread)):
+                if lease.settle(lease_rows, lambda: _reread(tables, reread)):
                     autoid_rows = reread[0]
                 gateway.write_guard = lease.check
             step = "read projects"
-            project_records = gateway.project_records()
+            project_records = tables.project_records()
+            tables.save()  # both tables read completely: the next run's local copy
             step = "read incoming studies"
             # open-ended: a study modified after the window's end on REDCap's clock (skew, or
             # the hour a DST fall-back repeats) is read now, not an hour later
@@ -146,7 +160,9 @@ def _steps(result, settings, gateway, dry_run, projects, rng, lease=None, record
             return
         step = "write"
         with _timed(result, "write"):
-            applied = apply_plan(result.plan, gateway, snapshot.autoid_rows)
+            applied = apply_plan(
+                result.plan, gateway, snapshot.autoid_rows, autoid_now=tables.autoid_rows_now
+            )
         log.info(
             "wrote %d AutoID row(s) and transfer requests on %d study(ies)",
             len(applied.autoid_records),
@@ -154,7 +170,9 @@ def _steps(result, settings, gateway, dry_run, projects, rng, lease=None, record
         )
         step = "verify"
         with _timed(result, "verify"):
-            result.problems = verify_plan(result.plan, gateway, applied.autoid_rows)
+            result.problems = verify_plan(
+                result.plan, gateway, applied.autoid_rows, autoid_now=tables.autoid_rows_now
+            )
     except AutoIdError as error:
         kind = failure_kind(type(error).__name__, getattr(error, "kind", None))
         result.error = RunError(step, type(error).__name__, str(error), kind)
@@ -183,8 +201,8 @@ def redcap_lease(settings: Settings, gateway: RedcapGateway):
     return RedcapLease(gateway, chosen, state, timeout_s=settings.redcap.timeout_s)
 
 
-def _reread(gateway: RedcapGateway, into: list) -> list[dict]:
-    rows, leases = gateway.autoid_table()
+def _reread(tables: TableReader, into: list) -> list[dict]:
+    rows, leases = tables.autoid_table()
     into.append(rows)
     return leases
 

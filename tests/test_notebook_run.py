@@ -88,8 +88,8 @@ def test_shipped_notebook_has_no_outputs_and_runs_without_a_kernel_option():
     (params,) = [c for c in code if "parameters" in c.metadata.get("tags", [])]
     names = {line.split(":")[0] for line in params.source.splitlines()}
     assert names == {
-        "config_path", "lookback_days", "dry_run", "projects", "now", "detail", "output_dir",
-        "command_started",
+        "config_path", "lookback_days", "dry_run", "full_read", "projects", "now", "detail",
+        "output_dir", "command_started",
     }  # fmt: skip
     assert not re.search(r"token|key|secret|password", _code_only(params.source), re.I)
     for cell in code:  # one library call per cell, no logic

@@ -40,6 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="days of Incoming to reconcile (default: the config's [run] lookback_days)",
     )
+    parser.add_argument(
+        "--full-read",
+        action="store_true",
+        help="read the AutoID and Projects tables whole, not only what changed since the "
+        "local copy ([cache]); the copy is rebuilt from it",
+    )
     options.reports_dir(
         parser, "reports folder for this run (default: the config's [run] reports_dir)"
     )
@@ -79,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         record = execute_run(
             settings,
             dry_run=args.dry_run,
+            full_read=args.full_read,
             lookback_days=args.lookback_days,
             projects=args.projects,
             detail=args.detail,

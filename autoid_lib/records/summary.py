@@ -77,6 +77,8 @@ class Summary(TypedDict, total=False):
     duration_s: float
     window: Window | None
     api_requests: int | None
+    api_bytes: int | None  # answer bytes REDCap sent to the run
+    table_reads: dict[str, str]  # AutoID / Projects: whole, or what changed (table_read)
     transfers_created: int | None
     ids_created: int | None
     ids_reused: int | None
@@ -109,8 +111,8 @@ SUMMARY_KEYS: frozenset[str] = frozenset(Summary.__annotations__)
 # Keys holding a whole number, at the top level and in each ``projects`` entry.
 COUNT_KEYS = frozenset(
     {
-        "schema", "seq", "api_requests", "transfers_created", "ids_created", "ids_reused",
-        "studies_in_window", "studies", "autoid_rows", "pending_in_window",
+        "schema", "seq", "api_requests", "api_bytes", "transfers_created", "ids_created",
+        "ids_reused", "studies_in_window", "studies", "autoid_rows", "pending_in_window",
     }
 )  # fmt: skip
 PROJECT_COUNT_KEYS = frozenset(
@@ -143,6 +145,8 @@ def run_summary(result: RunResult) -> Summary:
             else None,
         },
         "api_requests": result.api_requests,
+        "api_bytes": result.api_bytes,
+        "table_reads": dict(result.table_reads),
         **result.counts(),  # type: ignore[typeddict-item]
         "skipped": plan.skipped_by_reason() if plan else {},
         "anomalies": _plain_records(result.anomalies().to_dict("records")),

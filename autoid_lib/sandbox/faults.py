@@ -170,8 +170,11 @@ def truncated(real: Response) -> Response:
 
 
 def dropped_rows(real: Response) -> Response:
-    """The real JSON answer without the rows of every third record (at least one record)."""
+    """The real answer without the rows of every third record (at least one record): JSON
+    records, or the lines of a CSV export."""
     status, content_type, body = real
+    if status == 200 and content_type.startswith("text/csv"):
+        return status, content_type, _dropped_csv_rows(body)
     try:
         rows = json.loads(body)
     except ValueError:
@@ -184,3 +187,13 @@ def dropped_rows(real: Response) -> Response:
     gone = set(names[2::3]) or {names[-1]}
     kept = [row for row in rows if str(next(iter(row.values()), "")) not in gone]
     return status, content_type, json.dumps(kept).encode()
+
+
+def _dropped_csv_rows(body: bytes) -> bytes:
+    """A CSV answer without the lines of every third record (first column: the record)."""
+    header, *lines = body.decode().splitlines(keepends=True)
+    if not lines:
+        return body
+    names = list(dict.fromkeys(line.split(",", 1)[0] for line in lines))
+    gone = set(names[2::3]) or {names[-1]}
+    return (header + "".join(line for line in lines if line.split(",", 1)[0] not in gone)).encode()
