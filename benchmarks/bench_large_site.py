@@ -20,7 +20,6 @@ saw. Then the issue's targets, each met or not.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import logging
 import multiprocessing
@@ -96,6 +95,7 @@ class Meter:
 
 
 def seed(sb: Sandbox, n_autoid: int, n_studies: int, n_window: int, n_new: int) -> None:
+    sb.set_now(datetime.now() - timedelta(days=400))  # history, outside every window
     sb.add_rows("projects", [PROJECT])
     for start in range(0, n_autoid, BATCH):
         sb.add_rows(
@@ -111,7 +111,6 @@ def seed(sb: Sandbox, n_autoid: int, n_studies: int, n_window: int, n_new: int) 
                 for i in range(start, min(start + BATCH, n_autoid))
             ],
         )
-    sb.set_now(datetime.now() - timedelta(days=400))  # history, outside every window
     old = n_studies - n_window
     for start in range(0, old, BATCH):
         sb.add_rows("incoming", studies(start, min(BATCH, old - start), n_autoid))
@@ -151,13 +150,9 @@ def _child(job: str, config: str, answer) -> None:
     elif job in ("run", "run after full re-read"):
         from autoid_lib.run import run_autoid
 
-        if job == "run":
-            result = run_autoid(settings)
-        elif "full_read" in inspect.signature(run_autoid).parameters:
-            result = run_autoid(settings, full_read=True)  # type: ignore[call-arg]
-        else:
-            note = "no cache yet"
-            result = run_autoid(settings)
+        result = run_autoid(settings, full_read=job != "run")
+        reads = "; ".join(f"{name}: {how}" for name, how in result.table_reads.items())
+        note = reads.replace("|", "/")
         outcome = str(result.status) if result.error is None else f"{result.error.type}"
     else:
         from autoid_lib.audit.checks import AuditSettings, audit
@@ -208,7 +203,7 @@ def table(rows: list[tuple[str, dict]], reference: int) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rows:
-        label = f"{name} ({r['note']})" if r["note"] else name
+        label = name
         share = f"{100 * r['bytes_ap'] / reference:.1f} %" if reference else "-"
         lines.append(
             f"| {label} | {r['outcome']} | {r['req_ap']} / {r['req_inc']} | "
@@ -216,6 +211,8 @@ def table(rows: list[tuple[str, dict]], reference: int) -> list[str]:
             f"{r['largest'] / 1e6:.2f} | {r['most_records']:,} / {r['most_names']:,} | "
             f"{r['seconds']:.1f} | {r['rss_mb']:.0f} |"
         )
+    lines.append("")
+    lines += [f"- {name}: {r['note']}" for name, r in rows if r["note"]]
     return lines
 
 
