@@ -10,6 +10,8 @@ Incoming are study UIDs.
 
 from __future__ import annotations
 
+import csv
+import io
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -24,6 +26,16 @@ def record_names(rows: Iterable[Mapping[str, str]], id_field: str) -> list[str]:
     """The distinct, non-empty record names of ``rows`` in first-seen order (a names-only
     export has one row per record, plus one per repeat instance)."""
     return list(dict.fromkeys(name for row in rows if (name := row.get(id_field, ""))))
+
+
+def names_from_csv(text: str, id_field: str) -> list[str]:
+    """The record names of a names-only CSV export (its first column), refusing an answer
+    whose header is not the record ID field: an error page is not an empty list. A byte-order
+    mark, CRLF line ends and quoted names are CSV as REDCap writes it."""
+    reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff")))
+    if not reader.fieldnames or reader.fieldnames[0] != id_field:
+        raise IncompleteRead("answer is not a CSV list of record names")
+    return record_names(reader, id_field)
 
 
 def check_chunk(rows: Sequence[Mapping[str, str]], asked: Sequence[str], id_field: str) -> None:

@@ -11,8 +11,6 @@ token (PyCap's messages are redacted first).
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -34,6 +32,7 @@ from autoid_lib.read_check import (
     check_chunk,
     check_present,
     check_total,
+    names_from_csv,
     record_names,
 )
 from autoid_lib.safe_text import printable
@@ -227,10 +226,10 @@ class RedcapGateway:
         text = self._export_text(database, operation, fields=[id_field], format_type="csv")
         if not text.strip():
             return self._record_names(database, operation, None, None)
-        reader = csv.DictReader(io.StringIO(text))
-        if not reader.fieldnames or reader.fieldnames[0] != id_field:
-            raise RedcapError(database, operation, "answer is not a CSV list of record names")
-        return record_names(reader, id_field)
+        try:
+            return names_from_csv(text, id_field)
+        except IncompleteRead as error:
+            raise RedcapError(database, operation, str(error)) from None
 
     def rows_of(self, database: str, names: Sequence[str]) -> list[dict]:
         """The rows of these records, where they still exist (an absent one was deleted):

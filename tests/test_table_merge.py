@@ -113,3 +113,15 @@ def test_the_copy_and_the_changes_are_the_table_or_the_read_fails(
         assert any(int(n) in dropped for n in now_rows)  # only a short list is refused
         return
     assert table == now_rows
+
+
+def test_a_csv_record_list_is_read_as_redcap_writes_it():
+    from autoid_lib.read_check import names_from_csv
+
+    text = '\ufeffrecord_id\r\n1\r\n2\r\n"a,b"\r\n2\r\n'
+    assert names_from_csv(text, "record_id") == ["1", "2", "a,b"]
+    assert names_from_csv("record_id\n", "record_id") == []
+    with pytest.raises(IncompleteRead):
+        names_from_csv("<html>Allowed memory size exhausted</html>\n", "record_id")
+    with pytest.raises(IncompleteRead):
+        names_from_csv("study_instance_uid\n1.2.3\n", "record_id")
