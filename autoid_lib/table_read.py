@@ -13,6 +13,7 @@ copy is saved only after both tables were read completely.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -103,8 +104,8 @@ class TableReader:
         return autoid_from_rows(list(rows.values()))[0]
 
     def save(self) -> None:
-        """Keep this run's reads as the copy; a failure to save costs the next run a whole
-        read, never correctness (the previous copy, and its time, stay as they were)."""
+        """Keep this run's reads as the copy. A save that fails is rolled back, and the copy
+        removed all the same: it costs the next run a whole read, never correctness."""
         if self.copy is None:
             return
         for database, rows in self._rows.items():
@@ -223,5 +224,5 @@ def _routine(database: str):
     return is_lease_row if database == "autoid" else (lambda row: False)
 
 
-def _rows_of(state: CopyState | None):
-    return dict(state.rows) if state is not None else None
+def _rows_of(state: CopyState | None) -> Mapping[str, Row] | None:
+    return state.rows if state is not None else None
