@@ -50,6 +50,9 @@ def registry_from_summaries(
     )
     duration = gauge("autoid_run_duration_seconds", "The newest run's duration", ("mode",))
     requests = gauge("autoid_api_requests", "REDCap API requests of the newest run", ("mode",))
+    received = gauge(
+        "autoid_api_received_bytes", "Bytes of REDCap's answers to the newest run", ("mode",)
+    )
     transfers = gauge(
         "autoid_transfers_created", "Transfer requests the newest run created", ("mode",)
     )
@@ -74,6 +77,7 @@ def registry_from_summaries(
             last_run.labels(mode, str(summary.get("status"))).set(when)
         _set(duration, (mode,), summary.get("duration_s"))
         _set(requests, (mode,), summary.get("api_requests"))
+        _set(received, (mode,), summary.get("api_bytes"))
         if mode != "audit":
             _set(transfers, (mode,), summary.get("transfers_created"))
             _set(ids, (mode,), summary.get("ids_created"))

@@ -139,6 +139,7 @@ def test_a_live_run_pings_start_then_success_and_writes_metrics_without_patient_
     found = metrics(textfile)
     live = (("mode", "live"),)
     assert found[("autoid_api_requests", live)] == summary["api_requests"]
+    assert found[("autoid_api_received_bytes", live)] == summary["api_bytes"] > 0
     assert found[("autoid_transfers_created", live)] == summary["transfers_created"] > 0
     assert found[("autoid_ids_created", live)] == summary["ids_created"]
     assert found[("autoid_run_duration_seconds", live)] == summary["duration_s"]
