@@ -54,6 +54,7 @@ STUDY_FIELDS = [
 TRANSFER_FIELDS = ["transfer_requested_date", "transfer_project_name", "transfer_name"]
 HISTORY_STUDY_FIELDS = ["study_accession_number"]
 HISTORY_TRANSFER_FIELDS = ["transfer_date", "transfer_error"]  # a checkbox: transfer_error___N
+CHECKBOX_FIELDS = frozenset({"transfer_error"})  # exported as one column per code, never by name
 AUTOID_FIELDS = ["record_id", "autoid_project_name", "autoid_hash", "autoid_value", "autoid_method"]
 RECORD_ID_FIELD = {
     "projects": "record_id",
@@ -188,7 +189,8 @@ class RedcapGateway:
         rows: list[dict] = []
         for chunk in _chunks(uids, self.settings.chunk_size):
             part = self._export("transfers", "export transfers", fields=fields, records=chunk)
-            _require_fields(part, fields, "transfers", "export transfers")
+            named = [f for f in fields if f not in CHECKBOX_FIELDS]
+            _require_fields(part, named, "transfers", "export transfers")
             asked = set(chunk)  # a study may have no record here; one never asked for is wrong
             if any(row.get("study_instance_uid", "") not in asked for row in part):
                 raise RedcapError(
