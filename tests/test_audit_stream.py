@@ -5,6 +5,7 @@ Pure checks with hypothesis; the read against the sandbox over HTTP, through PyC
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -17,10 +18,12 @@ from hypothesis import strategies as st
 from scenarios import clean_history, plant_problems, study, transfer
 
 from autoid_lib.audit.checks import AuditReport, AuditSettings, HistoryFold, audit
-from autoid_lib.audit.job import audit_history, fold_history, read_history
+from autoid_lib.audit.job import audit_history, audit_in_kernel, fold_history, read_history
+from autoid_lib.audit.view import run_details
 from autoid_lib.config import load_settings
 from autoid_lib.errors import RedcapError
 from autoid_lib.hashing import PatientHasher, sha512_hex
+from autoid_lib.records.folders import SUMMARY_FILE
 from autoid_lib.redcap import RedcapGateway
 from autoid_lib.retired import retired_name
 from autoid_lib.sandbox.faults import dropped_rows
@@ -339,3 +342,14 @@ def test_transfers_in_their_own_database_stream_too(demo_sandbox, tmp_path):
     streamed, _ = streamed_audit(settings)
     same_report(streamed, whole_audit(settings))
     assert streamed.projects["transferred"].sum() > 0  # the transfers were read
+
+
+def test_the_audits_run_details_and_summary_give_its_peak_memory(sandbox, tmp_path):
+    planted(sandbox)
+    config = sandbox.write_kit_files(tmp_path, reports_dir=tmp_path / "reports")
+    report = audit_in_kernel(str(config), output_dir=str(tmp_path))
+    assert report.run is not None and report.run.peak_rss_mb > 10
+    details = run_details(report).data
+    assert f"<b>Peak memory:</b> {report.run.peak_rss_mb:,.0f} MiB" in details
+    summary = json.loads((tmp_path / SUMMARY_FILE).read_text())
+    assert summary["peak_rss_mb"] == round(report.run.peak_rss_mb, 1)
