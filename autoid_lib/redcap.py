@@ -404,8 +404,9 @@ class RedcapGateway:
         return rows
 
     def iter_history_chunks(self) -> Iterator[tuple[int, list[IncomingStudy]]]:
-        """All of Incoming with history (as ``incoming_studies(None, None, history=True)``),
-        one checked chunk at a time, so a reader of all history holds one chunk's raw rows.
+        """All of Incoming with the forwarder's fields (``incoming_studies(None, None,
+        history=True)`` without accession numbers: the audit never shows one), one checked
+        chunk at a time, so a reader of all history holds one chunk's raw rows.
 
         Yields ``(attempt, studies)``. Every attempt starts with ``(attempt, [])``; a chunk
         that fails its check makes the whole read start again (``_read_records``), so a new
@@ -414,7 +415,7 @@ class RedcapGateway:
         """
         database, operation = "incoming", "export studies all history"
         id_field = RECORD_ID_FIELD[database]
-        study_fields = STUDY_FIELDS + HISTORY_STUDY_FIELDS
+        study_fields = STUDY_FIELDS
         transfer_fields = TRANSFER_FIELDS + HISTORY_TRANSFER_FIELDS
         together = self.settings.same_database("incoming", "transfers")
         wanted = study_fields + (transfer_fields if together else [])

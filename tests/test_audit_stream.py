@@ -300,6 +300,21 @@ def test_a_chunk_short_mid_stream_reads_all_history_again_and_counts_nothing_twi
     assert gateway.requests == clean.requests + 1 + 2  # names again, chunks 1 and 2 again
 
 
+def test_the_streamed_read_never_asks_for_an_accession_number(sandbox, tmp_path):
+    planted(sandbox)
+    settings = settings_for(sandbox, tmp_path, read_chunk_records=25)
+    answer, asked = sandbox.app.handle, []
+
+    def handle(body: bytes):
+        asked.append(parse_form(body))
+        return answer(body)
+
+    sandbox.app.handle = handle
+    streamed, _ = streamed_audit(settings)
+    assert streamed.studies and len(asked) > 5
+    assert not [form for form in asked if "study_accession_number" in form.values()]
+
+
 def test_chunks_short_on_every_read_fail_the_audit_closed(sandbox, tmp_path):
     planted(sandbox)
     settings = settings_for(sandbox, tmp_path, read_chunk_records=25, read_retries=2)
