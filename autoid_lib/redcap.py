@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -61,6 +61,7 @@ STUDY_FIELDS = [
 TRANSFER_FIELDS = ["transfer_requested_date", "transfer_project_name", "transfer_name"]
 HISTORY_STUDY_FIELDS = ["study_accession_number"]
 HISTORY_TRANSFER_FIELDS = ["transfer_date", "transfer_error"]  # a checkbox: transfer_error___N
+CHECKBOX_FIELDS = frozenset({"transfer_error"})  # exported as one column per code, never by name
 AUTOID_FIELDS = ["record_id", "autoid_project_name", "autoid_hash", "autoid_value", "autoid_method"]
 CACHED_FIELDS = {"autoid": AUTOID_FIELDS, "projects": PROJECT_FIELDS}  # the local copy's tables
 RECORD_ID_FIELD = {
@@ -190,7 +191,8 @@ class RedcapGateway:
         rows: list[dict] = []
         for chunk in _chunks(uids, self.settings.chunk_size):
             part = self._export("transfers", "export transfers", fields=fields, records=chunk)
-            _require_fields(part, fields, "transfers", "export transfers")
+            named = [f for f in fields if f not in CHECKBOX_FIELDS]
+            _require_fields(part, named, "transfers", "export transfers")
             asked = set(chunk)  # a study may have no record here; one never asked for is wrong
             if any(row.get("study_instance_uid", "") not in asked for row in part):
                 raise RedcapError(
@@ -427,6 +429,75 @@ class RedcapGateway:
             progress.step(start)
         check_total(len(record_names(rows, id_field)), len(names))
         return rows
+
+    def iter_history_chunks(self) -> Iterator[tuple[int, list[IncomingStudy]]]:
+        """All of Incoming with the forwarder's fields (``incoming_studies(None, None,
+        history=True)`` without accession numbers: the audit never shows one), one checked
+        chunk at a time, so a reader of all history holds one chunk's raw rows.
+
+        Yields ``(attempt, studies)``. Every attempt starts with ``(attempt, [])``; a chunk
+        that fails its check makes the whole read start again (``_read_records``), so a new
+        attempt number means: drop everything taken from the earlier one. The read is complete
+        only once the generator ends; after ``read_retries`` restarts it fails closed.
+        """
+        database, operation = "incoming", "export studies all history"
+        id_field = RECORD_ID_FIELD[database]
+        study_fields = STUDY_FIELDS
+        transfer_fields = TRANSFER_FIELDS + HISTORY_TRANSFER_FIELDS
+        together = self.settings.same_database("incoming", "transfers")
+        wanted = study_fields + (transfer_fields if together else [])
+        fields = [id_field, *(f for f in wanted if f != id_field)]
+        attempts = self.settings.read_retries + 1
+        for attempt in range(1, attempts + 1):
+            yield attempt, []
+            names = self._record_names(database, operation, None, None)
+            size = self._chunk_records.get(database, self.settings.read_chunk_records)
+            progress = _Progress(database, len(names), size, self._clock)
+            start = read = 0
+            try:
+                while start < len(names):
+                    chunk = list(names[start : start + size])
+                    try:
+                        rows = self._export(
+                            database, operation, halvable=True, fields=fields, records=chunk
+                        )
+                    except _OutOfMemory:
+                        if len(chunk) <= MIN_CHUNK_RECORDS:
+                            raise RedcapError(
+                                database,
+                                operation,
+                                f"REDCap ran out of memory even for {len(chunk)} records",
+                            ) from None
+                        size = self._chunk_records[database] = max(
+                            MIN_CHUNK_RECORDS, len(chunk) // 2
+                        )
+                        log.warning(
+                            "%s: REDCap ran out of memory; %s records per request", database, size
+                        )
+                        continue
+                    check_chunk(rows, chunk, id_field)
+                    _require_fields(rows, study_fields, database, operation)
+                    read += len(record_names(rows, id_field))
+                    start += len(chunk)
+                    progress.step(start)
+                    transfer_rows = (
+                        rows if together else self._read_transfer_rows(chunk, transfer_fields)
+                    )
+                    studies = _collapse_studies(rows, transfer_rows)
+                    del rows, transfer_rows  # the raw rows go before the reader sees the chunk
+                    yield attempt, studies
+                check_total(read, len(names))
+                return
+            except IncompleteRead as error:
+                if attempt == attempts:
+                    raise RedcapError(
+                        database, operation, f"incomplete answer: {error} (read {attempts}x)"
+                    ) from None
+                delay = min(2 ** (attempt - 1), 8)
+                log.warning(
+                    "%s: incomplete answer (%s); reading again in %ss", database, error, delay
+                )
+                self._sleep(delay)
 
     def _export(
         self, database: str, operation: str, halvable: bool = False, **query: Any

@@ -3,8 +3,9 @@
 ``audit(snapshot, settings)`` takes a ``Snapshot`` of *all* history (the Projects records, every
 Incoming study read with ``history=True`` and the whole AutoID table) and returns an
 ``AuditReport``: one ``Finding`` per kind of problem, each with a count, a table and what to do.
-It never talks to REDCap, reads the clock or the environment; ``autoid_lib.audit.job`` does the
-four reads and runs the audit notebook.
+``HistoryFold`` is the same audit fed Incoming one chunk at a time (bounded memory: it keeps
+compact studies, never raw rows). Neither talks to REDCap, reads the clock or the environment;
+``autoid_lib.audit.job`` does the four reads and runs the audit notebook.
 
 Checks (``Finding.kind``):
 
@@ -40,6 +41,7 @@ is shown by project, study date and the last 8 characters of its UID (the whole 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -50,7 +52,13 @@ from autoid_lib.hashing import PatientHasher, normalise_hash, normalise_patient_
 from autoid_lib.ids.generate import as_space
 from autoid_lib.result import dicom_date, study_ref
 from autoid_lib.retired import retired_by_project, superseded_requests
-from autoid_lib.snapshot import AutoIdRow, ExistingTransfer, IncomingStudy, Snapshot
+from autoid_lib.snapshot import (
+    AutoIdRow,
+    ExistingTransfer,
+    IncomingStudy,
+    ProjectRecord,
+    Snapshot,
+)
 from autoid_lib.vocab import plural
 
 PROBLEM, NOTICE = "problem", "notice"
@@ -88,6 +96,7 @@ class AuditRun:
     duration_s: float
     api_requests: int
     environment: dict = field(default_factory=dict)
+    peak_rss_mb: float = 0.0  # the audit process's peak resident memory
 
 
 @dataclass(frozen=True)
@@ -206,25 +215,119 @@ def plain_text(text: str) -> str:
 
 
 def audit(snapshot: Snapshot, settings: AuditSettings) -> AuditReport:
-    """Check every invariant the kit promises over all of history."""
-    projects = [p for p in snapshot.projects if p.use_autoid and p.name and p.ae_title]
+    """Check every invariant the kit promises over all of history, every study in one list.
+
+    ``HistoryFold`` is the same audit fed chunk by chunk (the audit job streams Incoming)."""
+    return _report(
+        snapshot.projects,
+        snapshot.studies,
+        patient_spellings(snapshot.studies),
+        len(snapshot.studies),
+        snapshot.autoid_rows,
+        settings,
+    )
+
+
+class HistoryFold:
+    """The audit fed all of Incoming one chunk at a time, keeping only what the checks need.
+
+    Every check but the patient spellings looks only at studies addressed to an auto-ID project
+    or carrying a transfer request: those are kept, compact (no accession number, no instance
+    without a request, repeated texts stored once); any other study is counted and adds its
+    patient's spelling. ``report`` then equals ``audit`` over the whole list. Pure: no I/O, no
+    clock. A chunk cannot be taken back: a read that starts over needs a new fold.
+    """
+
+    def __init__(self, projects: Iterable[ProjectRecord]):
+        self.projects = tuple(projects)
+        self._addressed = {p.ae_title.strip() for p in auto_id_projects(self.projects)}
+        self.studies: list[IncomingStudy] = []  # the kept ones, in the order read
+        self.spellings: dict[str, set[str]] = defaultdict(set)
+        self.count = 0
+        self._texts: dict[str, str] = {}  # one copy of each repeated text (this fold's only)
+
+    def add(self, studies: Iterable[IncomingStudy]) -> None:
+        """Fold one chunk of studies in (each study in exactly one chunk)."""
+        for study in studies:
+            self.count += 1
+            patient_id = self._text(study.patient_id)
+            normalised = normalise_patient_id(patient_id)
+            if normalised:
+                self.spellings[normalised].add(patient_id)
+            if study.transfer_requests or study.ae_title.strip() in self._addressed:
+                self.studies.append(self._compact(study, patient_id))
+
+    def report(self, autoid_rows: Sequence[AutoIdRow], settings: AuditSettings) -> AuditReport:
+        """The audit over every study folded in, with the AutoID table and settings."""
+        return _report(
+            self.projects, self.studies, self.spellings, self.count, autoid_rows, settings
+        )
+
+    def _text(self, text: str) -> str:
+        return self._texts.setdefault(text, text)
+
+    def _compact(self, study: IncomingStudy, patient_id: str) -> IncomingStudy:
+        text = self._text
+        return IncomingStudy(
+            uid=study.uid,
+            ae_title=text(study.ae_title),
+            patient_id=patient_id,
+            study_date=text(study.study_date),
+            transfers=tuple(
+                ExistingTransfer(
+                    instance=t.instance,
+                    project_name=text(t.project_name),
+                    name=text(t.name),
+                    requested_date=text(t.requested_date),
+                    transfer_date=text(t.transfer_date),
+                    error_codes=tuple(text(code) for code in t.error_codes),
+                )
+                for t in study.transfer_requests
+            ),
+        )
+
+
+def auto_id_projects(projects: Iterable[ProjectRecord]) -> list[ProjectRecord]:
+    """The projects the audit checks: auto-ID on, with a name and an AE title."""
+    return [p for p in projects if p.use_autoid and p.name and p.ae_title]
+
+
+def patient_spellings(studies: Iterable[IncomingStudy]) -> dict[str, set[str]]:
+    """Normalised patient ID -> the raw spellings it arrived under (first seen first)."""
+    spellings: dict[str, set[str]] = defaultdict(set)
+    for study in studies:
+        normalised = normalise_patient_id(study.patient_id)
+        if normalised:
+            spellings[normalised].add(study.patient_id)
+    return spellings
+
+
+def _report(
+    all_projects: Sequence[ProjectRecord],
+    studies: Sequence[IncomingStudy],
+    spellings: dict[str, set[str]],
+    study_count: int,
+    autoid_rows: Sequence[AutoIdRow],
+    settings: AuditSettings,
+) -> AuditReport:
+    """The checks over ``studies`` (at least every addressed study and every one with a
+    transfer request) and every patient's ``spellings``."""
+    projects = auto_id_projects(all_projects)
     auto_names = {p.name for p in projects}
     by_ae: dict[str, list[str]] = defaultdict(list)
     for p in projects:
         by_ae[p.ae_title.strip()].append(p.name)
-    patient_rows = [r for r in snapshot.autoid_rows if not r.is_kit_record]
+    patient_rows = [r for r in autoid_rows if not r.is_kit_record]
     rows_by_project: dict[str, list[AutoIdRow]] = defaultdict(list)
     for row in patient_rows:
         rows_by_project[row.project_name.strip()].append(row)
-    superseded = superseded_requests(
-        snapshot.studies, retired_by_project(snapshot.autoid_rows), settings.hasher
-    )
-    current = [_without(study, superseded) for study in snapshot.studies]
+    superseded = superseded_requests(studies, retired_by_project(autoid_rows), settings.hasher)
+    current = [_without(study, superseded) for study in studies]
 
     findings: list[Finding] = []
     addressed = [
         (study, by_ae[study.ae_title.strip()])
-        for study in snapshot.studies
+        for study in studies
         if study.ae_title.strip() in by_ae
     ]
     missing, pending = _missing_transfers(addressed, settings)
@@ -232,13 +335,13 @@ def audit(snapshot: Snapshot, settings: AuditSettings) -> AuditReport:
     findings += _transfer_counts(
         [(current_study, names) for current_study, (_, names) in _current(addressed, current)]
     )
-    findings += _pseudonyms(current, auto_names, rows_by_project, settings.hasher)
+    findings += _pseudonyms(current, spellings, auto_names, rows_by_project, settings.hasher)
     findings += _autoid_conflicts(rows_by_project)
-    findings += _spellings(snapshot.studies, projects, rows_by_project, settings.hasher)
+    findings += _spellings(spellings, projects, rows_by_project, settings.hasher)
     findings += _name_variants(projects, rows_by_project)
     findings += _patterns(projects, rows_by_project)
-    findings += _downstream_errors(snapshot.studies)
-    findings += _retired_transfers(snapshot.studies, superseded)
+    findings += _downstream_errors(studies)
+    findings += _retired_transfers(studies, superseded)
     findings = [f for f in findings if f.count]
     return AuditReport(
         findings=tuple(findings),
@@ -246,7 +349,7 @@ def audit(snapshot: Snapshot, settings: AuditSettings) -> AuditReport:
         pending=pending,
         window_begin=settings.window_begin,
         lookback_days=settings.lookback_days,
-        studies=len(snapshot.studies),
+        studies=study_count,
         autoid_rows=len(patient_rows),
     )
 
@@ -393,19 +496,19 @@ def _transfer_counts(addressed) -> list[Finding]:
     ]
 
 
-def _pseudonyms(studies, auto_names, rows_by_project, hasher: PatientHasher) -> list[Finding]:
+def _pseudonyms(
+    studies, spellings, auto_names, rows_by_project, hasher: PatientHasher
+) -> list[Finding]:
     hashes_by_value: dict[tuple[str, str], set[str]] = defaultdict(set)
     for name, rows in rows_by_project.items():
         for row in rows:
             if row.value.strip():
                 hashes_by_value[(name, row.value.strip())].add(normalise_hash(row.hash))
-    spellings: dict[str, set[str]] = defaultdict(set)
-    for study in studies:
-        spellings[normalise_patient_id(study.patient_id)].add(study.patient_id)
     unknown, wrong = [], []
     for study in studies:
         normalised = normalise_patient_id(study.patient_id)
-        keys = set(hasher.patient_keys(normalised, spellings[normalised])) if normalised else set()
+        raws = spellings.get(normalised, ())
+        keys = set(hasher.patient_keys(normalised, raws)) if normalised else set()
         for transfer in study.transfer_requests:
             project = transfer.project_name.strip()
             if project not in auto_names:
@@ -486,13 +589,8 @@ def _autoid_conflicts(rows_by_project) -> list[Finding]:
     ]
 
 
-def _spellings(studies, projects, rows_by_project, hasher: PatientHasher) -> list[Finding]:
+def _spellings(spellings, projects, rows_by_project, hasher: PatientHasher) -> list[Finding]:
     """Patients whose spellings, taken together, find several IDs in one project."""
-    spellings: dict[str, set[str]] = defaultdict(set)
-    for study in studies:
-        normalised = normalise_patient_id(study.patient_id)
-        if normalised:
-            spellings[normalised].add(study.patient_id)
     found = []
     for project in sorted(projects, key=lambda p: p.name):
         values_of: dict[str, set[str]] = defaultdict(set)

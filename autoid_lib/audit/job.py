@@ -5,8 +5,10 @@
 summary.json) and rebuilds the reports index through the run's public entry point,
 ``notebook_run.execute_notebook`` (execution, scrubbing, HTML export, summary). The
 kernel side is ``audit_in_kernel``: four reads (Projects, all of Incoming with the forwarder's
-fields, the AutoID table, the UIDs a run would read now), then the pure ``audit.checks.audit``.
-The audit only reads, so it takes no run lock and may run next to the job.
+fields, the AutoID table, the UIDs a run would read now) and the pure checks. All of Incoming is
+streamed, one checked chunk at a time, into ``audit.checks.HistoryFold``, so memory follows the
+studies the checks keep, not the raw rows of all history. The audit only reads, so it takes no
+run lock and may run next to the job.
 """
 
 from __future__ import annotations
@@ -24,11 +26,14 @@ from autoid_lib.package_data import notebook_path
 from autoid_lib.vocab import Detail, RunMode, as_utc, parse_utc
 
 if TYPE_CHECKING:
-    from autoid_lib.audit.checks import AuditReport
+    from collections.abc import Sequence
+
+    from autoid_lib.audit.checks import AuditReport, HistoryFold
     from autoid_lib.config import Settings
+    from autoid_lib.hashing import PatientHasher
     from autoid_lib.records.notebook_run import Notify, RunRecord
     from autoid_lib.redcap import RedcapGateway
-    from autoid_lib.snapshot import Snapshot
+    from autoid_lib.snapshot import ProjectRecord, Snapshot
 
 log = logging.getLogger("autoid.audit")
 NOTEBOOK = notebook_path("audit.ipynb")
@@ -88,11 +93,42 @@ def peak_rss_mb() -> float:
     return peak / (2**20 if sys.platform == "darwin" else 2**10)
 
 
+def fold_history(gateway: RedcapGateway, projects: Sequence[ProjectRecord]) -> HistoryFold:
+    """All of Incoming, streamed chunk by chunk into a ``HistoryFold``. A read that starts over
+    (a chunk failed its check) starts a new fold, so nothing of the failed attempt is counted."""
+    from autoid_lib.audit.checks import HistoryFold
+
+    fold, attempt = HistoryFold(projects), 1
+    for read, studies in gateway.iter_history_chunks():
+        if read != attempt:
+            fold, attempt = HistoryFold(projects), read
+        fold.add(studies)
+    return fold
+
+
+def audit_history(
+    gateway: RedcapGateway,
+    hasher: PatientHasher,
+    window_begin: datetime,
+    window_end: datetime,
+    lookback_days: int,
+) -> AuditReport:
+    """The audit's four reads and its checks, Incoming streamed (``fold_history``): Projects,
+    all of Incoming (with history), the AutoID table, and the UIDs a run would read now."""
+    from autoid_lib.audit.checks import AuditSettings
+
+    projects = gateway.project_records()
+    fold = fold_history(gateway, projects)
+    rows = gateway.autoid_rows()
+    in_window = gateway.study_uids(window_begin, window_end)
+    return fold.report(rows, AuditSettings(hasher, window_begin, lookback_days, in_window))
+
+
 def read_history(
     gateway: RedcapGateway, window_begin: datetime, window_end: datetime
 ) -> tuple[Snapshot, frozenset[str]]:
-    """The audit's four reads: Projects, all of Incoming (with history), the AutoID table, and
-    which studies a run would read now (their UIDs only)."""
+    """The same four reads with all of Incoming in one list, for ``checks.audit``: the
+    unstreamed reference (tests compare the two; the benchmark measures both)."""
     from autoid_lib.snapshot import Snapshot
 
     projects = gateway.project_records()
@@ -105,7 +141,7 @@ def read_history(
 
 def audit_in_kernel(config_path: str, *, output_dir: str = "", now: str = "") -> AuditReport:
     """The notebook's audit cell: load the config, read, audit, write summary.json (if asked)."""
-    from autoid_lib.audit.checks import AuditRun, AuditSettings, audit
+    from autoid_lib.audit.checks import AuditRun
     from autoid_lib.config import load_settings
     from autoid_lib.environment import environment
     from autoid_lib.records.folders import SUMMARY_FILE, write_json
@@ -119,16 +155,7 @@ def audit_in_kernel(config_path: str, *, output_dir: str = "", now: str = "") ->
     begin = end - timedelta(days=settings.run.lookback_days)
     gateway = RedcapGateway(settings.redcap)
     clock = time.perf_counter()
-    snapshot, in_window = read_history(gateway, begin, end)
-    report = audit(
-        snapshot,
-        AuditSettings(
-            hasher=settings.run.hasher(),
-            window_begin=begin,
-            lookback_days=settings.run.lookback_days,
-            in_window=in_window,
-        ),
-    )
+    report = audit_history(gateway, settings.run.hasher(), begin, end, settings.run.lookback_days)
     duration_s, peak_mb = time.perf_counter() - clock, peak_rss_mb()
     log.info(
         "audit: %s requests, %.1f s (%.1f s paced), peak memory %.0f MiB",
@@ -142,6 +169,7 @@ def audit_in_kernel(config_path: str, *, output_dir: str = "", now: str = "") ->
         duration_s=duration_s,
         api_requests=gateway.requests,
         environment=environment(settings),
+        peak_rss_mb=peak_mb,
     )
     report = replace(report, run=run)
     if output_dir:

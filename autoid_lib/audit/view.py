@@ -177,6 +177,9 @@ def run_details(report: AuditReport, detail: str = "summary", command_started: s
             ("API requests", f"{report.run.api_requests:,} (the audit only reads)"),
             ("Duration", f"{report.run.duration_s:.2f} s (REDCap reads and checks)"),
         ]
+        if report.run.peak_rss_mb:
+            peak = f"{report.run.peak_rss_mb:,.0f} MiB (the audit's kernel, reads and checks)"
+            pairs.insert(2, ("Peak memory", peak))
         whole = run_report.command_time(command_started)
         if whole:
             pairs.insert(2, ("Whole command", whole))
