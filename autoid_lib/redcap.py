@@ -370,16 +370,20 @@ class RedcapGateway:
             try:
                 return self._read_chunks(database, operation, names, fields)
             except IncompleteRead as error:
-                if attempt == attempts:
-                    raise RedcapError(
-                        database, operation, f"incomplete answer: {error} (read {attempts}x)"
-                    ) from None
-                delay = min(2 ** (attempt - 1), 8)
-                log.warning(
-                    "%s: incomplete answer (%s); reading again in %ss", database, error, delay
-                )
-                self._sleep(delay)
+                self._read_again(database, operation, error, attempt, attempts)
         raise AssertionError("unreachable")
+
+    def _read_again(
+        self, database: str, operation: str, error: IncompleteRead, attempt: int, attempts: int
+    ) -> None:
+        """After an incomplete read: fail closed on the last attempt, else wait to read again."""
+        if attempt == attempts:
+            raise RedcapError(
+                database, operation, f"incomplete answer: {error} (read {attempts}x)"
+            ) from None
+        delay = min(2 ** (attempt - 1), 8)
+        log.warning("%s: incomplete answer (%s); reading again in %ss", database, error, delay)
+        self._sleep(delay)
 
     def _record_names(
         self, database: str, operation: str, begin: datetime | None, end: datetime | None
@@ -399,12 +403,21 @@ class RedcapGateway:
     def _read_chunks(
         self, database: str, operation: str, names: Sequence[str], fields: Sequence[str]
     ) -> list[dict]:
-        """``names`` in record-list exports of at most ``read_chunk_records``, each checked; an
-        out-of-memory answer halves the chunk size for this database from then on."""
+        """``names`` read whole (``_chunk_answers``), and as many records as listed."""
+        rows = [row for _, part in self._chunk_answers(database, operation, names, fields)
+                for row in part]  # fmt: skip
+        check_total(len(record_names(rows, RECORD_ID_FIELD[database])), len(names))
+        return rows
+
+    def _chunk_answers(
+        self, database: str, operation: str, names: Sequence[str], fields: Sequence[str]
+    ) -> Iterator[tuple[list[str], list[dict]]]:
+        """``names`` in record-list exports of at most ``read_chunk_records``, each checked
+        (``check_chunk``), as (names asked, rows); an out-of-memory answer halves the chunk
+        size for this database from then on, down to ``MIN_CHUNK_RECORDS``."""
         id_field = RECORD_ID_FIELD[database]
         fields = [id_field, *(f for f in fields if f != id_field)]
         size = self._chunk_records.get(database, self.settings.read_chunk_records)
-        rows: list[dict] = []
         start = 0
         progress = _Progress(database, len(names), size, self._clock)
         while start < len(names):
@@ -424,11 +437,9 @@ class RedcapGateway:
                 log.warning("%s: REDCap ran out of memory; %s records per request", database, size)
                 continue
             check_chunk(part, chunk, id_field)
-            rows.extend(part)
             start += len(chunk)
             progress.step(start)
-        check_total(len(record_names(rows, id_field)), len(names))
-        return rows
+            yield chunk, part
 
     def iter_history_chunks(self) -> Iterator[tuple[int, list[IncomingStudy]]]:
         """All of Incoming with the forwarder's fields (``incoming_studies(None, None,
@@ -446,58 +457,26 @@ class RedcapGateway:
         transfer_fields = TRANSFER_FIELDS + HISTORY_TRANSFER_FIELDS
         together = self.settings.same_database("incoming", "transfers")
         wanted = study_fields + (transfer_fields if together else [])
-        fields = [id_field, *(f for f in wanted if f != id_field)]
+        fields = wanted
         attempts = self.settings.read_retries + 1
         for attempt in range(1, attempts + 1):
             yield attempt, []
             names = self._record_names(database, operation, None, None)
-            size = self._chunk_records.get(database, self.settings.read_chunk_records)
-            progress = _Progress(database, len(names), size, self._clock)
-            start = read = 0
+            read = 0
             try:
-                while start < len(names):
-                    chunk = list(names[start : start + size])
-                    try:
-                        rows = self._export(
-                            database, operation, halvable=True, fields=fields, records=chunk
-                        )
-                    except _OutOfMemory:
-                        if len(chunk) <= MIN_CHUNK_RECORDS:
-                            raise RedcapError(
-                                database,
-                                operation,
-                                f"REDCap ran out of memory even for {len(chunk)} records",
-                            ) from None
-                        size = self._chunk_records[database] = max(
-                            MIN_CHUNK_RECORDS, len(chunk) // 2
-                        )
-                        log.warning(
-                            "%s: REDCap ran out of memory; %s records per request", database, size
-                        )
-                        continue
-                    check_chunk(rows, chunk, id_field)
+                for chunk, rows in self._chunk_answers(database, operation, names, fields):
                     _require_fields(rows, study_fields, database, operation)
                     read += len(record_names(rows, id_field))
-                    start += len(chunk)
-                    progress.step(start)
                     transfer_rows = (
                         rows if together else self._read_transfer_rows(chunk, transfer_fields)
                     )
                     studies = _collapse_studies(rows, transfer_rows)
-                    del rows, transfer_rows  # the raw rows go before the reader sees the chunk
+                    del rows, transfer_rows  # raw rows of at most one chunk are alive
                     yield attempt, studies
                 check_total(read, len(names))
                 return
             except IncompleteRead as error:
-                if attempt == attempts:
-                    raise RedcapError(
-                        database, operation, f"incomplete answer: {error} (read {attempts}x)"
-                    ) from None
-                delay = min(2 ** (attempt - 1), 8)
-                log.warning(
-                    "%s: incomplete answer (%s); reading again in %ss", database, error, delay
-                )
-                self._sleep(delay)
+                self._read_again(database, operation, error, attempt, attempts)
 
     def _export(
         self, database: str, operation: str, halvable: bool = False, **query: Any
