@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 from redcap import Project
@@ -39,6 +39,7 @@ from autoid_lib.safe_text import printable
 from autoid_lib.secret import redact
 from autoid_lib.snapshot import AutoIdRow, ExistingTransfer, IncomingStudy, ProjectRecord
 
+_T = TypeVar("_T")
 log = logging.getLogger("autoid.redcap")
 # a long read's progress: time-stamped lines in a log, one line in place on a terminal
 progress_log = logging.getLogger("autoid.progress")
@@ -483,37 +484,38 @@ class RedcapGateway:
     ) -> list[dict]:
         """Export flat JSON records; transient failures are retried (reads only). With
         ``halvable`` an out-of-memory answer goes to the caller, which asks for less."""
-        attempts = self.settings.read_retries + 1
-        for attempt in range(1, attempts + 1):
-            try:
-                answer = self._call(
-                    database, operation, "export_records", format_type="json", **query
-                )
-                return _checked_rows(answer, database, operation)
-            except _Transient as error:
-                if halvable and isinstance(error, _OutOfMemory):
-                    raise
-                if attempt == attempts:
-                    raise RedcapError(
-                        database, operation, f"{error} (tried {attempts}x)", error.kind
-                    ) from None
-                delay = min(2 ** (attempt - 1), 8)
-                log.warning("%s: %s; retrying in %ss", database, error, delay)
-                self._sleep(delay)
-        raise AssertionError("unreachable")
+
+        def ask() -> list[dict]:
+            answer = self._call(database, operation, "export_records", format_type="json", **query)
+            return _checked_rows(answer, database, operation)
+
+        return self._retried(database, operation, ask, halvable=halvable)
 
     def _export_text(self, database: str, operation: str, **query: Any) -> str:
         """A CSV export as text; transient failures are retried like ``_export``'s."""
+
+        def ask() -> str:
+            answer = self._call(database, operation, "export_records", **query)
+            if not isinstance(answer, str):
+                raise _Transient("answer is not CSV text")
+            if _out_of_memory(answer):
+                raise _OutOfMemory("REDCap ran out of server memory")
+            return answer
+
+        return self._retried(database, operation, ask)
+
+    def _retried(
+        self, database: str, operation: str, ask: Callable[[], _T], *, halvable: bool = False
+    ) -> _T:
+        """``ask()``, again after a transient failure, with backoff, ``read_retries`` times
+        (reads only: a timed-out import may have been written)."""
         attempts = self.settings.read_retries + 1
         for attempt in range(1, attempts + 1):
             try:
-                answer = self._call(database, operation, "export_records", **query)
-                if not isinstance(answer, str):
-                    raise _Transient("answer is not CSV text")
-                if _out_of_memory(answer):
-                    raise _OutOfMemory("REDCap ran out of server memory")
-                return answer
+                return ask()
             except _Transient as error:
+                if halvable and isinstance(error, _OutOfMemory):
+                    raise
                 if attempt == attempts:
                     raise RedcapError(
                         database, operation, f"{error} (tried {attempts}x)", error.kind

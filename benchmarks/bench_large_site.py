@@ -155,17 +155,13 @@ def _child(job: str, config: str, answer) -> None:
         note = reads.replace("|", "/")
         outcome = str(result.status) if result.error is None else f"{result.error.type}"
     else:
-        from autoid_lib.audit.checks import AuditSettings, audit
-        from autoid_lib.audit.job import read_history
+        from autoid_lib.audit.job import audit_history  # what autoid audit runs: streamed
 
         end = datetime.now().replace(microsecond=0)
         begin = end - timedelta(days=settings.run.lookback_days)
         gateway = RedcapGateway(settings.redcap)
-        snapshot, in_window = read_history(gateway, begin, end)
-        report = audit(
-            snapshot,
-            AuditSettings(settings.run.hasher(), begin, settings.run.lookback_days, in_window),
-        )
+        hasher = settings.run.hasher()
+        report = audit_history(gateway, hasher, begin, end, settings.run.lookback_days)
         outcome = str(report.status)
     elapsed = time.perf_counter() - clock
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
