@@ -12,7 +12,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
-from scenarios import autoid
+from scenarios import autoid, project
 
 from autoid_lib.config import load_settings
 from autoid_lib.hashing import sha512_hex
@@ -21,13 +21,7 @@ from autoid_lib.table_cache import FILE_NAME
 
 CHUNK = 4  # records per read request: the tables below take several
 PATIENTS = 12
-PROJECT = {
-    "record_id": "1",
-    "project_name": "KNEE",
-    "project_use_autoid": "1",
-    "project_autoid_aetitle": "KNEE_AE",
-    "project_patient_naming": r"K\d{4}",
-}
+PROJECT = project("1", "KNEE", "KNEE_AE", r"K\d{4}")
 FAST_LEASE = {"expiry_s": 2.5, "clock_skew_s": 0, "wait_s": 0}
 
 
