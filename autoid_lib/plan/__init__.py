@@ -14,8 +14,9 @@ looks at the clock, so every rule below has a test that needs no server:
 
 The parts: ``model`` (the plan's data types and its stable words), ``planner`` (``plan``:
 routes the studies, plans each project, joins the results), ``routing`` (auto-ID AE titles to
-projects, misconfigured projects), ``existing`` (what earlier runs sent and stored, indexed)
-and ``project`` (one project's patients, IDs and transfers, and its capacity).
+projects, misconfigured projects), ``existing`` (what earlier runs sent and stored, indexed),
+``project`` (one project's new IDs and transfers), ``patients`` (who holds which name in a
+project) and ``capacity`` (a project's state and capacity warning after the plan).
 """
 
 from autoid_lib.plan.model import (

@@ -1,21 +1,18 @@
-"""One project's plan: its patients looked up in AutoID and in the names already sent, new IDs
-for new patients, a transfer request per pending study, and its capacity afterwards."""
+"""One project's plan: its patients' names (``patients``), new IDs for new patients, a transfer
+request per pending study, and its state afterwards (``capacity``)."""
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
 
 from autoid_lib.errors import PatternError
-from autoid_lib.hashing import normalise_hash, normalise_patient_id
+from autoid_lib.hashing import normalise_patient_id
 from autoid_lib.ids import generate as idgen
 from autoid_lib.ids.space import compile_pattern
+from autoid_lib.plan.capacity import project_state
 from autoid_lib.plan.existing import SentNames
 from autoid_lib.plan.model import (
     ALREADY_TRANSFERRED,
-    AUTOID_CONFLICT,
-    AUTOID_NAME_VARIANT,
     EMPTY_PATIENT_ID,
     ID_SPACE_EXHAUSTED,
     INVALID_PATTERN,
@@ -29,20 +26,13 @@ from autoid_lib.plan.model import (
     TransferRequest,
     outcome,
 )
+from autoid_lib.plan.patients import ProjectIds
 from autoid_lib.snapshot import AutoIdRow, IncomingStudy, ProjectRecord
 
 
-@dataclass(frozen=True)
-class _Decision:
-    """What one patient's pending studies get: a known name, a new ID, or a skip reason."""
-
-    value: str = ""
-    source: str = ""  # "reused" | "adopted" (a name sent before, recorded in AutoID now)
-    skip: str = ""
-
-
 class ProjectPlanner:
-    """Plans one project: looks patients up, assigns new IDs, lists transfers."""
+    """Plans one project: looks patients up (``ProjectIds``), assigns new IDs, lists
+    transfers."""
 
     def __init__(
         self,
@@ -55,16 +45,13 @@ class ProjectPlanner:
         superseded: Collection[tuple[str, int]] = frozenset(),
     ):
         self.project = project
-        self.retired = retired  # values retired in this project: never handed out again
         self.superseded = superseded
         self.name = project.name.strip()
         self.settings = settings
-        self.sent = sent
         self.outcomes: list[StudyOutcome] = []
         self.new_ids: list[NewAutoId] = []
         self.transfers: list[TransferRequest] = []
         self.anomalies: list[Anomaly] = []
-        self.problems: Counter[str] = Counter()  # patients skipped, by what was found
         self.pattern_error = ""
         self.pattern = None
         try:
@@ -76,156 +63,10 @@ class ProjectPlanner:
                 f"naming pattern cannot generate IDs: {error}",
                 "Fix project_patient_naming in the Projects database (see docs/patterns.md).",
             )
-        self._index_rows(rows)
-        for pseudonym in sent.patients_of:
-            self.reserve(pseudonym)  # sent to the PACS under this name, whatever AutoID says
-        for value in retired:
-            self.reserve(value)  # retired by autoid repair: reserved for ever
+        self.ids = ProjectIds(self.name, self.pattern, rows, sent, self._anomaly, retired=retired)
 
     def _anomaly(self, kind: str, message: str, action: str, count: int = 1) -> None:
         self.anomalies.append(Anomaly(kind, self.project.name, message, action, count))
-
-    def _index_rows(self, rows: Iterable[AutoIdRow]) -> None:
-        """Index the project's AutoID rows both ways; conflicts are kept aside, not merged.
-
-        Rows under a variant spelling of the project's name (a renamed project?) are nobody's
-        to hand out or to look up: their values stay reserved and their patients are skipped.
-        Plain dicts, with sets only for the rare conflicts: a million rows index in a second.
-        """
-        self.value_of: dict[str, str] = {}  # hash -> value (the first one seen)
-        self.hash_of: dict[str, str] = {}  # value -> hash (the first one seen)
-        self.split: dict[str, set[str]] = {}  # hash -> its several values
-        self.shared: dict[str, set[str]] = {}  # value -> its several hashes
-        self.reserved: set[str] = set()  # values in use without a complete row of this project
-        self.variant_hashes: set[str] = set()
-        variants: Counter[str] = Counter()
-        incomplete = 0
-        for row in rows:
-            hash_, value = normalise_hash(row.hash), row.value.strip()
-            if row.project_name.strip() != self.name:
-                variants[row.project_name.strip()] += 1
-                self.variant_hashes.add(hash_)
-                if value:
-                    self.reserved.add(value)
-                continue
-            if not hash_ or not value:
-                incomplete += 1
-                if value:
-                    self.reserved.add(value)  # nobody else may get it, whoever it belongs to
-                continue
-            first_value = self.value_of.setdefault(hash_, value)
-            if first_value != value:
-                self.split.setdefault(hash_, {first_value}).add(value)
-            first_hash = self.hash_of.setdefault(value, hash_)
-            if first_hash != hash_:
-                self.shared.setdefault(value, {first_hash}).add(hash_)
-        self.variant_hashes.discard("")
-        self.in_use: set[str] = set(self.hash_of) | self.reserved
-        self.used_in_pattern = 0
-        if self.pattern is not None:
-            self.used_in_pattern = sum(map(self.pattern.contains, self.in_use))
-        self._report_row_problems(incomplete, variants)
-
-    def _report_row_problems(self, incomplete: int, variants: Counter[str]) -> None:
-        if incomplete:
-            self._anomaly(
-                "autoid_incomplete_rows",
-                f"{incomplete} AutoID row(s) lack a hash or a value and are ignored",
-                "Complete or delete these rows in the AutoID database.",
-                incomplete,
-            )
-        if variants:
-            spellings = ", ".join(sorted(variants))
-            count = sum(variants.values())
-            self._anomaly(
-                "autoid_name_variant",
-                f"{count} AutoID row(s) are stored under project name {spellings}, which "
-                f"differs from {self.name} only in case or spacing (a renamed project?); their "
-                "IDs are never handed out again and their patients' studies are skipped",
-                f"If it is this project renamed, set autoid_project_name to {self.name} on "
-                "those AutoID rows; if it is another project, rename one of the two.",
-                count,
-            )
-        if self.split:
-            self._anomaly(
-                "autoid_conflict_hash",
-                f"{len(self.split)} patient hash(es) have several IDs",
-                "Decide which ID each patient keeps and delete the other AutoID rows; "
-                "their studies are skipped until then.",
-                len(self.split),
-            )
-        if self.shared:
-            self._anomaly(
-                "autoid_conflict_value",
-                f"{len(self.shared)} ID(s) are stored for several patient hashes",
-                "Two patients may share an ID: check these AutoID rows before more data "
-                "arrives; their studies are skipped until then.",
-                len(self.shared),
-            )
-        foreign = len(self.in_use) - self.used_in_pattern
-        if self.pattern is not None and foreign:
-            self._anomaly(
-                "autoid_pattern_mismatch",
-                f"{foreign} stored ID(s) do not match the current pattern "
-                "(the pattern was changed?); they are kept for their patients",
-                "Nothing to do if the pattern was changed on purpose.",
-                foreign,
-            )
-
-    def reserve(self, value: str) -> None:
-        """Count ``value`` as used (a transfer name, a new ID) so no other patient gets it."""
-        if value and value not in self.in_use:
-            self.in_use.add(value)
-            if self.pattern is not None and self.pattern.contains(value):
-                self.used_in_pattern += 1
-
-    def _known_id(self, lookup_keys: tuple[str, ...]) -> tuple[str, bool]:
-        """The patient's stored ID ('' if new) and whether the rows conflict."""
-        values = set()
-        for key in lookup_keys:
-            if key in self.value_of:
-                values |= self.split.get(key, {self.value_of[key]})
-        if not values:
-            return "", False
-        if len(values) > 1:
-            return "", True
-        (value,) = values
-        if not self.shared.get(value, {self.hash_of[value]}) <= set(lookup_keys):
-            return "", True  # the same ID is stored for another patient too
-        return value, False
-
-    def _owned_by_another(self, name: str, patient: str, keys: tuple[str, ...]) -> bool:
-        """Whether AutoID or an existing request gives ``name`` to someone else."""
-        if self.sent.patients_of.get(name, {patient}) - {patient}:
-            return True
-        if name in self.reserved:
-            return True  # an incomplete or variant row holds it for somebody unknown
-        if name in self.retired and name not in self.hash_of:
-            return True  # retired and no live row gives it to anybody: nobody goes under it
-        stored = self.shared.get(name) or ({self.hash_of[name]} if name in self.hash_of else set())
-        return not stored <= set(keys)
-
-    def _decide(self, patient: str, keys: tuple[str, ...]) -> _Decision:
-        """One patient's name in this project, from AutoID and the requests already sent."""
-        value, conflict = self._known_id(keys)
-        if conflict:
-            return _Decision(skip=AUTOID_CONFLICT)
-        if self.variant_hashes.intersection(keys):
-            return _Decision(skip=AUTOID_NAME_VARIANT)
-        sent = self.sent.names_of.get(patient, set())
-        if any(self._owned_by_another(n, patient, keys) for n in sent | {value} - {""}):
-            self.problems["a name this patient was sent under belongs to another patient"] += 1
-            return _Decision(skip=AUTOID_CONFLICT)
-        if value:
-            if sent - {value}:
-                self.problems["was sent under another name than its AutoID row (served)"] += 1
-            return _Decision(value, "reused")
-        if len(sent) > 1:
-            self.problems["was sent under several names and has no AutoID row"] += 1
-            return _Decision(skip=AUTOID_CONFLICT)
-        if sent:
-            return _Decision(next(iter(sent)), "adopted")
-        return _Decision()
 
     def _request_is_sound(self, study: IncomingStudy, name: str) -> bool:
         """Exactly one request, to this project, under the patient's name (if it has one).
@@ -262,7 +103,7 @@ class ProjectPlanner:
         new_patients: dict[str, list[IncomingStudy]] = {}
         for patient, group in by_patient.items():
             keys = self.settings.hasher.patient_keys(patient, {s.patient_id for s in group})
-            decision = self._decide(patient, keys)
+            decision = self.ids.decide(patient, keys)
             pending = []
             for study in group:
                 if study.transfer_requests:
@@ -303,7 +144,7 @@ class ProjectPlanner:
                 "Check these transfers in the Incoming database (run autoid audit).",
                 mismatched,
             )
-        for problem, count in sorted(self.problems.items()):
+        for problem, count in sorted(self.ids.problems.items()):
             self._anomaly(
                 "transfer_name_conflict",
                 f"{count} patient(s): {problem}",
@@ -325,12 +166,12 @@ class ProjectPlanner:
                 for study in new_patients[patient]:
                     self.outcomes.append(outcome(study, name, SKIPPED, INVALID_PATTERN))
             return
-        free = self.pattern.size - self.used_in_pattern
+        free = self.pattern.size - self.ids.used_in_pattern
         served, unserved = order[:free], order[free:]
         values = self._generate(len(served)) if served else []
         for patient, value in zip(served, values, strict=True):
             self.new_ids.append(NewAutoId(name, self.settings.hasher.primary(patient), value))
-            self.reserve(value)
+            self.ids.reserve(value)
             for study in new_patients[patient]:
                 self._transfer(study, value, "new")
         for patient in unserved:
@@ -347,9 +188,9 @@ class ProjectPlanner:
 
     def _generate(self, count: int) -> list[str]:
         if self.settings.generate_ids is not None:
-            return self.settings.generate_ids(self.project.pattern, self.in_use, count)
+            return self.settings.generate_ids(self.project.pattern, self.ids.in_use, count)
         assert self.pattern is not None  # new patients of an invalid pattern are skipped
-        return idgen.generate_ids(self.pattern, self.in_use, count=count, rng=self.settings.rng)
+        return idgen.generate_ids(self.pattern, self.ids.in_use, count=count, rng=self.settings.rng)
 
     def _transfer(self, study: IncomingStudy, value: str, source: str) -> None:
         self.transfers.append(
@@ -366,32 +207,14 @@ class ProjectPlanner:
         )
 
     def state(self) -> ProjectState:
-        capacity = None
-        if self.pattern is not None:
-            capacity = idgen.Capacity(
-                self.pattern.pattern,
-                self.pattern.size,
-                self.used_in_pattern,
-                self.settings.capacity_warn_at,
-            )
-            reported = any(a.kind == "id_space_exhausted" for a in self.anomalies)
-            if capacity.level == "exhausted" and not reported:
-                self._anomaly(
-                    "id_space_exhausted",
-                    capacity.description,
-                    "Widen project_patient_naming now (keep existing IDs matching): the next "
-                    "new patient will be skipped.",
-                )
-            elif capacity.level == "warning":
-                self._anomaly(
-                    "capacity_warning",
-                    capacity.description,
-                    "Plan a wider project_patient_naming before the space runs out.",
-                )
-        return ProjectState(
-            name=self.project.name,
-            ae_title=self.project.ae_title.strip(),
-            pattern=self.project.pattern,
-            pattern_error=self.pattern_error,
-            capacity=capacity,
+        """The project after the plan; a capacity warning joins its anomalies."""
+        state, anomalies = project_state(
+            self.project,
+            self.pattern,
+            self.pattern_error,
+            self.ids.used_in_pattern,
+            self.settings.capacity_warn_at,
+            exhaustion_reported=any(a.kind == "id_space_exhausted" for a in self.anomalies),
         )
+        self.anomalies.extend(anomalies)
+        return state
