@@ -14,7 +14,9 @@ from __future__ import annotations
 import html
 import io
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from IPython.display import HTML, Image
@@ -24,7 +26,10 @@ from autoid_lib.failures import cause_of
 from autoid_lib.forecast import Forecast
 from autoid_lib.plan import ALREADY_TRANSFERRED, SKIPPED, TRANSFER
 from autoid_lib.result import RunResult
-from autoid_lib.vocab import STATUS_LABELS
+from autoid_lib.vocab import STATUS_LABELS, Status
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 LABELS = STATUS_LABELS
 _BANNER_STYLE = {
@@ -68,11 +73,14 @@ def status_banner(result: RunResult) -> HTML:
 
 def status_box(status: str, what_html: str, facts: str, extra_html: str = "") -> str:
     """The coloured box a run report and an audit report open with (inline styles, so it reads
-    the same in Jupyter, a browser and a mail client). ``what_html`` is already escaped."""
+    the same in Jupyter, a browser and a mail client). ``what_html`` is already escaped;
+    ``status`` is a ``Status`` or its value (an audit's report gives a plain string)."""
+    style = _BANNER_STYLE[status]  # an unknown status stops here, as a KeyError
+    label = LABELS[Status(status)]
     return (
-        f'<div class="status {status}" style="{_BANNER_STYLE[status]};border-radius:6px;'
+        f'<div class="status {status}" style="{style};border-radius:6px;'
         f'padding:10px 14px;margin:8px 0">'
-        f'<span class="label" style="font-weight:700;font-size:18px">{LABELS[status]}</span> '
+        f'<span class="label" style="font-weight:700;font-size:18px">{label}</span> '
         f'<span style="color:#1d2329">{what_html}</span>{extra_html}'
         f'<div class="facts" style="color:#5b6670;font-size:13px;margin-top:2px">'
         f"{_e(facts)}</div></div>"
@@ -160,7 +168,7 @@ def projects_table(result: RunResult) -> HTML:
     own = _own_counts(result)
     rows = []
     for r in frame.to_dict("records"):
-        mine = own.get(r["project"], Counter())
+        mine = own.get(r["project"], Counter[str]())
         rows.append(
             [
                 r["project"],
@@ -179,7 +187,7 @@ def projects_table(result: RunResult) -> HTML:
         if SHARED in label:  # a shared AE title's studies: once, in a row of their own
             rows.append([f"{label} (shared AE title)", "", "", counts["incoming"],
                          counts["already"], 0, 0, 0, skipped.get(label, "0"), ""])  # fmt: skip
-    total = Counter()
+    total: Counter[str] = Counter()
     for counts in own.values():
         total.update(counts)
     rows.append(
@@ -197,9 +205,9 @@ def projects_table(result: RunResult) -> HTML:
 SHARED = " / "  # plan.SHARED_AE_TITLE_JOIN: the label of a study on a shared AE title
 
 
-def _own_counts(result: RunResult) -> dict[str, Counter]:
+def _own_counts(result: RunResult) -> dict[str, Counter[str]]:
     """Studies per project label, each once: a shared AE title's under its joined label."""
-    counts: dict[str, Counter] = defaultdict(Counter)
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
     for study in result.plan.studies if result.plan else ():
         c = counts[study.project_name]
         c["incoming"] += 1
@@ -208,7 +216,7 @@ def _own_counts(result: RunResult) -> dict[str, Counter]:
     return counts
 
 
-def _sum(column) -> int | None:
+def _sum(column: pd.Series) -> int | None:
     values = [v for v in column if v is not None and not pd.isna(v)]
     return int(sum(values)) if len(values) == len(column) else None
 
@@ -246,10 +254,10 @@ def studies_table(result: RunResult, detail: str = "summary") -> HTML:
         return _note("No study in the window was addressed to an auto-ID project.")
     if detail != "full":
         counts = frame.groupby(["project", "action"]).size().reset_index(name="studies")
-        rows = [list(r) for r in counts.itertuples(index=False)]
+        count_rows = [list(r) for r in counts.itertuples(index=False)]
         return HTML(
             _p("Study-level rows and study UIDs are left out at detail = summary.")
-            + html_table(["project", "action", "studies"], rows, numeric={2})
+            + html_table(["project", "action", "studies"], count_rows, numeric={2})
         )
     # what needs a person first, then what the run did, then what was already done
     order = frame["action"].map({SKIPPED: 0, TRANSFER: 1}).fillna(2)
@@ -347,7 +355,7 @@ def incoming_chart(result: RunResult) -> Image | HTML:
     if per_day.empty:
         return _note("No study with a readable study date to chart.")
 
-    def draw(ax):
+    def draw(ax: Axes) -> None:
         if len(per_day) <= _MAX_BAR_DATES:
             bottom = None
             for column in per_day.columns:
@@ -373,7 +381,7 @@ def capacity_chart(result: RunResult) -> Image | HTML:
         return _note("No project to chart.")
     frame = frame.iloc[::-1]
 
-    def draw(ax):
+    def draw(ax: Axes) -> None:
         fractions = [0.0 if pd.isna(f) else float(f) for f in frame["fraction"]]
         colours = [
             _level_colour(level, f) for level, f in zip(frame["level"], fractions, strict=True)
@@ -425,7 +433,7 @@ def _level_colour(level: str, fraction: float) -> str:
     return _BAR_COLOURS["bad"] if fraction >= 1.0 else _BAR_COLOURS["warn"]
 
 
-def _figure(draw: Callable, height: float, alt: str) -> Image:
+def _figure(draw: Callable[[Axes], None], height: float, alt: str) -> Image:
     """Draw on a fresh figure (no pyplot state) and return it as a small inline PNG."""
     from matplotlib.figure import Figure
 
@@ -442,11 +450,11 @@ def _figure(draw: Callable, height: float, alt: str) -> Image:
 # -- small HTML builders -----------------------------------------------------------------------
 
 
-def _e(value) -> str:
+def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _cell(value) -> str:
+def _cell(value: object) -> str:
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return ""
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -456,10 +464,10 @@ def _cell(value) -> str:
 
 def html_table(
     header: Sequence[str],
-    rows: Iterable[Sequence],
-    numeric: set[int] = frozenset(),
-    mono: set[int] = frozenset(),
-    nowrap: set[int] = frozenset(),
+    rows: Iterable[Sequence[Any]],
+    numeric: AbstractSet[int] = frozenset(),
+    mono: AbstractSet[int] = frozenset(),
+    nowrap: AbstractSet[int] = frozenset(),
 ) -> str:
     def cls(i: int) -> str:
         names = [n for n, s in (("num", numeric), ("mono", mono), ("nowrap", nowrap)) if i in s]
@@ -494,7 +502,8 @@ def _note(text: str) -> HTML:
     return HTML(_p(text))
 
 
-def _capacity_text(row: dict) -> str:
+def _capacity_text(row: Mapping[Hashable, Any]) -> str:
+    """A ``result.projects()`` record's capacity cell (pandas keys records by Hashable)."""
     size, used, level = row["capacity_size"], row["capacity_used"], row["capacity_level"]
     if size is None or pd.isna(size):
         return str(level)
@@ -508,11 +517,11 @@ def _skipped_by_project(result: RunResult) -> dict[str, str]:
 
     A study on an AE title several projects share counts once, under the shared row.
     """
-    reasons: dict[str, Counter] = defaultdict(Counter)
+    reasons: dict[str, Counter[str]] = defaultdict(Counter)
     for study in result.plan.studies if result.plan else ():
         if study.action == SKIPPED:
             reasons[study.project_name][study.reason] += 1
-    texts = {}
+    texts: dict[str, str] = {}
     for project, counts in reasons.items():
         detail = ", ".join(f"{n} {reason}" for reason, n in counts.most_common())
         texts[project] = detail if len(counts) == 1 else f"{counts.total()}: {detail}"

@@ -20,7 +20,9 @@ import html
 import logging
 import random
 import traceback
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 import ipywidgets as widgets
 import pandas as pd
@@ -35,7 +37,7 @@ from autoid_lib.records.history import recorded_capacity
 from autoid_lib.records.index import recent_summaries
 from autoid_lib.redcap import RedcapGateway
 from autoid_lib.run import server_time
-from autoid_lib.snapshot import Snapshot
+from autoid_lib.snapshot import AutoIdRow, IncomingStudy, ProjectRecord, Snapshot
 
 NO_PROJECT = "(none)"
 
@@ -61,9 +63,12 @@ class ExploreSession:
         self.refresh()
 
     def refresh(self) -> None:
-        self._projects = self._autoid = self._history = self._in_window = None
+        self._projects: tuple[ProjectRecord, ...] | None = None
+        self._autoid: tuple[AutoIdRow, ...] | None = None
+        self._history: tuple[IncomingStudy, ...] | None = None
+        self._in_window: frozenset[str] | None = None
 
-    def recent_runs(self, limit: int = 10) -> list[dict]:
+    def recent_runs(self, limit: int = 10) -> list[dict[str, Any]]:
         """The newest recorded runs' summaries (reports_dir of the config)."""
         return recent_summaries(self.settings.run.reports_dir, limit)
 
@@ -78,12 +83,12 @@ class ExploreSession:
             rng=self.rng,
         )
 
-    def projects(self):
+    def projects(self) -> tuple[ProjectRecord, ...]:
         if self._projects is None:
             self._projects = tuple(self.gateway.project_records())
         return self._projects
 
-    def autoid_rows(self):
+    def autoid_rows(self) -> tuple[AutoIdRow, ...]:
         if self._autoid is None:
             self._autoid = tuple(self.gateway.autoid_rows())
         return self._autoid
@@ -130,7 +135,9 @@ class ExploreSession:
             window_days=window_days,
         )
 
-    def _snapshot(self, studies, begin: datetime, end: datetime) -> Snapshot:
+    def _snapshot(
+        self, studies: Iterable[IncomingStudy], begin: datetime, end: datetime
+    ) -> Snapshot:
         return Snapshot(tuple(self.projects()), tuple(studies), self.autoid_rows(), begin, end)
 
 
@@ -141,10 +148,14 @@ class Pre(str):
     """A part shown in a fixed-width font with its spaces kept (a caret under a position)."""
 
 
-def show(output: widgets.Output, *parts) -> None:
+Part = str | pd.DataFrame  # a ``Pre`` is a str
+"""What ``show`` takes: a line of text, a ``Pre`` block or a table."""
+
+
+def show(output: widgets.Output, *parts: Part) -> None:
     """Replace what ``output`` shows by ``parts``: strings (one line each), ``Pre`` blocks and
     DataFrames."""
-    items = []
+    items: list[dict[str, Any]] = []
     for part in parts:
         if isinstance(part, pd.DataFrame):
             data = {
@@ -182,7 +193,7 @@ def table_html(frame: pd.DataFrame) -> str:
     return f'<table class="dataframe"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def _cell(value) -> str:
+def _cell(value: object) -> str:
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return ""
     return str(value)
@@ -197,7 +208,7 @@ def _escape(text: str) -> str:
     return html.escape(text).replace("\n", "<br>")
 
 
-def _guarded(output: widgets.Output, action) -> None:
+def _guarded(output: widgets.Output, action: Callable[[], None]) -> None:
     try:
         action()
     except AutoIdError as error:  # the kit's messages never hold patient data or tokens
@@ -245,7 +256,7 @@ class OverviewPanel:
         )
         forecast = self.session.forecast(self.project.value)
         runs = explore.project_runs(self.session.recent_runs(), self.project.value)
-        parts: list = [result.sentence()]
+        parts: list[Part] = [result.sentence()]
         if forecast is not None:
             parts.append(f"Forecast: {forecast.describe()}.")
         show(self.output, *parts, result.table, "Recent runs:", runs)
@@ -293,7 +304,7 @@ class StudyPanel:
         if not answers:
             show(self.output, "No study found.")
             return
-        parts: list = [f"{len(answers)} study(ies) found."]
+        parts: list[Part] = [f"{len(answers)} study(ies) found."]
         for answer in answers:
             about, requests, next_run = answer.lines()
             parts += [about, requests, answer.transfers, next_run]
@@ -341,7 +352,7 @@ class PatternPanel:
             [widgets.HBox([self.pattern, self.project, self.button]), self.output]
         )
 
-    def _use_project_pattern(self, change) -> None:
+    def _use_project_pattern(self, change: dict[str, Any]) -> None:
         if change["new"] != NO_PROJECT and not self.pattern.value:
             record = next((p for p in self.session.projects() if p.name == change["new"]), None)
             if record is not None:
@@ -423,7 +434,7 @@ class ExploreApp:
         return [self.overview.output, self.study.output, self.patient.output,
                 self.pattern.output, self.preview.output]  # fmt: skip
 
-    def _repr_mimebundle_(self, **kwargs):
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any] | None:
         return self.widget._repr_mimebundle_(**kwargs)
 
 

@@ -29,6 +29,9 @@ from autoid_lib.failures import cause_of
 from autoid_lib.vocab import Status, plural
 
 if TYPE_CHECKING:
+    import css_inline
+    import jinja2
+
     from autoid_lib.mail.settings import EmailSettings
 
 HTML_BUDGET = 90_000  # bytes of the HTML part; Gmail clips at ~102 KB
@@ -143,10 +146,10 @@ def summary_view(summary: Mapping[str, Any]) -> dict[str, Any]:
 
     Anything else in the summary is ignored on purpose (see the module docstring).
     """
-    window = summary.get("window") if isinstance(summary.get("window"), Mapping) else {}
+    window = _mapping(summary.get("window"))
     anomalies = [_anomaly(a) for a in _list(summary.get("anomalies"))]
     projects = [_project(p) for p in _list(summary.get("projects"))]
-    skipped_raw = summary.get("skipped") if isinstance(summary.get("skipped"), Mapping) else {}
+    skipped_raw = _mapping(summary.get("skipped"))
     skipped = sorted(
         ((_text(reason), _int(count)) for reason, count in skipped_raw.items()),
         key=lambda item: (-item[1], item[0]),
@@ -224,7 +227,7 @@ def audit_view(summary: Mapping[str, Any]) -> dict[str, Any]:
     The findings are the summary's ``anomalies`` (one per kind found), problems before
     notices; anything else in the summary is ignored on purpose (see the module docstring).
     """
-    window = summary.get("window") if isinstance(summary.get("window"), Mapping) else {}
+    window = _mapping(summary.get("window"))
     findings = sorted(
         (_finding(f) for f in _list(summary.get("anomalies"))), key=lambda f: not f["problem"]
     )
@@ -254,8 +257,7 @@ def audit_view(summary: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _timings(summary: Mapping[str, Any]) -> Mapping[str, Any]:
-    timings = summary.get("timings_s")
-    return timings if isinstance(timings, Mapping) else {}
+    return _mapping(summary.get("timings_s"))
 
 
 def _render_within_budget(
@@ -282,7 +284,7 @@ def _render_within_budget(
 
 
 @functools.lru_cache(maxsize=1)
-def _environment():
+def _environment() -> jinja2.Environment:
     import jinja2
 
     return jinja2.Environment(
@@ -296,7 +298,7 @@ def _environment():
 
 
 @functools.lru_cache(maxsize=1)
-def _inliner():
+def _inliner() -> css_inline.CSSInliner:
     import css_inline
 
     return css_inline.CSSInliner(
@@ -379,7 +381,7 @@ def _attention_first(projects: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _project(raw: Any) -> dict[str, Any]:
     raw = raw if isinstance(raw, Mapping) else {}
-    project = {key: _int(raw.get(key)) for key in _PROJECT_INTS}
+    project: dict[str, Any] = {key: _int(raw.get(key)) for key in _PROJECT_INTS}
     skipped = raw.get("skipped")
     project["skipped"] = (
         sum(_int(v) for v in skipped.values()) if isinstance(skipped, Mapping) else _int(skipped)
@@ -392,8 +394,7 @@ def _project(raw: Any) -> dict[str, Any]:
     project["capacity_colour"] = _LEVEL_COLOURS.get(level, "#92400e" if level else "#1f2328")
     fraction = raw.get("capacity_fraction")
     project["capacity_percent"] = f"{fraction * 100:.0f}%" if _finite(fraction) else ""
-    forecast = raw.get("forecast")
-    forecast = forecast if isinstance(forecast, Mapping) else {}
+    forecast = _mapping(raw.get("forecast"))
     project["forecast"] = _text(forecast.get("text"))
     project["full_on"] = _text(forecast.get("full_on"))  # the short form, in the table
     return project
@@ -453,6 +454,12 @@ def _error(raw: Any) -> dict[str, str] | None:
     error["cause"] = _text(raw.get("cause")) or cause.label
     error["action"] = _text(raw.get("action"), _MAX_ACTION) or cause.action
     return error
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """``value`` if it is a table, else an empty one: a summary from an older or broken
+    writer must not stop the mail."""
+    return value if isinstance(value, Mapping) else {}
 
 
 def _list(value: Any) -> list[Any]:

@@ -198,6 +198,7 @@ def send_message(message: EmailMessage, settings: EmailSettings) -> dict[str, tu
     """
     timeout = settings.timeout_s
     context = tls_context(settings) if settings.security != "none" else None
+    client: smtplib.SMTP  # SMTP_SSL is an SMTP
     if settings.security == "tls":
         client = smtplib.SMTP_SSL(
             settings.smtp_host, settings.smtp_port, timeout=timeout, context=context
