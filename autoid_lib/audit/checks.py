@@ -428,8 +428,11 @@ def _out_of_reach(study: IncomingStudy, settings: AuditSettings) -> bool:
     return date < f"{settings.window_begin:%Y%m%d}"
 
 
-def _missing_transfers(addressed, settings: AuditSettings):
-    old, recent = [], []
+def _missing_transfers(
+    addressed: list[tuple[IncomingStudy, list[str]]], settings: AuditSettings
+) -> tuple[list[Finding], pd.DataFrame]:
+    old: list[dict] = []
+    recent: list[dict] = []
     for study, names in addressed:
         if study.transfer_requests:
             continue
