@@ -175,7 +175,18 @@ def load_settings(path: str | Path) -> Settings:
         path=path.resolve(),
         cache=_cache_settings(_table(data, "cache", required=False), base, run.reports_dir),
     )
-    lease_settings(settings.lease, timeout_s=settings.redcap.timeout_s)  # checked now, not mid-run
+    lease = lease_settings(settings.lease, timeout_s=settings.redcap.timeout_s)  # now, not mid-run
+    ticket_life_s = lease.expiry_s + lease.clock_skew_s
+    if (
+        lease.enabled
+        and settings.cache.enabled
+        and settings.cache.overlap_minutes * 60 < ticket_life_s
+    ):
+        raise ConfigError(
+            f"[cache] overlap_minutes ({settings.cache.overlap_minutes:g}) must cover a lease "
+            f"ticket's life, [lease] expiry_s plus clock_skew_s ({ticket_life_s / 60:g} min): "
+            "a live ticket must always be among the changes a run reads"
+        )
     return settings
 
 

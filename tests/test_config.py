@@ -1,6 +1,7 @@
 """Configuration: secrets by reference, refused when unsafe, never shown."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -216,3 +217,37 @@ def test_a_rotation_names_the_previous_key_and_keeps_it_secret(tmp_path, monkeyp
     assert "old-key" not in repr(settings) and any(
         s.reveal() == "old-key" for s in settings.secrets()
     )
+
+
+def test_the_local_copy_is_on_by_default_beside_the_reports(tmp_path, monkeypatch):
+    cache = load_settings(write_config(tmp_path, env_tokens(monkeypatch))).cache
+    assert cache.enabled and cache.dir == tmp_path / "autoid-state"
+    assert (cache.full_read_hours, cache.overlap_minutes) == (24, 120)
+    extra = '[cache]\nenabled = false\ndir = "state"\nfull_read_hours = 6\noverlap_minutes = 90'
+    cache = load_settings(write_config(tmp_path, env_tokens(monkeypatch), extra)).cache
+    assert not cache.enabled and cache.dir == tmp_path / "state"
+    assert (cache.full_read_hours, cache.overlap_minutes) == (6, 90)
+
+
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        ("enabled = 1", "[cache] enabled must be true or false"),
+        ("overlap_minutes = 30", "at least 75"),  # the repeated DST hour
+        ("full_read_hours = 0", "[cache] full_read_hours must be positive"),
+        ("full_read = 1", "unknown config key [cache] full_read"),
+        ('dir = ""', "expected a path"),
+    ],
+)
+def test_a_bad_cache_setting_is_refused(tmp_path, monkeypatch, table, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings(write_config(tmp_path, env_tokens(monkeypatch), f"[cache]\n{table}"))
+
+
+def test_the_overlap_must_cover_a_lease_tickets_life(tmp_path, monkeypatch):
+    """A live ticket is then always among the changes a run reads (docs/run.md)."""
+    extra = "[cache]\noverlap_minutes = 100\n[lease]\nexpiry_s = 7200"
+    with pytest.raises(ConfigError, match=r"must cover a lease ticket's life"):
+        load_settings(write_config(tmp_path, env_tokens(monkeypatch), extra))
+    extra += "\nenabled = false"  # no lease: no tickets to cover
+    assert load_settings(write_config(tmp_path, env_tokens(monkeypatch), extra))
