@@ -90,6 +90,9 @@ def test_the_second_run_reads_the_record_list_and_the_changes(sandbox, tmp_path)
         and len(ids_of(sandbox, "NEWPATIENT")) == 1
     )
     assert_one_to_one(sandbox)
+    stored = (tmp_path / "autoid-state" / FILE_NAME).read_bytes()
+    assert b"PAT0" not in stored and b"NEWPATIENT" not in stored  # hashes and names only
+    assert sha512_hex("NEWPATIENT").encode() in stored
     quiet = run_autoid(settings)
     whole = run_autoid(settings, full_read=True)
     assert quiet.plan.is_empty and whole.plan.is_empty
