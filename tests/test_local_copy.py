@@ -12,6 +12,8 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from scenarios import autoid, project
 
 from autoid_lib.config import load_settings
@@ -307,3 +309,49 @@ def test_autoid_run_full_read_reaches_the_notebook(sandbox, tmp_path):
     assert reads[1].startswith("changes since")
     assert reads[2].startswith("read whole (asked for (--full-read))")
     assert all(json.loads(path.read_text())["api_bytes"] > 0 for path in summaries)
+
+
+# -- the copy changes nothing a run decides -----------------------------------------------------
+
+step = st.one_of(
+    st.tuples(st.just("arrive"), st.sampled_from(["PAT001", "PAT004", "PAT009", "NEWA", "NEWB"])),
+    st.tuples(st.just("edit"), st.integers(1, PATIENTS)),
+    st.tuples(st.just("delete"), st.integers(1, PATIENTS)),
+    st.tuples(st.just("damage"), st.just(0)),
+    st.tuples(st.just("run"), st.just(0)),
+)
+
+
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(steps=st.lists(step, min_size=2, max_size=8))
+def test_with_the_copy_a_run_plans_what_a_run_without_it_plans(
+    sandbox_factory, tmp_path_factory, steps
+):
+    """Whatever happens in REDCap between runs (studies, rows edited or deleted by hand, a
+    damaged copy), a run through the copy plans exactly what a run reading whole would."""
+    sb = sandbox_factory(seed="empty")
+    folder = tmp_path_factory.mktemp("copy")
+    a_site(sb)
+    cached = settings_for(sb, folder)
+    whole = replace(cached, cache=replace(cached.cache, enabled=False))
+    run_autoid(cached)
+    gone: set[int] = set()
+    for n, (action, value) in enumerate([*steps, ("run", 0)]):
+        if action == "arrive":
+            arrives(sb, str(value), f"1.2.9.{n}")
+        elif action == "edit" and value not in gone:
+            sb.add_rows("autoid", [{"record_id": str(value), "autoid_value": f"K9{n:03d}"}])
+        elif action == "delete" and value not in gone:
+            sb.app.delete_records("autoid", [str(value)])
+            gone.add(value)
+        elif action == "damage":
+            damage(folder / "autoid-state" / FILE_NAME, "row changed")
+        elif action == "run":
+            expected = run_autoid(whole, dry_run=True, rng=random.Random(n)).plan
+            planned = run_autoid(cached, rng=random.Random(n)).plan
+            assert planned.new_ids == expected.new_ids
+            assert planned.transfers == expected.transfers
+            assert planned.anomalies == expected.anomalies
+            assert_one_to_one(sb)
