@@ -54,10 +54,10 @@ class CheckReport:
 def check_setup(settings: Settings) -> CheckReport:
     """Reach every database, then describe the auto-ID projects (reads only)."""
     report = CheckReport()
-    for what, folder in (
-        ("reports", settings.run.reports_dir),
-        ("lock", settings.run.lock_file.parent),
-    ):
+    folders = [("reports", settings.run.reports_dir), ("lock", settings.run.lock_file.parent)]
+    if settings.cache.enabled:
+        folders.append(("local copy", settings.cache.dir))
+    for what, folder in folders:
         writable = _writable(folder)
         report.checks[f"{what} folder"] = (
             f"ok ({folder})" if writable else (f"FAILED: {folder} cannot be created or written")

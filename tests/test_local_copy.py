@@ -355,3 +355,13 @@ def test_with_the_copy_a_run_plans_what_a_run_without_it_plans(
             assert planned.transfers == expected.transfers
             assert planned.anomalies == expected.anomalies
             assert_one_to_one(sb)
+
+
+def test_check_fails_on_a_copy_folder_it_cannot_write(sandbox, tmp_path):
+    from autoid_lib.check import check_setup
+
+    a_site(sandbox)
+    (tmp_path / "a-file").write_text("")
+    settings = settings_for(sandbox, tmp_path, cache={"dir": tmp_path / "a-file" / "state"})
+    report = check_setup(settings)
+    assert not report.ok and report.checks["local copy folder"].startswith("FAILED")
