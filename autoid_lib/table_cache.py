@@ -128,9 +128,15 @@ class LocalCopy:
         return f"ok ({self.path}: {tables}, REDCap's clock)"
 
     def remove(self) -> None:
+        """Delete the copy (and SQLite's side files); one that cannot be deleted is left to
+        the next run, which finds it damaged or out of date in the same way."""
         for suffix in ("", "-journal", "-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 os.unlink(f"{self.path}{suffix}")
+            except FileNotFoundError:
+                continue
+            except OSError as error:
+                log.warning("could not delete %s%s: %s", self.path, suffix, error.strerror)
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:

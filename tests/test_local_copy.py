@@ -365,3 +365,14 @@ def test_check_fails_on_a_copy_folder_it_cannot_write(sandbox, tmp_path):
     settings = settings_for(sandbox, tmp_path, cache={"dir": tmp_path / "a-file" / "state"})
     report = check_setup(settings)
     assert not report.ok and report.checks["local copy folder"].startswith("FAILED")
+
+
+def test_a_copy_that_cannot_be_written_costs_whole_reads_never_the_run(sandbox, tmp_path):
+    a_site(sandbox)
+    (tmp_path / "a-file").write_text("")
+    settings = settings_for(sandbox, tmp_path, cache={"dir": tmp_path / "a-file" / "state"})
+    arrives(sandbox, "PAT003", "1.2.3.1")
+    for _ in range(2):
+        result = run_autoid(settings)
+        assert result.error is None and result.table_reads["autoid"].startswith("read whole")
+    assert sent(sandbox) == {"1.2.3.1": ["K0003"]}
