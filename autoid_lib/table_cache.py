@@ -120,12 +120,12 @@ class LocalCopy:
                 db.close()
         except sqlite3.Error:
             return f"unreadable ({self.path}); the next run reads the tables whole and rebuilds it"
-        tables = ", ".join(
-            f"{name} {plural(counts.get(name, 0), 'record')} read "
-            f"{meta.get(f'read_began:{name}', '?')}"
-            for name in ("autoid", "projects")
+        tables = " and ".join(
+            f"{label} {plural(counts.get(name, 0), 'record')}"
+            for name, label in (("autoid", "AutoID"), ("projects", "Projects"))
         )
-        return f"ok ({self.path}: {tables}, REDCap's clock)"
+        read = meta.get("read_began:autoid", "?")
+        return f"ok ({self.path}): {tables}, as read at {read} (REDCap's clock)"
 
     def remove(self) -> None:
         """Delete the copy (and SQLite's side files); one that cannot be deleted is left to

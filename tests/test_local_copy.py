@@ -284,7 +284,7 @@ def test_check_says_what_the_copy_holds(sandbox, tmp_path):
     run_autoid(settings)
     line = check_setup(settings).checks["local copy"]
     # the 12 IDs and the run's own lease ticket (the hash-scheme record is written after)
-    assert line.startswith("ok (") and "autoid 13 records" in line
+    assert line.startswith("ok (") and "AutoID 13 records and Projects 1 record" in line
     (tmp_path / "autoid-state" / FILE_NAME).write_bytes(b"garbage" * 1000)
     assert check_setup(settings).checks["local copy"].startswith("unreadable")
 
