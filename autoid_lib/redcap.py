@@ -371,13 +371,14 @@ class RedcapGateway:
             try:
                 return self._read_chunks(database, operation, names, fields)
             except IncompleteRead as error:
-                self._read_again(database, operation, error, attempt, attempts)
+                self.read_again(database, operation, error, attempt, attempts)
         raise AssertionError("unreachable")
 
-    def _read_again(
+    def read_again(
         self, database: str, operation: str, error: IncompleteRead, attempt: int, attempts: int
     ) -> None:
-        """After an incomplete read: fail closed on the last attempt, else wait to read again."""
+        """After an incomplete read: fail closed on the last attempt, else wait (backoff) to
+        read again; for every reader that starts a read over (this gateway, ``table_read``)."""
         if attempt == attempts:
             raise RedcapError(
                 database, operation, f"incomplete answer: {error} (read {attempts}x)"
@@ -477,7 +478,7 @@ class RedcapGateway:
                 check_total(read, len(names))
                 return
             except IncompleteRead as error:
-                self._read_again(database, operation, error, attempt, attempts)
+                self.read_again(database, operation, error, attempt, attempts)
 
     def _export(
         self, database: str, operation: str, halvable: bool = False, **query: Any

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from autoid_lib.config import CacheSettings
-from autoid_lib.errors import RedcapError
 from autoid_lib.read_check import IncompleteRead, record_names
 from autoid_lib.redcap import (
     CACHED_FIELDS,
@@ -137,13 +136,7 @@ class TableReader:
                 self._rows[database] = rows
                 return rows
             except IncompleteRead as error:
-                if attempt == attempts:
-                    raise RedcapError(
-                        database,
-                        "export record list",
-                        f"incomplete answer: {error} (read {attempts}x)",
-                    ) from None
-                log.warning("%s: incomplete answer (%s); reading again", database, error)
+                self.gateway.read_again(database, "export record list", error, attempt, attempts)
         raise AssertionError("unreachable")
 
     def _read_once(self, database: str) -> dict[str, Row]:
