@@ -30,7 +30,7 @@ from autoid_lib.window import RunWindow
 PROJECT_COLUMNS = [
     "project", "ae_title", "pattern", "incoming", "already_transferred", "transfers_created",
     "ids_reused", "ids_created", "skipped", "capacity_size", "capacity_used",
-    "capacity_fraction", "capacity_level",
+    "capacity_fraction", "capacity_level", "shares_ae_title_with",
 ]  # fmt: skip
 STUDY_COLUMNS = [
     "project", "study_date", "study_ref", "study_uid", "pseudonym", "action", "reason",
@@ -189,7 +189,9 @@ class RunResult:
         """One row per planned project: its studies by action, IDs used and capacity.
 
         Counted from the plan's outcomes, not from the studies table, so a run with no study
-        (a quiet night, a new installation) has the same columns, all zero.
+        (a quiet night, a new installation) has the same columns, all zero. A study on an AE
+        title several projects share counts under each; ``shares_ae_title_with`` names the
+        others, so that a sum over projects can count it once.
         """
         outcomes = self.plan.studies if self.plan else ()
         ids = self.ids()
@@ -213,6 +215,9 @@ class RunResult:
                     "capacity_used": c.used if c else None,
                     "capacity_fraction": round(c.fraction_used, 4) if c else None,
                     "capacity_level": c.level if c else "invalid pattern",
+                    "shares_ae_title_with": sorted(
+                        {q for s in outcomes if p.name in s.projects for q in s.projects} - {p.name}
+                    ),
                 }
             )
             if self.writes_unknown:

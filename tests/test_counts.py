@@ -11,6 +11,7 @@ from scenarios import PID, project, study
 from autoid_lib import report
 from autoid_lib.config import load_settings
 from autoid_lib.records.notebook_run import execute_run
+from autoid_lib.records.summary import run_summary
 from autoid_lib.run import run_autoid
 
 
@@ -48,6 +49,13 @@ def test_an_ambiguous_ae_title_counts_the_studies_it_skipped(shared):
     assert total[2] == "5"  # 4 shared + 1 Gamma, each once (not 4 + 4 + 1)
     assert "transfers to create" in page and "IDs to create" in page
     assert "would create" not in page
+    # summary.json names the sharing, so that its per-project counts can be summed once each
+    entries = {p["project"]: p for p in run_summary(result)["projects"]}
+    assert entries["Alpha"]["shares_ae_title_with"] == ["Beta"]
+    assert entries["Beta"]["shares_ae_title_with"] == ["Alpha"]
+    assert entries["Gamma"]["shares_ae_title_with"] == []
+    once = sum(p["incoming"] for p in entries.values() if not p["shares_ae_title_with"])
+    assert once + entries["Alpha"]["incoming"] == 5
 
 
 @pytest.mark.slow
