@@ -73,5 +73,7 @@ def test_the_dry_run_mail_and_report_never_say_created(shared):
     assert "created" not in text.lower() and "created" not in html.lower()
     assert "IDs to create" in text and "the whole command" in text
     assert "\nProduced by:     kit " in text  # its own line, not glued to "Started:"
+    assert "(AE SHARED, shared with Beta: the same studies," in text
+    assert "shared with Alpha</small>" in html
     page = record.report.read_text()
     assert "total (each study once)" in page and "Whole command" in page

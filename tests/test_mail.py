@@ -72,6 +72,7 @@ SUMMARY = {
             "capacity_used": 120,
             "capacity_fraction": 0.12,
             "capacity_level": "ok",
+            "shares_ae_title_with": [],
             "forecast": {
                 "state": "forecast",
                 "full_on": "2030-07-01",

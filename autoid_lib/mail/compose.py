@@ -389,6 +389,8 @@ def _project(raw: Any) -> dict[str, Any]:
     project["project"] = _text(raw.get("project"))
     project["ae_title"] = _text(raw.get("ae_title"))
     project["pattern"] = _text(raw.get("pattern"))
+    shared = raw.get("shares_ae_title_with")
+    project["shared_with"] = ", ".join(_text(n) for n in shared) if isinstance(shared, list) else ""
     level = _text(raw.get("capacity_level")).lower()
     project["capacity_level"] = level
     project["capacity_colour"] = _LEVEL_COLOURS.get(level, "#92400e" if level else "#1f2328")
