@@ -92,8 +92,8 @@ def test_a_failed_run_shows_even_with_nothing_counted():
     title = columns[1].find("title").text
     assert "FAILED" in title and "transfers —, new IDs —" in title  # not 0: it never planned
     assert columns[1].get("fill") != "transparent"  # the pale red column
-    marks = [r for r in counts.iter("rect") if r.get("class") == "failed-mark"]
-    assert [m.get("fill") for m in marks] == [FAILED_RED]
+    marks = [r for r in counts.iter("rect") if r.get("class") == "status-mark"]
+    assert [m.get("fill") for m in marks] == [OK_GREEN, FAILED_RED]  # every run has its mark
     assert len(bars(durations, FAILED_RED)) == 1  # its 0.4 s
     assert "1 failed" in counts.get("aria-label")
 

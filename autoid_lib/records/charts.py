@@ -91,7 +91,7 @@ def counts_chart(runs: Sequence[ChartRun]) -> str:
     """Per run, a bar of transfers created and one of new IDs, in the run's status colour."""
     top = max([r.transfers or 0 for r in runs] + [r.ids or 0 for r in runs])
     frame = _Frame(len(runs), height=150)
-    parts = [frame.axes(top, "transfers / new IDs"), frame.x_labels(runs)]
+    parts = [frame.axes(top, "transfers / IDs"), frame.x_labels(runs)]
     for i, run in enumerate(runs):
         x, slot = frame.slot(i)
         bar = max(slot * 0.38, 1.0)
@@ -115,14 +115,14 @@ def duration_chart(runs: Sequence[ChartRun]) -> str:
     """Per run, a bar of its duration (the run's own, without starting Python and the kernel)."""
     top_s = max((r.duration_s or 0.0 for r in runs), default=0.0)
     frame = _Frame(len(runs), height=90)
-    parts = [frame.axes(top_s, "duration (s)", seconds=True), frame.x_labels(runs)]
+    parts = [frame.axes(top_s, "duration", seconds=True), frame.x_labels(runs)]
     for i, run in enumerate(runs):
         x, slot = frame.slot(i)
         parts.append(_column(frame, run, i))
         if run.duration_s:
             label = f"{_when(run)} · {_status(run)} · {_times(run)}"
             parts.append(frame.bar(x + slot * 0.15, slot * 0.7, run.duration_s, top_s, run, label))
-    label = f"Duration per live run, {_span(runs)}: longest {top_s:.1f} s; {_statuses(runs)}"
+    label = f"Duration per live run, {_span(runs)}: longest {_secs(top_s)}; {_statuses(runs)}"
     return frame.svg(label, "".join(parts))
 
 
@@ -155,16 +155,17 @@ class _Frame:
 
     def axes(self, top: float, unit: str, seconds: bool = False) -> str:
         """The zero line, the top line and their values, the unit on the left."""
-        top_text = f"{top:.1f} s" if seconds else f"{int(top):,}"
-        right = _LEFT + self.plot_w
+        top_text = _secs(top) if seconds else f"{int(top):,}"
+        right = _LEFT + self.count * self.slot_w  # the runs' width: no empty stretch on the right
+        middle = _TOP + self.plot_h / 2
         return (
             f'<line x1="{_LEFT}" y1="{_TOP}" x2="{right}" y2="{_TOP}" stroke="#d8dde2"/>'
             f'<line x1="{_LEFT}" y1="{self.base}" x2="{right}" y2="{self.base}" stroke="#5b6670"/>'
             f'<text class="max" x="{_LEFT - 6}" y="{_TOP + 4}" text-anchor="end">'
             f"{_e(top_text)}</text>"
             f'<text x="{_LEFT - 6}" y="{self.base}" text-anchor="end">0</text>'
-            f'<text x="4" y="{_TOP + self.plot_h / 2 + 4:.1f}" font-size="10">'
-            f"{_e(unit.split(' (')[0])}</text>"
+            f'<text transform="translate(14 {middle:.1f}) rotate(-90)" text-anchor="middle" '
+            f'font-size="10">{_e(unit)}</text>'
         )
 
     def x_labels(self, runs: Sequence[ChartRun]) -> str:
@@ -188,16 +189,14 @@ class _Frame:
 
 
 def _column(frame: _Frame, run: ChartRun, index: int) -> str:
-    """The run's whole column: a link to its report with the run's tooltip; pale red and a red
-    mark on the axis for a failed run."""
+    """The run's whole column: a link to its report with the run's tooltip, a mark in its status
+    colour under the axis (a run that counted nothing still shows), pale red when it failed."""
     x, slot = frame.slot(index)
     failed = run.status == Status.FAILED
     fill = _FAILED_BAND if failed else "transparent"
     mark = (
-        f'<rect class="failed-mark" x="{x + 1:.2f}" y="{frame.base + 1}" '
-        f'width="{max(slot - 2, 1):.2f}" height="4" fill="{COLOURS["failed"]}"/>'
-        if failed
-        else ""
+        f'<rect class="status-mark" x="{x + 1:.2f}" y="{frame.base + 1}" '
+        f'width="{max(slot - 2, 1):.2f}" height="4" fill="{_colour(run)}"/>'
     )
     title = f"{_when(run)} · {_status(run)} · {_counts(run)} · {_times(run)}"
     return (
@@ -211,15 +210,15 @@ def _legend() -> str:
     swatches = [
         ("ok", "OK"),
         ("attention", "Needs attention"),
-        ("failed", "FAILED (pale red column, red mark)"),
+        ("failed", "FAILED (pale red column)"),
     ]
     items = "".join(
         f'<span class="sw" style="background:{COLOURS[key]}"></span>{_e(text)} '
         for key, text in swatches
     )
     return (
-        f'<p class="legend">{items}· per run: left bar transfers created, right (lighter) bar '
-        "new IDs; hover a bar for its numbers, click it for the report</p>"
+        f'<p class="legend">{items}· left bar: transfers, lighter bar: new IDs, mark under the '
+        "axis: status; hover for the numbers, click for the report</p>"
     )
 
 
@@ -251,12 +250,18 @@ def _counts(run: ChartRun) -> str:
 
 
 def _times(run: ChartRun) -> str:
-    text = "duration —" if run.duration_s is None else f"{run.duration_s:.1f} s"
+    text = "duration —" if run.duration_s is None else _secs(run.duration_s)
     if run.command_s is not None:
-        text += f" ({run.command_s:.1f} s whole command)"
+        text += f" ({_secs(run.command_s)} whole command)"
     if run.api_requests is not None:
         text += f", {plural(run.api_requests, 'API request')}"
     return text
+
+
+def _secs(value: float) -> str:
+    """``0.09 s``, ``4.2 s``: two decimals below a second, where a quick run's time would
+    round to 0.1 for every run."""
+    return f"{value:.2f} s" if value < 1 else f"{value:,.1f} s"
 
 
 def _statuses(runs: Sequence[ChartRun]) -> str:
