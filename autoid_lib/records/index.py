@@ -2,8 +2,9 @@
 
 At the top, the current state (the newest run's status and headline), the last success, the
 failure streak, the last audit, which kit, REDCap host and config produced the newest run and
-whether its re-read after writing matched; below, one row per run folder, newest first, each
-linking its report, run.log and summary.json (reports link back: ``records.navigation``).
+whether its re-read after writing matched; then charts of the recent live runs
+(``records.charts``); below, one row per run folder, newest first, each linking its report,
+run.log and summary.json (reports link back: ``records.navigation``).
 
 Rebuilt from the folders every time (after each run and after pruning), so it can never list a
 run that is gone or miss one that exists. Shows only what summary.json holds: times, counts,
