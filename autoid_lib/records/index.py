@@ -2,8 +2,9 @@
 
 At the top, the current state (the newest run's status and headline), the last success, the
 failure streak, the last audit, which kit, REDCap host and config produced the newest run and
-whether its re-read after writing matched; below, one row per run folder, newest first, each
-linking its report, run.log and summary.json (reports link back: ``records.navigation``).
+whether its re-read after writing matched; then charts of the recent live runs
+(``records.charts``); below, one row per run folder, newest first, each linking its report,
+run.log and summary.json (reports link back: ``records.navigation``).
 
 Rebuilt from the folders every time (after each run and after pruning), so it can never list a
 run that is gone or miss one that exists. Shows only what summary.json holds: times, counts,
@@ -20,6 +21,7 @@ from typing import Any
 from autoid_lib.environment import describe
 from autoid_lib.failures import cause_of
 from autoid_lib.private_files import private_folder, write_private
+from autoid_lib.records.charts import RECENT_RUNS, chart_runs, history_charts
 from autoid_lib.records.folders import (
     INDEX_FILE,
     LOG_FILE,
@@ -55,6 +57,10 @@ color:#1d2329}.state li{margin:1px 0}
 .state-attention{background:#fff6e5;border:1px solid #f0c46e}
 .state-failed{background:#fdeceb;border:1px solid #eea29c}
 .state-unknown{background:#f3f5f7;border:1px solid #d8dde2}
+.charts{margin:0 0 14px}.charts h2{font-size:15px;margin:0 0 2px}
+.charts svg{display:block;width:100%;max-width:1000px;height:auto;margin:2px 0 6px}
+.charts .legend{font-size:12px;margin:0 0 2px}
+.charts .sw{display:inline-block;width:10px;height:10px;border-radius:2px;margin:0 4px 0 6px}
 """
 _JOB_MODES = (RunMode.LIVE, RunMode.DRY)  # the scheduled job's runs (not audits or repairs)
 
@@ -74,6 +80,7 @@ def rebuild_index(reports_dir: Path | str) -> Path:
         f"<title>Auto-ID runs</title><style>{_CSS}</style></head><body><main>"
         "<h1>Auto-ID runs</h1>"
         + state
+        + _charts(folders)
         + f"<p>{len(rows)} run(s), newest first. Updated {generated:%Y-%m-%d %H:%M} UTC. "
         "Times are UTC; counts of a dry run are what it would have created.</p>"
         "<table><thead><tr><th>started (UTC)</th><th>mode</th><th>status</th>"
@@ -87,6 +94,16 @@ def rebuild_index(reports_dir: Path | str) -> Path:
     path = reports_dir / INDEX_FILE
     write_private(path, page)
     return path
+
+
+def _charts(folders: list[tuple[Path, RunFolder]]) -> str:
+    """The charts of the newest live runs (``records.charts``), from their summary.json."""
+    live = [(path, parsed) for path, parsed in folders if parsed.mode == RunMode.LIVE]
+    entries = [
+        (parsed.started, path.name, read_summary(path) or {})
+        for path, parsed in live[-RECENT_RUNS:]
+    ]
+    return history_charts(chart_runs(entries))
 
 
 def _row(folder: Path, started: datetime, mode: RunMode) -> str:
