@@ -28,6 +28,7 @@ _FAILED_BAND = "#fdeceb"
 _IDS_OPACITY = "0.45"  # a run's new-ID bar: its transfers bar's colour, lighter
 
 _WIDTH = 1000  # viewBox units; the SVG scales to the page's width
+_LABEL_W = 130  # about one "2026-12-04 18:59 UTC" under the axis, in viewBox units
 _LEFT, _RIGHT, _TOP, _BOTTOM = 58, 8, 12, 24
 _MAX_SLOT = 40.0  # a short history keeps narrow bars instead of a few huge ones
 
@@ -175,6 +176,9 @@ class _Frame:
         if len(runs) == 1:
             return first
         x_last = _LEFT + len(runs) * self.slot_w
+        if x_last - _LEFT < 2 * _LABEL_W:  # too narrow for two labels: one, left-aligned
+            span = f"{_when(runs[0])} → {_when(runs[-1])}"
+            return f'<text x="{_LEFT}" y="{y}">{_e(span)}</text>'
         return (
             first + f'<text x="{x_last:.2f}" y="{y}" text-anchor="end">{_e(_when(runs[-1]))}</text>'
         )
