@@ -59,20 +59,21 @@ class LocalCopy:
     def __init__(self, folder: Path):
         self.path = Path(folder) / FILE_NAME
 
-    def load(self, database: str, key: str) -> tuple[CopyState | None, str]:
-        """The table's copy, or None and why not (missing, damaged: then the file is gone)."""
+    def load(self, keys: Mapping[str, str]) -> dict[str, tuple[CopyState | None, str]]:
+        """Each table's copy (``keys``: database -> ``table_key``), or None and why not
+        (missing, of another project, damaged: then the file is gone). One open, one check."""
         if not self.path.exists():
-            return None, "no local copy yet"
+            return dict.fromkeys(keys, (None, "no local copy yet"))
         try:
             with self._connection() as db:
-                return _load(db, database, key)
+                return _load(db, keys)
         except (sqlite3.Error, CopyDamaged, ValueError, KeyError, OSError) as error:
             why = str(error) if isinstance(error, CopyDamaged) else type(error).__name__
             log.warning(
                 "the local copy %s is damaged (%s); reading the tables whole", self.path, why
             )
             self.remove()
-            return None, f"the local copy was damaged ({why}) and is rebuilt"
+            return dict.fromkeys(keys, (None, f"the local copy was damaged ({why}) and is rebuilt"))
 
     def save(
         self,
@@ -149,15 +150,22 @@ class LocalCopy:
             db.close()
 
 
-def _load(db: sqlite3.Connection, database: str, key: str) -> tuple[CopyState | None, str]:
+def _load(
+    db: sqlite3.Connection, keys: Mapping[str, str]
+) -> dict[str, tuple[CopyState | None, str]]:
     (check,) = db.execute("PRAGMA quick_check").fetchone()
     if check != "ok":
         raise CopyDamaged("SQLite's check failed")
     meta = dict(db.execute("SELECT key, value FROM meta"))
-    if not meta:
-        return None, "no local copy yet"
-    if meta.get("format") != FORMAT:
+    if meta and meta.get("format") != FORMAT:
         raise CopyDamaged("written in another format")
+    return {database: _table(db, meta, database, key) for database, key in keys.items()}
+
+
+def _table(
+    db: sqlite3.Connection, meta: Mapping[str, str], database: str, key: str
+) -> tuple[CopyState | None, str]:
+    """One table's copy from an open, checked file."""
     if f"key:{database}" not in meta:
         return None, "no local copy of this table yet"
     if meta[f"key:{database}"] != key:

@@ -80,7 +80,6 @@ class TableReader:
         self.reads: dict[str, TableRead] = {}
         self._rows: dict[str, dict[str, Row]] = {}
         self._loaded: dict[str, tuple[CopyState | None, str]] = {}
-        self._full: dict[str, bool] = {}
 
     # -- what the run asks -------------------------------------------------------------------
 
@@ -108,7 +107,7 @@ class TableReader:
         if self.copy is None:
             return
         for database, rows in self._rows.items():
-            full = self._full[database]
+            full = self.reads[database].kind == ReadKind.FULL
             loaded = self._loaded[database][0]
             state = CopyState(
                 rows=rows,
@@ -160,7 +159,6 @@ class TableReader:
             witnessed = witnesses(merged, listed)
             asked_again = self.gateway.rows_of(database, [*merged.vanished, *witnessed])
         table = without_deleted(merged, asked_again, RECORD_ID_FIELD[database], witnessed)
-        self._full[database] = kind == ReadKind.FULL
         self.reads[database] = TableRead(
             kind, why, len(table), merged.changed, len(merged.vanished)
         )
@@ -193,12 +191,14 @@ class TableReader:
         return merge(held, listed, rows, id_field, routinely_deleted=_routine(database)), listed
 
     def _load(self, database: str) -> tuple[CopyState | None, str]:
-        """The table's copy as it was when this run began (loaded once), and why not."""
-        if database not in self._loaded:
+        """The table's copy as it was when this run began, and why not: both tables are
+        loaded at the first read, in one open of the file."""
+        if not self._loaded:
             if self.copy is None:
-                self._loaded[database] = (None, "no local copy ([cache] enabled = false)")
+                off = (None, "no local copy ([cache] enabled = false)")
+                self._loaded = dict.fromkeys(CACHED_FIELDS, off)
             else:
-                self._loaded[database] = self.copy.load(database, self._key(database))
+                self._loaded = self.copy.load({name: self._key(name) for name in CACHED_FIELDS})
         return self._loaded[database]
 
     def _key(self, database: str) -> str:
