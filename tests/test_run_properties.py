@@ -11,6 +11,7 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from scenarios import project
 
 from autoid_lib.config import load_settings
 from autoid_lib.hashing import sha512_hex
@@ -48,13 +49,7 @@ def seed(sb: Sandbox, projects, known, studies) -> None:
     sb.add_rows(
         "projects",
         [
-            {
-                "record_id": str(i),
-                "project_name": name,
-                "project_use_autoid": "1",
-                "project_autoid_aetitle": ae,
-                "project_patient_naming": pattern,
-            }
+            project(str(i), name, ae, pattern)
             for i, (name, (ae, pattern)) in enumerate(projects.items(), start=1)
         ],
     )
@@ -129,13 +124,13 @@ def test_every_servable_study_ends_with_one_request_under_its_patients_one_id(sc
         owners = Counter(ae for ae, _ in projects.values())
         held = requests_by_study(sb)
         for uid, ae, patient, existing in studies:
-            project = next((n for n, (a, _) in projects.items() if a == ae), None)
-            servable = project and owners[ae] == 1 and patient.strip() and existing != "done"
+            owner = next((n for n, (a, _) in projects.items() if a == ae), None)
+            servable = owner and owners[ae] == 1 and patient.strip() and existing != "done"
             if existing == "done":
                 assert held[uid] == [("MANUAL", "")]
             elif servable:
-                expected = ids[(project, sha512_hex(patient.strip()))]
-                assert held[uid] == [(project, expected)]
+                expected = ids[(owner, sha512_hex(patient.strip()))]
+                assert held[uid] == [(owner, expected)]
             else:
                 assert uid not in held
 

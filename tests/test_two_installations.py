@@ -23,6 +23,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from scenarios import project
 
 from autoid_lib.hashing import sha512_hex
 from autoid_lib.lease import LEASE_PROJECT
@@ -108,13 +109,7 @@ def play(sb, tmp_path: Path, rounds: int, seed: int) -> dict[str, Counter]:
     sb.add_rows(
         "projects",
         [
-            {
-                "record_id": str(i),
-                "project_name": name,
-                "project_use_autoid": "1",
-                "project_autoid_aetitle": ae,
-                "project_patient_naming": pattern,
-            }
+            project(str(i), name, ae, pattern)
             for i, (name, (ae, pattern)) in enumerate(sorted(PROJECTS.items()), start=1)
         ],
     )
