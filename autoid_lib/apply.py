@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from autoid_lib.errors import ConcurrentWriter
 from autoid_lib.plan import Plan
-from autoid_lib.redcap import RedcapGateway
-from autoid_lib.second_look import foreign_rows, id_index
+from autoid_lib.redcap.gateway import RedcapGateway
+from autoid_lib.redcap.second_look import foreign_rows, id_index
 from autoid_lib.snapshot import AutoIdRow
 
 

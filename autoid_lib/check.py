@@ -17,16 +17,16 @@ from autoid_lib.config import DATABASES, Settings, load_settings
 from autoid_lib.errors import AutoIdError, ConfigError
 from autoid_lib.forecast import Forecast, project_forecasts, seen_requests
 from autoid_lib.hash_scheme import describe as describe_hash_scheme
-from autoid_lib.lease_redcap import installations_seen
 from autoid_lib.plan import PlanSettings, plan
 from autoid_lib.private_files import private_folder
 from autoid_lib.records.history import recorded_capacity
-from autoid_lib.redcap import RedcapGateway
+from autoid_lib.redcap.gateway import RedcapGateway
+from autoid_lib.redcap.lease import installations_seen
+from autoid_lib.redcap.table_cache import LocalCopy
 from autoid_lib.run import server_time
 from autoid_lib.safe_text import printable
 from autoid_lib.snapshot import Snapshot
 from autoid_lib.status import ExitStatus
-from autoid_lib.table_cache import LocalCopy
 
 
 @dataclass

@@ -12,8 +12,8 @@ its argument, is in docs/run.md ("Two installations, one REDCap"); in short:
   that comes later means wait ``wait_s`` and read once more (the later run backs off), then
   proceed only if no other live ticket is left.
 
-Nothing here does I/O or reads a clock: ``lease_redcap`` is the thin REDCap side. A ticket
-holds no patient data: the installation's label and host, a process ID, a random run ID and
+Nothing here does I/O or reads a clock: ``autoid_lib.redcap.lease`` is the thin REDCap side.
+A ticket holds no patient data: the installation's label and host, a process ID, a random run ID and
 two UTC times.
 """
 

@@ -32,10 +32,10 @@ from autoid_lib.lock import run_lock
 from autoid_lib.plan import PlanSettings, plan
 from autoid_lib.records.anomaly_log import remember_run
 from autoid_lib.records.last_success import read_last_success, record_success
-from autoid_lib.redcap import RedcapGateway
+from autoid_lib.redcap.gateway import RedcapGateway
+from autoid_lib.redcap.table_read import TableReader
 from autoid_lib.result import RunError, RunResult
 from autoid_lib.snapshot import Snapshot
-from autoid_lib.table_read import TableReader
 from autoid_lib.window import gap_anomaly, run_window
 
 log = logging.getLogger("autoid.run")
@@ -192,7 +192,7 @@ def _steps(
 def redcap_lease(settings: Settings, gateway: RedcapGateway):
     """The run's REDCap lease, or None if ``[lease] enabled = false``."""
     from autoid_lib.lease import lease_settings
-    from autoid_lib.lease_redcap import LeaseState, RedcapLease, state_path
+    from autoid_lib.redcap.lease import LeaseState, RedcapLease, state_path
 
     chosen = lease_settings(settings.lease, timeout_s=settings.redcap.timeout_s)
     if not chosen.enabled:

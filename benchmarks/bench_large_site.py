@@ -137,7 +137,7 @@ def _child(job: str, config: str, answer) -> None:
 
     logging.disable(logging.ERROR)
     from autoid_lib.config import load_settings
-    from autoid_lib.redcap import RedcapGateway
+    from autoid_lib.redcap.gateway import RedcapGateway
 
     settings = load_settings(config)
     note = ""

@@ -24,7 +24,7 @@ from autoid_lib.config import load_settings
 from autoid_lib.errors import RedcapError
 from autoid_lib.hashing import PatientHasher, sha512_hex
 from autoid_lib.records.folders import SUMMARY_FILE
-from autoid_lib.redcap import RedcapGateway
+from autoid_lib.redcap.gateway import RedcapGateway
 from autoid_lib.retired import retired_name
 from autoid_lib.sandbox.faults import dropped_rows
 from autoid_lib.sandbox.protocol import parse_form

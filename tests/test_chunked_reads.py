@@ -16,8 +16,7 @@ from scenarios import autoid
 from autoid_lib.config import load_settings
 from autoid_lib.errors import RedcapError
 from autoid_lib.hashing import sha512_hex
-from autoid_lib.read_check import IncompleteRead, check_chunk, check_total
-from autoid_lib.redcap import (
+from autoid_lib.redcap.gateway import (
     HISTORY_STUDY_FIELDS,
     HISTORY_TRANSFER_FIELDS,
     MIN_CHUNK_RECORDS,
@@ -25,6 +24,7 @@ from autoid_lib.redcap import (
     TRANSFER_FIELDS,
     RedcapGateway,
 )
+from autoid_lib.redcap.read_check import IncompleteRead, check_chunk, check_total
 from autoid_lib.run import run_autoid
 from autoid_lib.sandbox.faults import dropped_rows
 from autoid_lib.sandbox.protocol import MAX_INPUT_VARS, parse_form

@@ -126,7 +126,7 @@ def test_find_cycle_reports_a_cycle():
 def test_pure_core_imports_no_io_module():
     """plan and the ids package compute; they import nothing that reads, writes or sends."""
     io_modules = {
-        "autoid_lib.redcap",
+        *(name for name in MODULES if name.startswith("autoid_lib.redcap.")),
         "autoid_lib.run",
         "autoid_lib.apply",
         "autoid_lib.lock",
@@ -138,7 +138,7 @@ def test_pure_core_imports_no_io_module():
     pure = ["autoid_lib.audit.checks", "autoid_lib.explore.answers"]
     pure += [name for name in MODULES if name.split(".")[:2] == ["autoid_lib", "plan"]]
     assert {"autoid_lib.plan", "autoid_lib.plan.planner", "autoid_lib.plan.project"} <= set(pure)
-    pure += ["autoid_lib.retired", "autoid_lib.repair.plan", "autoid_lib.table_merge"]
+    pure += ["autoid_lib.retired", "autoid_lib.repair.plan"]
     pure += [name for name in MODULES if name.startswith("autoid_lib.ids")]
     assert {
         name: sorted(edges[name] & io_modules) for name in pure if edges[name] & io_modules
@@ -150,3 +150,23 @@ def test_shipped_files_are_found_through_importlib_resources():
     developer checkout (reports in its reports/) from an installed kit."""
     users = {name for name, path in MODULES.items() if "__file__" in path.read_text("utf-8")}
     assert users == {"autoid_lib.cli.demo"}
+
+
+def third_party_imports(path: Path) -> set[str]:
+    """The top-level names of the packages a module imports (absolute imports only)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_only_the_redcap_package_talks_to_redcap():
+    """PyCap (the ``redcap`` package) is imported in ``autoid_lib.redcap`` and nowhere else
+    in the library: the one place that talks to REDCap is one package."""
+    talkers = {name for name, path in MODULES.items() if "redcap" in third_party_imports(path)}
+    assert talkers, "the walk found no PyCap import at all"
+    assert {name for name in talkers if not name.startswith("autoid_lib.redcap.")} == set()

@@ -157,7 +157,7 @@ def test_concurrent_auto_numbered_imports_get_distinct_increasing_names(sandbox,
     """The sandbox must hand out record names atomically, as REDCap's record cache does: many
     clients importing at once all get distinct names, each client's names increase, and every
     import is a record of its own."""
-    from autoid_lib.redcap import RedcapGateway
+    from autoid_lib.redcap.gateway import RedcapGateway
 
     settings = load_settings(sandbox.write_kit_files(tmp_path))
     clients, each = 8, 15
@@ -303,7 +303,7 @@ def test_without_the_delete_right_runs_work_and_the_lease_table_stays_bounded(
 
 
 def _gateway(settings):
-    from autoid_lib.redcap import RedcapGateway
+    from autoid_lib.redcap.gateway import RedcapGateway
 
     return RedcapGateway(settings.redcap)
 

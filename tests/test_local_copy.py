@@ -18,8 +18,8 @@ from scenarios import autoid, project
 
 from autoid_lib.config import load_settings
 from autoid_lib.hashing import sha512_hex
+from autoid_lib.redcap.table_cache import FILE_NAME
 from autoid_lib.run import run_autoid
-from autoid_lib.table_cache import FILE_NAME
 
 CHUNK = 4  # records per read request: the tables below take several
 PATIENTS = 12
@@ -202,7 +202,7 @@ def _killed_while_saving(config: str, cache_dir: str) -> None:
     import os
     import signal
 
-    from autoid_lib import table_cache
+    from autoid_lib.redcap import table_cache
 
     settings = load_settings(config)
     settings = replace(

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from autoid_lib.cli.progress_line import ProgressLineHandler
 from autoid_lib.config import load_settings
 from autoid_lib.errors import ConfigError
-from autoid_lib.pacing import RequestPacer
-from autoid_lib.redcap import RedcapGateway
+from autoid_lib.redcap.gateway import RedcapGateway
+from autoid_lib.redcap.pacing import RequestPacer
 
 
 def paced_run(limit: int, window: float, gaps: list[float], durations: list[float]):

@@ -288,7 +288,7 @@ def test_a_refused_import_names_the_field_never_the_values(sandbox, tmp_path):
     """REDCap's import errors quote record IDs and values; none of that may reach a report."""
     from autoid_lib.errors import RedcapError
     from autoid_lib.plan import TransferRequest
-    from autoid_lib.redcap import RedcapGateway
+    from autoid_lib.redcap.gateway import RedcapGateway
 
     uid = "1.2.840.99999.1234567"
     add_studies(sandbox, [(uid, "KNEE_AE", "PAT1")])
@@ -303,7 +303,7 @@ def test_a_refused_import_names_the_field_never_the_values(sandbox, tmp_path):
 
 def test_a_request_added_between_read_and_write_is_never_overwritten(demo_sandbox, tmp_path):
     from autoid_lib.apply import apply_plan, verify_plan
-    from autoid_lib.redcap import RedcapGateway
+    from autoid_lib.redcap.gateway import RedcapGateway
 
     settings = settings_for(demo_sandbox, tmp_path)
     planned = run_autoid(settings, dry_run=True).plan

@@ -426,7 +426,7 @@ def test_summary_detail_verification_names_no_study(demo_sandbox, tmp_path):
 
     from autoid_lib.apply import apply_plan, verify_plan
     from autoid_lib.records.notebook_run import without_study_refs
-    from autoid_lib.redcap import RedcapGateway
+    from autoid_lib.redcap.gateway import RedcapGateway
     from autoid_lib.run import run_autoid
 
     settings = settings_for(demo_sandbox, tmp_path)

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from autoid_lib.read_check import IncompleteRead
-from autoid_lib.table_merge import (
+from autoid_lib.redcap.read_check import IncompleteRead
+from autoid_lib.redcap.table_merge import (
     CopyState,
     ReadKind,
     changes_since,
@@ -116,7 +116,7 @@ def test_the_copy_and_the_changes_are_the_table_or_the_read_fails(
 
 
 def test_a_csv_record_list_is_read_as_redcap_writes_it():
-    from autoid_lib.read_check import names_from_csv
+    from autoid_lib.redcap.read_check import names_from_csv
 
     text = '\ufeffrecord_id\r\n1\r\n2\r\n"a,b"\r\n2\r\n'
     assert names_from_csv(text, "record_id") == ["1", "2", "a,b"]

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from autoid_lib.config import Settings
     from autoid_lib.hashing import PatientHasher
     from autoid_lib.records.notebook_run import Notify, RunRecord
-    from autoid_lib.redcap import RedcapGateway
+    from autoid_lib.redcap.gateway import RedcapGateway
     from autoid_lib.snapshot import ProjectRecord, Snapshot
 
 log = logging.getLogger("autoid.audit")
@@ -146,7 +146,7 @@ def audit_in_kernel(config_path: str, *, output_dir: str = "", now: str = "") ->
     from autoid_lib.environment import environment
     from autoid_lib.records.folders import SUMMARY_FILE, write_json
     from autoid_lib.records.summary import audit_summary
-    from autoid_lib.redcap import RedcapGateway
+    from autoid_lib.redcap.gateway import RedcapGateway
     from autoid_lib.run import server_time
 
     settings = load_settings(config_path)

@@ -35,7 +35,7 @@ from autoid_lib.forecast import Forecast
 from autoid_lib.plan import PlanSettings
 from autoid_lib.records.history import recorded_capacity
 from autoid_lib.records.index import recent_summaries
-from autoid_lib.redcap import RedcapGateway
+from autoid_lib.redcap.gateway import RedcapGateway
 from autoid_lib.run import server_time
 from autoid_lib.snapshot import AutoIdRow, IncomingStudy, ProjectRecord, Snapshot
 

@@ -27,7 +27,7 @@ from autoid_lib.errors import AutoIdError
 from autoid_lib.hash_scheme import fingerprint_to_record
 from autoid_lib.lock import run_lock
 from autoid_lib.package_data import templates_dir
-from autoid_lib.redcap import RedcapGateway
+from autoid_lib.redcap.gateway import RedcapGateway
 from autoid_lib.repair.plan import RepairPlan, RepairSettings, plan_repair
 from autoid_lib.repair.report import Ending, repair_html, status, worksheet_csv
 from autoid_lib.run import server_time

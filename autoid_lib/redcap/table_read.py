@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from autoid_lib.config import CacheSettings
-from autoid_lib.read_check import IncompleteRead, record_names
-from autoid_lib.redcap import (
+from autoid_lib.redcap.gateway import (
     CACHED_FIELDS,
     RECORD_ID_FIELD,
     RedcapGateway,
@@ -27,9 +26,9 @@ from autoid_lib.redcap import (
     is_lease_row,
     projects_from_rows,
 )
-from autoid_lib.snapshot import AutoIdRow, ProjectRecord
-from autoid_lib.table_cache import LocalCopy, table_key
-from autoid_lib.table_merge import (
+from autoid_lib.redcap.read_check import IncompleteRead, record_names
+from autoid_lib.redcap.table_cache import LocalCopy, table_key
+from autoid_lib.redcap.table_merge import (
     CopyState,
     Merged,
     ReadKind,
@@ -40,6 +39,7 @@ from autoid_lib.table_merge import (
     without_deleted,
     witnesses,
 )
+from autoid_lib.snapshot import AutoIdRow, ProjectRecord
 from autoid_lib.vocab import plural
 
 log = logging.getLogger("autoid.read")

@@ -23,11 +23,11 @@ from redcap.request import _ContentConfig, _RCRequest
 
 from autoid_lib.config import RedcapSettings
 from autoid_lib.errors import RedcapError
-from autoid_lib.http_guard import AnswerRefused, DeadlineExceeded, guarded_session
 from autoid_lib.lease import LEASE_PROJECT
-from autoid_lib.pacing import RequestPacer
 from autoid_lib.plan import NewAutoId, TransferRequest
-from autoid_lib.read_check import (
+from autoid_lib.redcap.http_guard import AnswerRefused, DeadlineExceeded, guarded_session
+from autoid_lib.redcap.pacing import RequestPacer
+from autoid_lib.redcap.read_check import (
     IncompleteRead,
     check_chunk,
     check_present,
@@ -211,7 +211,7 @@ class RedcapGateway:
         With a lease this is the decisive read (docs/run.md, "Reading in chunks")."""
         return autoid_from_rows(self._read_records("autoid", "export AutoID table", AUTOID_FIELDS))
 
-    # -- the reads of the local copy (autoid_lib.table_read) ---------------------------------
+    # -- the reads of the local copy (table_read) ----------------------------------------------
 
     def table_rows(self, database: str, since: datetime | None = None) -> list[dict]:
         """Raw rows of the cached tables (AutoID, Projects), complete: all of them, or those
@@ -526,7 +526,7 @@ class RedcapGateway:
                 self._sleep(delay)
         raise AssertionError("unreachable")
 
-    # -- the lease's records (autoid_lib.lease_redcap) -----------------------------------------
+    # -- the lease's records (autoid_lib.redcap.lease) -----------------------------------------
 
     def write_lease(self, fields: dict[str, str], record: str | None = None) -> str:
         """Write one lease record: a new auto-numbered one, or ``record`` again; its name."""

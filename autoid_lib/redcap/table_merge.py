@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from autoid_lib.read_check import IncompleteRead
+from autoid_lib.redcap.read_check import IncompleteRead
 
 Row = dict[str, str]
 

@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 
 from autoid_lib.private_files import private_folder
-from autoid_lib.table_merge import CopyState, Row
+from autoid_lib.redcap.table_merge import CopyState, Row
 from autoid_lib.vocab import plural
 
 log = logging.getLogger("autoid.cache")
