@@ -190,7 +190,7 @@ def test_the_sandbox_refuses_deletes_to_a_token_without_the_right(sandbox):
     weak = sandbox.add_token("autoid", delete=False)
     form = {"content": "record", "action": "delete", "records[0]": "1", "format": "json"}
     answer = requests.post(sandbox.url, data={"token": weak, **form}, timeout=5)
-    assert answer.status_code == 403 and "Delete Record privileges" in answer.json()["error"]
+    assert answer.status_code == 400 and "'Delete Records' privileges" in answer.json()["error"]
     missing = requests.post(
         sandbox.url,
         data={"token": sandbox.tokens["autoid"], **form, "records[1]": "2"},
@@ -278,6 +278,21 @@ def test_a_later_ticket_is_waited_for_once_then_given_way_to(demo_sandbox, tmp_p
     result = run_autoid(settings)
     assert result.error.type == "LeaseHeld" and "newer" in result.error.message
     assert demo_sandbox.total_requests() == 6  # ticket, AutoID, AutoID again (2 each), give back
+
+
+def test_live_runs_in_a_row_each_give_the_lease_back_redcap_15_7_6(demo_sandbox, tmp_path):
+    """At a real REDCap 15.7.6 the first run could not delete its ticket (``records`` sent as
+    a string) and every later run exited 3: with the default lease, each run here serves the
+    study that arrived since the last one, and no ticket is left behind."""
+    settings = kit(demo_sandbox, tmp_path, lease={})
+    first = run_autoid(settings)
+    assert first.error is None and lease_rows(demo_sandbox) == []
+    ae = next(p.ae_title for p in first.plan.projects if p.capacity)
+    for i in range(3):
+        add_study(demo_sandbox, f"1.2.826.8.{i}", f"LATER{i}", ae=ae)
+        again = run_autoid(settings)
+        assert again.error is None and len(again.plan.transfers) == 1
+        assert lease_rows(demo_sandbox) == []
 
 
 def test_without_the_delete_right_runs_work_and_the_lease_table_stays_bounded(

@@ -705,10 +705,17 @@ class _OutOfMemory(_Transient):
 
 
 def _one_records_field(payload: dict) -> dict:
-    """PyCap sends a record list as ``records[0]``, ``records[1]``, …, one form variable
-    each, and PHP drops variables past ``max_input_vars`` (1000 by default) without an error:
-    a 5,000-record chunk would come back as its first thousand. REDCap also takes the list as
-    one comma-separated ``records`` field, so send that (names with a comma stay indexed)."""
+    """An export's record list as one comma-separated ``records`` field.
+
+    PyCap sends a record list as ``records[0]``, ``records[1]``, …, one form variable each,
+    and PHP drops variables past ``max_input_vars`` (1000 by default) without an error: a
+    5,000-record chunk would come back as its first thousand. REDCap's record *export* also
+    takes the list as one comma-separated string (``API/record/export.php`` splits it), so
+    send that; names with a comma stay indexed. Only exports: ``API/record/delete.php``
+    refuses any ``records`` that is not an array (REDCap 15.7.6, error api_136), so a delete
+    keeps PyCap's ``records[i]``."""
+    if payload.get("content") != "record" or payload.get("action", "export") != "export":
+        return payload
     keys = [key for key in payload if key.startswith("records[")]
     values = [str(payload[key]) for key in keys]
     if not keys or any("," in value for value in values):

@@ -41,8 +41,10 @@ from autoid_lib.lease import (
 
 log = logging.getLogger("autoid.lease")
 
-# REDCap's answer (HTTP 403) when the token lacks the Delete Record right
-_NO_DELETE_RIGHT = "delete record privileges"
+# REDCap's answer (HTTP 400, api_135) when the token lacks the "Delete Records" right or the
+# "API Import/Update" right a delete also needs: "Insufficient user privileges: You must have
+# 'API Import/Update' privileges and 'Delete Records' privileges …"
+_NO_DELETE_RIGHT = "'delete records' privileges"
 
 
 def tickets_of(lease_rows: list[dict]) -> list[Ticket]:

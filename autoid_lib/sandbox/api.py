@@ -23,8 +23,11 @@ from .logic import compile_filter
 from .protocol import (
     NO_DELETE,
     NO_PERMISSION,
+    RECORDS_EMPTY,
+    RECORDS_NOT_ARRAY,
     ApiError,
     Response,
+    array_param,
     decode_rows,
     error_format,
     flag,
@@ -64,6 +67,7 @@ class RedcapApp:
         self._database_of = {token: db for db, token in tokens.items()}
         self._no_delete: set[str] = set()  # tokens without the Delete Record right
         self.clock = clock
+        self.import_row_cost_s = 0.0  # seconds each imported row takes (REDCap: about 0.008)
         self.created = created or clock().strftime(TIME_FORMAT)
         self.faults = FaultPlan()
         self.stopping = threading.Event()  # wakes requests sleeping in a timeout fault
@@ -148,8 +152,8 @@ class RedcapApp:
         if fault is not None:
             return self._faulted(fault, database, params)
         if action == "delete" and params.get("token", "").strip() in self._no_delete:
-            # REDCap checks the right before anything else, with this answer
-            return render_error(ApiError(NO_DELETE, 403), error_format(params))
+            # REDCap checks the right before anything else (API/record/delete.php), HTTP 400
+            return render_error(ApiError(NO_DELETE), error_format(params))
         return self._answer(database, params, commit=True)
 
     def _answer(self, database: str, params: dict[str, str], *, commit: bool) -> Response:
@@ -189,7 +193,12 @@ class RedcapApp:
             if action == "export":
                 return self._export(schema, params, fmt)
             if action == "delete" and commit:
-                return render_json(self.delete_records(database, list_param(params, "records")))
+                records = array_param(params, "records")
+                if records is None:  # a plain or comma-separated string: REDCap refuses it
+                    raise ApiError(RECORDS_NOT_ARRAY)
+                if not records:
+                    raise ApiError(RECORDS_EMPTY)
+                return render_json(self.delete_records(database, records))
             raise ApiError(f"The action '{action}' is not supported by this sandbox")
         if content == "generateNextRecordName":
             return render_text(self.next_record_name(database))
@@ -244,6 +253,8 @@ class RedcapApp:
         behavior = (params.get("overwriteBehavior") or "normal").lower()
         if behavior not in {"normal", "overwrite"}:
             raise ApiError("overwriteBehavior must be 'normal' or 'overwrite'")
+        if commit and self.import_row_cost_s > 0:  # REDCap saves row by row; not under lock
+            self.stopping.wait(self.import_row_cost_s * len(rows))
         plan = self.import_records(
             schema.name,
             rows,

@@ -21,7 +21,19 @@ XML_TYPE = "text/xml; charset=utf-8"
 TEXT_TYPE = "text/html; charset=utf-8"
 
 NO_PERMISSION = "You do not have permissions to use the API"
-NO_DELETE = "You do not have Delete Record privileges"
+# REDCap 15.7.6's own texts (LanguageUpdater/English.ini): api_135, api_136, api_137
+NO_DELETE = (
+    "Insufficient user privileges: You must have 'API Import/Update' privileges and 'Delete "
+    "Records' privileges in the project in order to utilize this API method."
+)
+RECORDS_NOT_ARRAY = (
+    "Incorrect format for 'records' parameter. It must be passed as an array, even if it only "
+    "contains a single record name."
+)
+RECORDS_EMPTY = (
+    "The 'records' parameter is an empty array. The parameter must be an array containing one "
+    "or more record names to delete."
+)
 
 
 class ApiError(Exception):
@@ -63,6 +75,17 @@ def list_param(params: dict[str, str], name: str) -> list[str]:
         return [v.strip() for _, v in sorted(indexed) if v.strip()]
     raw = params.get(name, "")
     return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+def array_param(params: dict[str, str], name: str) -> list[str] | None:
+    """A parameter PHP received as an array (``name[0]``, ``name[1]``, …); None when it came
+    as a non-empty plain string, which REDCap's delete refuses. Absent or blank is an empty
+    array, as REDCap's ``API/index.php`` makes it."""
+    pattern = re.compile(rf"{re.escape(name)}\[(\d*)\]$")
+    indexed = [(int(m.group(1) or 0), v) for k, v in params.items() if (m := pattern.match(k))]
+    if not indexed and params.get(name, ""):
+        return None
+    return [value for _, value in sorted(indexed)]
 
 
 def flag(value: str | None) -> bool:

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from zoneinfo import ZoneInfo
 
 from .api import RedcapApp
 from .faults import Fault
@@ -42,9 +43,12 @@ def new_token() -> str:
 
 
 class _Clock:
-    """Server local time, optionally frozen or shifted so tests can move through days."""
+    """REDCap's clock: naive local time in the server's PHP ``date.timezone`` (the machine's
+    zone when none is given), which record times and the ``dateRange`` filter use; optionally
+    frozen or shifted so tests can move through days."""
 
-    def __init__(self) -> None:
+    def __init__(self, timezone: str = "") -> None:
+        self._zone = ZoneInfo(timezone) if timezone else None
         self._frozen: datetime | None = None
         self._offset = timedelta(0)
         self._lock = threading.Lock()
@@ -53,7 +57,8 @@ class _Clock:
         with self._lock:
             if self._frozen is not None:
                 return self._frozen
-            return datetime.now().replace(microsecond=0) + self._offset
+            local = datetime.now(self._zone).replace(tzinfo=None, microsecond=0)
+            return local + self._offset
 
     def set(self, when: datetime | None) -> None:
         with self._lock:
@@ -84,6 +89,10 @@ class Sandbox:
     existing file keeps its data and tokens and is not re-seeded) or ``None`` for memory;
     ``port=0`` picks a free port; ``tokens`` fixes the tokens (default: fresh random ones);
     ``now`` freezes the server clock (default: real local time); ``n_studies`` sizes the demo.
+    ``timezone`` is REDCap's PHP ``date.timezone`` (an IANA name; default: the machine's zone):
+    record times and the ``dateRangeBegin``/``End`` filter are on that clock, as on a real
+    REDCap. ``import_row_cost_s`` makes every imported row take that long (REDCap 15.7.6
+    measured about 0.008 s a row on 2 vCPU), so tests and benchmarks see slow writes.
     """
 
     def __init__(
@@ -96,12 +105,14 @@ class Sandbox:
         tokens: Mapping[str, str] | None = None,
         now: datetime | None = None,
         n_studies: int = DEFAULT_STUDIES,
+        timezone: str = "",
+        import_row_cost_s: float = 0.0,
     ):
         if seed not in SEEDS:
             raise ValueError(f"unknown seed {seed!r}; choose one of {SEEDS}")
         self.host = host
         self.port = port
-        self._clock = _Clock()
+        self._clock = _Clock(timezone)
         if now is not None:
             self._clock.set(now)
         self.store = Store(db_path)
@@ -115,6 +126,7 @@ class Sandbox:
         self.app = RedcapApp(
             self.store, self.tokens, self._clock, created=self.store.get_meta("created") or ""
         )
+        self.app.import_row_cost_s = import_row_cost_s
         self._server: _ThreadingServer | None = None
         self._thread: threading.Thread | None = None
 
