@@ -281,7 +281,9 @@ class RedcapGateway:
                 return_content="auto_ids",
             )
             pairs = answer if isinstance(answer, list) else []
-            if len(pairs) != len(rows):
+            # REDCap answers "new,temporary" per record (API/record/import.php)
+            sent = {str(pair).partition(",")[2] for pair in pairs}
+            if len(pairs) != len(rows) or sent != {row["record_id"] for row in rows}:
                 raise RedcapError(
                     "autoid",
                     f"import {len(rows)} AutoID row(s)",
