@@ -736,7 +736,8 @@ def _without_values(reason: str, rows: list[dict]) -> str:
 
 
 def projects_from_rows(rows: list[dict]) -> list[ProjectRecord]:
-    """Projects rows as the planner sees them, without the name the lease reserves."""
+    """Projects rows as the planner sees them; one with a reserved name stays, so that the
+    plan reports it as misconfigured by name (``plan.routing``)."""
     _require_fields(rows, PROJECT_FIELDS, "projects", "export projects")
     return [
         ProjectRecord(
@@ -748,7 +749,6 @@ def projects_from_rows(rows: list[dict]) -> list[ProjectRecord]:
         )
         for row in rows
         if not row.get("redcap_repeat_instrument")
-        and row["project_name"].strip() != LEASE_PROJECT  # reserved for the lease
     ]
 
 
