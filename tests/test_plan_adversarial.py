@@ -360,9 +360,7 @@ def existing_names(snap, owner):
     for s in snap.studies:
         for t in s.transfer_requests:
             if t.name:
-                held[(t.project_name.casefold(), t.name)].add(
-                    identity(s.patient_id) or None
-                )
+                held[(t.project_name.casefold(), t.name)].add(identity(s.patient_id) or None)
     return held
 
 
