@@ -209,6 +209,12 @@ def _reread(tables: TableReader, into: list) -> list[dict]:
 
 def _release(result: RunResult, lease) -> None:
     """Give the lease back; a failed release is logged (the ticket expires on its own)."""
+    release_lease(lease)
+
+
+def release_lease(lease) -> None:
+    """Give the lease back, for every writer (run, repair); a failed release is logged (the
+    ticket expires on its own) and never hides the writer's own outcome."""
     try:
         lease.release()
     except AutoIdError as error:
