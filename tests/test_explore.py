@@ -89,9 +89,9 @@ def test_study_lookup_says_what_the_run_says_when_the_window_fills_the_id_space(
     reached = frozenset(s.uid for s in studies)
     overview = explore.project_overview(window, "Alpha", SETTINGS)
     states = dict(zip(overview.table["study_ref"], overview.table["detail"], strict=True))
-    for study in studies:
-        (answer,) = explore.lookup_study(window, study.uid, SETTINGS, reached)
-        detail = states[f"…{study.uid}"]
+    for one in studies:
+        (answer,) = explore.lookup_study(window, one.uid, SETTINGS, reached)
+        detail = states[f"…{one.uid}"]
         if "exhausted" in detail:
             assert answer.next_run == f"skip it ({detail}); nothing is written for it."
         else:
