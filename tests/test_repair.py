@@ -368,3 +368,21 @@ def test_a_repair_racing_a_stalled_run_of_another_installation_backs_off(sandbox
     assert results and results[0].error is None
     holders = Counter(r["autoid_value"] for r in sandbox.rows("autoid") if r["autoid_hash"])
     assert holders["K3"] == 1  # given once: to the run's new patient
+
+
+def test_the_index_lists_a_repair_in_the_order_it_happened(sandbox, tmp_path):
+    """Issue 24, item 10: "newest first" put a repair below an earlier dry run (a repair folder
+    had no sequence number, and unnumbered folders sort as the oldest)."""
+    import re
+
+    seed_legacy_damage(sandbox)
+    settings = settings_for(sandbox, tmp_path)
+    dry = ["run", "--config", str(settings.path), "--dry-run", "--quiet"]
+    assert main(dry) == 0
+    done = repair(settings)
+    assert main(dry) == 0
+    index = (settings.run.reports_dir / "index.html").read_text()
+    order = re.findall(r'href="(\d{8}T\d{6}(?:\.\d+)?Z-(?:dry|repair))/', index)
+    modes = [name.rsplit("-", 1)[1] for name in dict.fromkeys(order)]
+    assert modes == ["dry", "repair", "dry"]
+    assert (done.folder / "sequence").read_text().strip().isdigit()

@@ -233,13 +233,11 @@ def _summary(plan: RepairPlan | None, ending: Ending, started: datetime, duratio
 
 
 def _new_folder(reports_dir: Path, started: datetime) -> Path:
-    reports_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    moment = datetime.now(UTC)
-    path = reports_dir / f"{moment:%Y%m%dT%H%M%S}Z-{MODE}"
-    if path.exists():
-        path = reports_dir / f"{moment:%Y%m%dT%H%M%S}.{moment.microsecond // 1000:03d}Z-{MODE}"
-    path.mkdir(mode=0o700)
-    return path
+    """A run folder numbered in the run history like every other (``new_run_folder``), so the
+    index lists a repair in the order it happened among the runs."""
+    from autoid_lib.records.folders import new_run_folder
+
+    return new_run_folder(reports_dir, MODE, datetime.now(UTC))
 
 
 def _write_private(path: Path, text: str) -> None:
