@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 import requests
@@ -321,6 +322,18 @@ def test_date_range_begin_alone_ends_now_redcap_15_7_6(sandbox_factory):
     sb.add_rows("autoid", [{"record_id": "1"}])
     sb.set_now(T0 - timedelta(hours=1))
     assert _changed(sb, dateRangeBegin="2026-12-07 00:00:00") == []
+
+
+def test_record_times_and_date_ranges_use_redcaps_time_zone_redcap_15_7_6(sandbox_factory):
+    """REDCap 15.7.6 (measured): record times and the ``dateRange`` filter are on its PHP
+    ``date.timezone`` (its log said 17:55 when UTC was 16:55), not UTC or the client's zone."""
+    zone = ZoneInfo("Pacific/Kiritimati")  # UTC+14: never the machine's zone
+    sb = sandbox_factory(timezone="Pacific/Kiritimati")
+    sb.add_rows("autoid", [{"record_id": "1"}])
+    there = datetime.now(zone).replace(tzinfo=None, microsecond=0)
+    assert abs(sb.now() - there) < timedelta(minutes=1)
+    a_minute_ago = (there - timedelta(minutes=1)).strftime("%Y-%m-%d %H:%M:%S")
+    assert _changed(sb, dateRangeBegin=a_minute_ago) == ["1"]
 
 
 @pytest.mark.parametrize("bound", ["yesterday", "07.12.2026"])
