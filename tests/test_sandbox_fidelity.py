@@ -375,6 +375,41 @@ def test_export_field_names_of_incoming_has_30_entries_redcap_15_7_6(sandbox):
     assert "leave_alone_current_rek" not in {e["original_field_name"] for e in projects}
 
 
+def test_project_info_has_redcaps_fields_redcap_15_7_6(sandbox):
+    """REDCap 15.7.6 source (API/project/export.php, Project::getAttributesApiExportProjectInfo):
+    these keys in this order, integers as numbers; ``in_production`` is the status (1)."""
+    info = post(sandbox, "autoid", content="project").json()
+    assert list(info) == [
+        "project_id",
+        "project_title",
+        "creation_time",
+        "production_time",
+        "in_production",
+        "project_language",
+        "purpose",
+        "purpose_other",
+        "project_notes",
+        "custom_record_label",
+        "secondary_unique_field",
+        "is_longitudinal",
+        "has_repeating_instruments_or_events",
+        "surveys_enabled",
+        "scheduling_enabled",
+        "record_autonumbering_enabled",
+        "randomization_enabled",
+        "ddp_enabled",
+        "project_irb_number",
+        "project_grant_number",
+        "project_pi_firstname",
+        "project_pi_lastname",
+        "display_today_now_button",
+        "missing_data_codes",
+        "external_modules",
+        "bypass_branching_erase_field_prompt",
+    ]
+    assert info["in_production"] == 1 and info["is_longitudinal"] == 0
+
+
 @pytest.mark.parametrize(
     ("fmt", "content_type", "body"),
     [
