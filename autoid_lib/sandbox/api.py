@@ -67,6 +67,13 @@ CREATOR_RIGHTS = frozenset({"export", "import"})
 # A project's status; in development REDCap caps the records (the site's setting, 50 measured)
 STATUSES = ("development", "production")
 DEVELOPMENT_RECORD_LIMIT = 50
+# API/index.php's refusal when a token lacks the right an action needs (randomize: not modelled)
+_NO_RIGHT = {
+    "export": NO_EXPORT_RIGHT,
+    "import": NO_IMPORT_RIGHT,
+    "delete": NO_DELETE_RIGHT,
+    "rename": NO_RENAME_RIGHT,
+}
 # dateRangeBegin given alone starts no earlier than this (API/record/export.php)
 _EARLIEST = "2004-08-01 00:00:00"
 _STATUS_TEXT = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found"}
@@ -214,16 +221,8 @@ class RedcapApp:
         needs the import right: API/record/delete.php answers 400 api_135 without it)."""
         rights = self._rights.get(params.get("token", "").strip(), frozenset())
         action = _redcap_action(params)
-        needed = {"export": "export", "import": "import", "delete": "delete", "rename": "rename"}
-        texts = {
-            "export": NO_EXPORT_RIGHT,
-            "import": NO_IMPORT_RIGHT,
-            "delete": NO_DELETE_RIGHT,
-            "rename": NO_RENAME_RIGHT,
-        }
-        right = needed.get(action)
-        if right is not None and right not in rights:
-            raise ApiError(texts[right], 403)
+        if action in _NO_RIGHT and action not in rights:
+            raise ApiError(_NO_RIGHT[action], 403)
         if action == "delete" and "import" not in rights:
             raise ApiError(NO_DELETE)
 
