@@ -75,6 +75,8 @@ REDCAP_TIME = "%Y-%m-%d %H:%M:%S"
 # an out-of-memory answer halves the chunk down to this many records, then the read fails
 MIN_CHUNK_RECORDS = 25
 # what PHP prints when REDCap runs out of memory (HTTP 200, then REDCap's own JSON error)
+# the end of a "changes since" read: later than any time REDCap stamps (see _record_names)
+_OPEN_END = datetime(9999, 12, 31, 23, 59, 59)
 _OUT_OF_MEMORY = ("Allowed memory size", "ran out of server memory")
 
 
@@ -394,6 +396,8 @@ class RedcapGateway:
     ) -> list[str]:
         """The names-only export: which records exist (changed in [begin, end], if given)."""
         id_field = RECORD_ID_FIELD[database]
+        if begin is not None and end is None:  # REDCap ends a begin-only range at its now
+            end = _OPEN_END  # (API/record/export.php): a change it stamped later is missed
         rows = self._export(
             database,
             f"{operation} (record names)",
