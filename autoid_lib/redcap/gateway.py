@@ -693,9 +693,13 @@ def _host(url: str) -> str:
 
 
 def _token_refused(error: Exception, reason: str) -> bool:
-    """REDCap's answer to a wrong, expired or rights-less token: HTTP 403 or its text."""
+    """REDCap's answer to a wrong, expired or rights-less token: HTTP 403 or its text. A 403
+    about one right ("You do not have Delete Record privileges") is not a refused token: the
+    token works, REDCap names the right it lacks, and that text is the reason."""
     response = getattr(error, "response", None)
     status = getattr(response, "status_code", None)
+    if "privileges" in reason and "permissions to use the API" not in reason:
+        return False
     return status in (401, 403) or "permissions to use the API" in reason
 
 
