@@ -1,8 +1,9 @@
 """``autoid explore``: where the installed ``explore.ipynb`` is, so a user can open that version.
 
-The notebook ships inside the package (``autoid_lib/notebooks/``). ``--print-path`` prints only
-its path, for scripts (``cp "$(autoid explore --print-path)" .``); without it the command also
-says how to open a copy, since the installed file may sit in a read-only ``/opt/...``.
+The notebook lives in the checkout's ``notebooks/`` and ships inside the package
+(``autoid_lib.notebooks``). ``--print-path`` prints only its path, for scripts
+(``cp "$(autoid explore --print-path)" .``); without it the command also says how to open a
+copy, since the installed file may sit in a read-only ``/opt/...``.
 """
 
 from __future__ import annotations
