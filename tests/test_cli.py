@@ -81,3 +81,14 @@ def test_the_reports_folder_has_one_name_and_the_old_one_still_works():
         assert args.reports_dir == "/tmp/r"
         args = parser.parse_args(["prune", "--keep-days", "3", flag, "/tmp/r"])
         assert args.reports_dir == "/tmp/r"
+
+
+def test_print_path_names_the_run_notebook_for_papermill():
+    done = subprocess.run(
+        [sys.executable, "-m", "autoid_lib.cli", "explore", "--print-path", NOTEBOOKS[0]],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0 and done.stderr == ""
+    assert NOTEBOOKS[0] == "populate_autoid.ipynb"
+    assert Path(done.stdout.strip()) == notebook_path("populate_autoid.ipynb")
