@@ -1,7 +1,8 @@
-"""Files shipped inside the package: the notebooks and the templates, found where it is installed.
+"""Files shipped inside the package: notebooks, deploy files, templates, found where installed.
 
-The notebooks live in the checkout's top-level ``notebooks/`` and are installed as the package
-``autoid_lib.notebooks`` (pyproject.toml maps the one to the other). Found through
+The notebooks and the deploy files live in the checkout's top-level ``notebooks/`` and
+``deploy/`` and are installed as the packages ``autoid_lib.notebooks`` and ``autoid_lib.deploy``
+(pyproject.toml maps the one to the other). Found through
 ``importlib.resources``, so a wheel installed into ``/opt/...`` or by ``pipx`` finds them
 as an editable checkout does. papermill and nbconvert want file paths, so the package must be
 installed unpacked (as pip always does), not imported from a zip.
@@ -37,6 +38,13 @@ def notebooks_dir() -> Path:
     """The folder of the shipped notebooks: ``notebooks/`` in a checkout installed with
     ``pip install -e``, ``site-packages/autoid_lib/notebooks/`` in an installed wheel."""
     return package_path(package="autoid_lib.notebooks")
+
+
+def deploy_files() -> list[Path]:
+    """The deploy files (systemd units and timers, cron lines, logrotate, Prometheus rules):
+    ``deploy/`` in a checkout, ``autoid_lib/deploy/`` installed."""
+    folder = package_path(package="autoid_lib.deploy")
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.endswith(".py"))
 
 
 def templates_dir() -> Path:

@@ -23,3 +23,14 @@ def test_the_wheel_lists_every_package_and_the_mapped_data_folders():
     assert set(setuptools["packages"]) == on_disk | set(mapped)
     for package, folder in mapped.items():
         assert (ROOT / folder / "__init__.py").is_file(), package
+
+
+def test_every_file_in_the_mapped_folders_is_shipped_as_package_data():
+    """A file added to deploy/ or notebooks/ that no package-data pattern names would be in a
+    checkout but missing from the wheel."""
+    setuptools = pyproject()["tool"]["setuptools"]
+    for package, folder in setuptools["package-dir"].items():
+        patterns = setuptools["package-data"][package]
+        for path in (ROOT / folder).iterdir():
+            if path.is_file() and path.suffix != ".py":
+                assert any(path.match(pattern) for pattern in patterns), path
