@@ -181,3 +181,24 @@ def test_jupyter_schedulers_job_records_the_run_and_fails_when_the_run_fails(
     assert job(**values) == Status.FAILED
     folders = sorted(p for p in (config.parent / "reports").iterdir() if p.is_dir())
     assert json.loads((folders[-1] / "summary.json").read_text())["status"] == "failed"
+
+
+def test_at_detail_full_the_schedulers_copy_shows_only_where_the_report_is(demo_sandbox, tmp_path):
+    """The full report links studies to pseudonyms: it stays in the private run folder, not in
+    the output notebook a scheduler writes with its own permissions."""
+    import papermill
+
+    config = demo_sandbox.write_kit_files(tmp_path / "site", reports_dir=tmp_path / "reports")
+    executed = papermill.execute_notebook(
+        str(NOTEBOOK),
+        str(tmp_path / "out.ipynb"),
+        parameters={"config_path": str(config), "detail": "full"},  # a dry run
+    )
+
+    (run_cell,) = [c for c in executed.cells if "run_cell(" in c.source]
+    (shown,) = run_cell.outputs
+    assert "Recorded run" in json.dumps(shown)
+    (folder,) = [p for p in (tmp_path / "reports").iterdir() if p.is_dir()]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert folder.name.endswith("-dry") and summary["detail"] == "full"
+    assert "Studies" in (folder / "report.html").read_text()

@@ -165,20 +165,22 @@ def record_from_notebook(
         reports_dir=reports_dir or None,
         progress=False,
     )
-    show_recorded(record)
+    show_recorded(record, outputs=detail != Detail.FULL)
     if record.exit_status != ExitStatus.OK:
         raise RunFailed(f"{record.message} (report: {record.report})")
     return record
 
 
-def show_recorded(record: RunRecord) -> None:
-    """The recorded run's report in this notebook: its run.ipynb's shown outputs, then where
-    the report is. Cells tagged ``hide`` (parameters, setup, the run call) are left out, as in
-    report.html."""
+def show_recorded(record: RunRecord, *, outputs: bool = True) -> None:
+    """The recorded run's report in this notebook: its run.ipynb's shown outputs (cells tagged
+    ``hide`` left out, as in report.html), then where the report is. ``outputs=False`` (detail
+    full, whose tables link studies to pseudonyms) shows only where: the scheduler's copy of
+    the notebook is not written privately as the run folder is."""
     import nbformat
     from IPython.display import Markdown, display, publish_display_data
 
-    cells = nbformat.read(record.notebook, as_version=4).cells if record.notebook.exists() else []
+    shown = outputs and record.notebook.exists()
+    cells = nbformat.read(record.notebook, as_version=4).cells if shown else []
     for cell in cells:
         if cell.cell_type != "code" or "hide" in cell.metadata.get("tags", ()):
             continue
