@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_private(path, text)
             print(f"autoid init: wrote {path}")
-    variables = " ".join(TOKEN_VARIABLE.format(db) for db in ("PROJECTS", "INCOMING", "AUTOID"))
+    variables = ", ".join(TOKEN_VARIABLE.format(db) for db in ("PROJECTS", "INCOMING", "AUTOID"))
     print(
         f"autoid init: next, set [redcap] url in {config.name} and the tokens it names "
         f"({variables}, or file: references), then run:"
