@@ -72,7 +72,7 @@ def assert_lean_self_contained(page: str) -> None:
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page, re.IGNORECASE)
     assert "@import" not in page and "<link" not in page.lower()
     assert "jp-" not in page  # none of JupyterLab's CSS
-    for code in ("run_in_kernel", "config_path", "import report", "report.status_banner"):
+    for code in ("run_cell", "config_path", "import report", "report.status_banner"):
         assert code not in page, f"code cell text {code!r} leaked into the report"
 
 
@@ -89,7 +89,7 @@ def test_shipped_notebook_has_no_outputs_and_runs_without_a_kernel_option():
     names = {line.split(":")[0] for line in params.source.splitlines()}
     assert names == {
         "config_path", "lookback_days", "dry_run", "full_read", "projects", "now", "detail",
-        "output_dir", "command_started",
+        "email", "reports_dir", "output_dir", "command_started",
     }  # fmt: skip
     assert not re.search(r"token|key|secret|password", _code_only(params.source), re.I)
     for cell in code:  # one library call per cell, no logic
