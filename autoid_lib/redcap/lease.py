@@ -114,6 +114,7 @@ class RedcapLease:
         self.seen: list[Ticket] = []  # the other tickets of the last decisive read
         self._dead: tuple[str, ...] = ()
         self._sent_at = 0.0
+        self.sent_utc: datetime | None = None
         self._fields: dict[str, str] = {}
 
     # -- take ---------------------------------------------------------------------------------
@@ -133,6 +134,7 @@ class RedcapLease:
             reuse = f"lease-{secrets.token_hex(6)}"  # never an auto-number: only ours
             self.state.save(slot=reuse)
         self._sent_at = self.monotonic()
+        self.sent_utc = self.clock()
         self.record = self.gateway.write_lease(self._fields, reuse or None)
 
     def _may_delete(self) -> bool | None:
