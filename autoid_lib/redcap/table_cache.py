@@ -204,7 +204,8 @@ def _table(
 ) -> tuple[CopyState | None, str]:
     """One table's copy from an open, checked file."""
     if f"key:{database}" not in meta:
-        return None, "no local copy of this table yet"
+        kept = any(name.startswith("key:") for name in meta)  # else only the clock's row
+        return None, "no local copy of this table yet" if kept else "no local copy yet"
     if meta[f"key:{database}"] != key:
         return None, "the local copy is of another REDCap project (address or token changed)"
     texts = db.execute("SELECT record, data FROM rows WHERE db = ?", (database,))
