@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, available_timezones
 
 from autoid_lib.snapshot import CLOCK_PROJECT
+from autoid_lib.vocab import plural
 
 QUARTER = timedelta(minutes=15)
 LOWEST = timedelta(hours=-12)  # UTC-12 (Baker Island) ...
@@ -118,21 +119,56 @@ def zones_with(
     )
 
 
+def zone_groups(
+    offset: timedelta, at_utc: datetime, zones: Iterable[str] | None = None
+) -> list[list[str]]:
+    """``zones_with`` grouped by the clock they keep over the coming year (the same offset
+    at every sample: Europe/Paris and Europe/Berlin are one group), largest group first: any
+    zone of a group is as right as another for REDCap's date filter."""
+    groups: dict[tuple[timedelta, ...], list[str]] = {}
+    for zone in zones_with(offset, at_utc, zones):
+        key = tuple(zone_offset(zone, at_utc + k * timedelta(days=15)) for k in range(25))
+        groups.setdefault(key, []).append(zone)
+    return sorted(groups.values(), key=lambda group: (-len(group), _preference(group[0])))
+
+
+# Named first when in a group: the zones most REDCap servers are likely to run in
+WELL_KNOWN = (
+    "UTC", "Europe/Paris", "Europe/London", "Europe/Helsinki", "Europe/Moscow",
+    "America/New_York", "America/Chicago", "America/Denver", "America/Phoenix",
+    "America/Los_Angeles", "America/Sao_Paulo", "Asia/Kolkata", "Asia/Shanghai", "Asia/Tokyo",
+    "Australia/Sydney", "Pacific/Auckland",
+)  # fmt: skip
+
+
+def _preference(zone: str) -> tuple[int, int, str]:
+    known = WELL_KNOWN.index(zone) if zone in WELL_KNOWN else len(WELL_KNOWN)
+    areas = ("Europe/", "America/", "Asia/", "Australia/", "Pacific/", "Africa/")
+    rank = next((i for i, area in enumerate(areas) if zone.startswith(area)), len(areas))
+    return known, rank, zone
+
+
 def setting_advice(
     offset: timedelta, at_utc: datetime, current: str, zones: Iterable[str] | None = None
 ) -> str:
-    """What to write in the config: the zone itself when it is the current one's spelling,
-    else one zone or a short list to choose from."""
-    found = zones_with(offset, at_utc, zones)
-    if not found:
+    """What to write in the config: REDCap's zone, or the few clocks it can be (one zone
+    each, with how many keep the same clock), most zones first."""
+    groups = zone_groups(offset, at_utc, zones)
+    if not groups:
         return f"set [run] server_timezone to the zone REDCap runs in ({utc_offset_text(offset)})"
-    if current in found:
+    if any(current in group for group in groups):
         return f'keep [run] server_timezone = "{current}"'
-    preferred = [z for z in found if z.startswith(("Europe/", "America/", "Asia/", "Australia/"))]
-    shown = (preferred or found)[:4]
-    choices = " or ".join(f'"{zone}"' for zone in shown)
-    more = f" (or another zone at {utc_offset_text(offset)})" if len(found) > len(shown) else ""
-    return f"set [run] server_timezone = {choices}{more}: REDCap's PHP date.timezone"
+    named = []
+    for group in groups[:3]:
+        best = min(group, key=_preference)
+        others = len(group) - 1
+        same = f" (or any of {plural(others, 'other zone')} on its clock)" if others else ""
+        named.append(f'"{best}"{same}')
+    more = " or another" if len(groups) > 3 else ""
+    return (
+        f"set [run] server_timezone = {'; or '.join(named)}{more}: REDCap's PHP date.timezone "
+        f"({utc_offset_text(offset)} now)"
+    )
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,12 @@
 
 It holds what those tables hold (hashes, pseudonyms, project settings, lease tickets) and when
 REDCap's clock was last confirmed (``server_clock``), never a patient ID, and only as a cache:
-REDCap stays the source of truth, and deleting the file is always safe (the next run reads
-the tables whole). A file that is unreadable, fails SQLite's own check, was written by another
+REDCap stays the source of truth, and deleting the file is always safe (the next run reads the
+tables whole). A file that is unreadable, fails SQLite's own check, was written by another
 format, belongs to another REDCap project, or whose rows no longer match the checksum stored
-with them is *damaged*: it is removed, and the run reads whole and writes it anew. Each save is one SQLite transaction, so a run killed while saving
-leaves the previous copy (SQLite rolls the journal back at the next open).
+with them is *damaged*: it is removed, and the run reads whole and writes it anew. Each save is
+one SQLite transaction, so a run killed while saving leaves the previous copy (SQLite rolls the
+journal back at the next open).
 
 Only the run touches the tables, under its run lock (``lock.run_lock``): two runs never race
 on them. ``autoid check`` writes one row besides, the clock's confirmation, in a transaction.
