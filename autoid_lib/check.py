@@ -184,6 +184,8 @@ def _probe_site(settings: Settings, gateway: RedcapGateway, report: CheckReport)
 def _delete_right(settings: Settings, deletes: bool, report: CheckReport) -> str:
     """The delete right's line, and a warning when ``[lease] delete`` says otherwise."""
     setting = settings.lease.get("delete")
+    if settings.lease.get("enabled") is False:  # no tickets: only check's probe record
+        return "yes" if deletes else "no (check's probe record is kept and rewritten)"
     if deletes:
         if setting is False:
             report.warnings.append(

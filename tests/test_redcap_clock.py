@@ -250,16 +250,37 @@ def test_without_a_lease_the_copy_is_trusted_only_on_a_confirmed_clock(sandbox_f
 
 
 def test_the_probe_record_is_never_an_id(demo_sandbox, tmp_path):
+    from autoid_lib.audit.job import audit_history
     from autoid_lib.redcap.gateway import autoid_from_rows
 
     settings_ = load_settings(demo_sandbox.write_kit_files(tmp_path))
     gateway = RedcapGateway(settings_.redcap)
+    end = demo_sandbox.now()
+
+    def audit():
+        return audit_history(gateway, settings_.run.hasher(), end - timedelta(days=14), end, 14)
+
     before, leases = gateway.autoid_table()
+    audited = audit()
     gateway.write_kit_record("autoid", probe_row(datetime.now(UTC), "x"), "write the probe")
     after, leases_after = gateway.autoid_table()
-    assert after == before and leases_after == leases == []
+    assert after == before and leases_after == leases == []  # neither an ID nor a ticket
+    assert audit() == audited  # the audit finds nothing new and counts no more AutoID rows
     rows, _ = autoid_from_rows(demo_sandbox.rows("autoid"))
     assert CLOCK_RECORD not in {row.record_id for row in rows}
     result = run_autoid(settings_)
     assert result.error is None and result.problems == []
     assert "[autoid-kit:clock]" not in {p.name for p in result.plan.projects}
+
+
+def test_the_local_copy_forgets_a_deleted_probe_record_like_a_lease_ticket():
+    """A probe record ``check`` deleted is dropped from the copy without asking REDCap: like a
+    lease ticket it is deleted routinely and never decides an ID."""
+    from autoid_lib.redcap.gateway import is_kit_row
+    from autoid_lib.redcap.table_merge import merge
+
+    probe = probe_row(datetime(2026, 12, 7, tzinfo=UTC), "x")
+    patient = {"record_id": "1", "autoid_project_name": "KNEE", "autoid_hash": "h"}
+    copy = {CLOCK_RECORD: probe, "1": patient}
+    merged = merge(copy, ["1"], [], "record_id", routinely_deleted=is_kit_row)
+    assert merged.vanished == () and set(merged.rows) == {"1"}
