@@ -239,6 +239,7 @@ def test_without_a_lease_the_copy_is_trusted_only_on_a_confirmed_clock(sandbox_f
     unconfirmed = run_autoid(settings_)
     assert unconfirmed.table_reads["autoid"].startswith("read whole (REDCap's clock is not")
     assert check_setup(settings_).ok  # check measures the clock and keeps the confirmation
+    assert check_setup(settings_).checks["local copy"].startswith("ok (")
     arrives(sb, "PAT006", "1.2.3.6")
     confirmed = run_autoid(settings_)
     assert confirmed.table_reads["autoid"].startswith("changes since")
@@ -284,3 +285,17 @@ def test_the_local_copy_forgets_a_deleted_probe_record_like_a_lease_ticket():
     copy = {CLOCK_RECORD: probe, "1": patient}
     merged = merge(copy, ["1"], [], "record_id", routinely_deleted=is_kit_row)
     assert merged.vanished == () and set(merged.rows) == {"1"}
+
+
+def test_a_check_before_the_first_run_keeps_only_the_clock(sandbox_factory, tmp_path):
+    from autoid_lib.check import check_setup
+
+    sb = sandbox_factory(seed="empty", timezone="Europe/Paris")
+    a_site(sb)
+    settings_ = kit(sb, tmp_path, "Europe/Paris", enabled=False)
+    assert check_setup(settings_).ok
+    assert check_setup(settings_).checks["local copy"].startswith("none yet")
+    first = run_autoid(settings_)
+    assert first.table_reads["autoid"].startswith("read whole (no local copy yet)")
+    arrives(sb, "PAT005", "1.2.3.5")
+    assert run_autoid(settings_).table_reads["autoid"].startswith("changes since")

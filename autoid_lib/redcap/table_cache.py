@@ -159,6 +159,8 @@ class LocalCopy:
                 db.close()
         except sqlite3.Error:
             return f"unreadable ({self.path}); the next run reads the tables whole and rebuilds it"
+        if not any(name.startswith("key:") for name in meta):  # only the clock's confirmation
+            return f"none yet ({self.path}); the next run reads the tables whole"
         tables = " and ".join(
             f"{label} {plural(counts.get(name, 0), 'record')}"
             for name, label in (("autoid", "AutoID"), ("projects", "Projects"))
