@@ -16,10 +16,11 @@ def test_check_lists_projects_with_capacity_and_problems(demo_sandbox, tmp_path,
     assert "  ! AE title CARDIO is used by 2 auto-ID projects" in out
     assert "\n    runs out around " in out  # each project's forecast under its line
     assert "\n    no forecast: 0 new IDs" in out  # CardioB: nothing requested lately
-    # project info x4; version, the delete right, REDCap's clock (probe written, 7 to measure,
+    # project info x4; version, the delete right, REDCap's clock (probe written, measured,
     # deleted); projects, AutoID table and the look-back window's transfer requests, each a
     # names-only export and one chunk
-    assert demo_sandbox.total_requests() == 4 + 2 + (1 + 7 + 1) + 2 * 3
+    # (the bisection takes 6 or 7 requests, by the offset)
+    assert demo_sandbox.total_requests() - (4 + 2 + 2 + 2 * 3) in (6, 7)
     assert "REDCap's clock: ok" in out and "AutoID token may delete records: yes" in out
 
 
