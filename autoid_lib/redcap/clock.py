@@ -7,7 +7,7 @@ record written between two known UTC moments tells where that clock is:
 ``confirm``   1 request: a names-only export of the record with ``dateRangeBegin`` at the
               kit's idea of REDCap's time when it wrote, minus the tolerance. Listed: the kit
               is not ahead by more than that (every run, with its lease ticket).
-``measure``   7 requests: the same question, bisected over the whole quarter-hours from
+``measure``   6-7 requests: the same question, bisected over the whole quarter-hours from
               UTC-12 to UTC+14 (``server_clock``), when ``confirm`` failed or for ``check``.
 ``probe``     what ``autoid check`` does without a ticket: write the kit's probe record
               (``server_clock.CLOCK_RECORD``), measure, delete it if the token may.
@@ -53,7 +53,7 @@ def confirm(gateway, record: str, bound: datetime) -> bool:
 
 def measure(gateway, record: str, sent_utc: datetime) -> Offset:
     """REDCap's clock minus UTC, to the nearest quarter-hour, from ``record`` written just
-    after ``sent_utc`` (the kit's UTC clock): about 7 requests (``server_clock``)."""
+    after ``sent_utc`` (the kit's UTC clock): 6 or 7 requests (``server_clock``)."""
     below, above = -1, CANDIDATES + 1  # listed at ``below``, not at ``above`` (sentinels)
     asked = 0
     while above - below > 1:
