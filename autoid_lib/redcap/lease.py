@@ -38,14 +38,9 @@ from autoid_lib.lease import (
     parse_ticket,
     ticket_fields,
 )
+from autoid_lib.redcap.gateway import lacks_delete_right
 
 log = logging.getLogger("autoid.lease")
-
-# REDCap 15.7.6's answers to a delete the token may not make: HTTP 403 "You do not have Delete
-# Record privileges" (API/index.php, no "Delete Records" right), and HTTP 400 api_135
-# "Insufficient user privileges: You must have 'API Import/Update' privileges and 'Delete
-# Records' privileges …" (API/record/delete.php, the import right missing)
-_NO_DELETE_RIGHT = ("delete record privileges", "'delete records' privileges")
 
 
 def tickets_of(lease_rows: list[dict]) -> list[Ticket]:
@@ -115,6 +110,7 @@ class RedcapLease:
         self.seen: list[Ticket] = []  # the other tickets of the last decisive read
         self._dead: tuple[str, ...] = ()
         self._sent_at = 0.0
+        self.sent_utc: datetime | None = None
         self._fields: dict[str, str] = {}
 
     # -- take ---------------------------------------------------------------------------------
@@ -134,6 +130,7 @@ class RedcapLease:
             reuse = f"lease-{secrets.token_hex(6)}"  # never an auto-number: only ours
             self.state.save(slot=reuse)
         self._sent_at = self.monotonic()
+        self.sent_utc = self.clock()
         self.record = self.gateway.write_lease(self._fields, reuse or None)
 
     def _may_delete(self) -> bool | None:
@@ -200,7 +197,7 @@ class RedcapLease:
         try:
             self.gateway.delete_lease_records([record, *dead])
         except RedcapError as error:
-            if any(text in error.reason.lower() for text in _NO_DELETE_RIGHT):
+            if lacks_delete_right(error):
                 log.warning(
                     "lease: the AutoID token may not delete records; tickets are reused "
                     "from now on (set [lease] delete = false to skip this try)"
