@@ -38,7 +38,7 @@ from autoid_lib.redcap.table_read import TableReader
 from autoid_lib.result import RunError, RunResult
 from autoid_lib.server_clock import confirmation_key, judge, tolerance, zone_offset
 from autoid_lib.snapshot import Snapshot
-from autoid_lib.vocab import AnomalyKind
+from autoid_lib.vocab import AnomalyKind, plural
 from autoid_lib.window import gap_anomaly, run_window
 
 log = logging.getLogger("autoid.run")
@@ -101,6 +101,7 @@ def run_autoid(
             full_read=full_read,
             clock_key=confirmation_key(settings.redcap.urls["autoid"], zone),
             kit_offset=zone_offset(zone, started),
+            **_mark_settings(settings),
         )
         lease = None if dry_run else redcap_lease(settings, gateway)
         checked = _ClockCheck(settings, gateway, tables, shift)
@@ -176,12 +177,15 @@ def _steps(
             result.plan = plan(snapshot, _plan_settings(settings, result, projects, rng))
             gap = gap_anomaly(result.window) if result.window else None
             late = clock_check.anomaly if clock_check else None
-            found = [a for a in (gap, late) if a is not None]
+            found = [a for a in (gap, late, *copy_anomalies(tables)) if a is not None]
             if found:
                 result.plan = replace(result.plan, anomalies=(*result.plan.anomalies, *found))
             _forecast(result, settings, snapshot, recorded)
         log.info("plan: %s", result.plan.describe())
-        if dry_run or result.plan.is_empty:
+        if dry_run:
+            return
+        if result.plan.is_empty:
+            _renew_mark(tables)
             return
         step = "write"
         with _timed(result, "write"):
@@ -198,6 +202,7 @@ def _steps(
             result.problems = verify_plan(
                 result.plan, gateway, applied.autoid_rows, autoid_now=tables.autoid_rows_now
             )
+        _renew_mark(tables)
     except AutoIdError as error:
         kind = failure_kind(type(error).__name__, getattr(error, "kind", None))
         result.error = RunError(step, type(error).__name__, str(error), kind)
@@ -212,6 +217,59 @@ def _steps(
         if lease is not None:
             gateway.write_guard = None
             _release(result, lease)
+
+
+def _mark_settings(settings: Settings) -> dict:
+    """Whose marks the local copy keeps (the lease's installation label), and whether by a
+    fixed name (the AutoID token may not delete its older marks): ``redcap.copy_mark``."""
+    from autoid_lib.lease import lease_settings
+    from autoid_lib.redcap.lease import LeaseState, state_path
+
+    chosen = lease_settings(settings.lease, timeout_s=settings.redcap.timeout_s)
+    may_delete = chosen.delete
+    if may_delete is None:
+        may_delete = LeaseState(state_path(settings.run.lock_file)).may_delete
+    return {"installation": chosen.installation, "mark_fixed": may_delete is False}
+
+
+def _renew_mark(tables: TableReader) -> None:
+    """The copy's new mark after a live run (``TableReader.renew_mark``). A mark that cannot be
+    written costs the next run a whole read (the copy was saved without one), never the run."""
+    try:
+        tables.renew_mark()
+    except AutoIdError as error:
+        log.warning("could not write the local copy's mark (the next run reads whole): %s", error)
+
+
+def copy_anomalies(tables: TableReader) -> list[Anomaly]:
+    """What the AutoID read saw that a data manager must hear of: REDCap went back in time
+    (restored from a backup), or AutoID rows were deleted since the last read."""
+    found = []
+    if tables.went_back:
+        found.append(
+            Anomaly(
+                AnomalyKind.REDCAP_WENT_BACK,
+                "",
+                f"{tables.went_back}. This run read AutoID whole and planned from what REDCap "
+                "holds now",
+                "Ask REDCap's administrators what was restored and from when; studies sent "
+                "since then may carry pseudonyms AutoID no longer holds (autoid audit lists "
+                "them)",
+            )
+        )
+    read = tables.reads.get("autoid")
+    if read is not None and read.deleted:
+        found.append(
+            Anomaly(
+                AnomalyKind.AUTOID_ROWS_DELETED,
+                "",
+                f"{plural(read.deleted, 'AutoID row')} deleted in REDCap since the last run "
+                "(pseudonyms of patients the kit had served)",
+                "Find out who deleted them and why; a patient whose row is gone gets a new ID "
+                "at the next study, and autoid audit lists what was sent under the old one",
+            )
+        )
+    return found
 
 
 def redcap_lease(settings: Settings, gateway: RedcapGateway):

@@ -15,6 +15,7 @@ from datetime import datetime
 KIT_PROJECT_PREFIX = "autoid-kit:"
 LEASE_PROJECT = "[autoid-kit:lease]"  # the REDCap lease's tickets (autoid_lib.lease)
 CLOCK_PROJECT = "[autoid-kit:clock]"  # the clock's probe record (autoid_lib.server_clock)
+MARK_PROJECT = KIT_PROJECT_PREFIX + "copy-mark"  # the local copy's mark (redcap.copy_mark)
 
 
 def is_kit_project_name(name: str) -> bool:

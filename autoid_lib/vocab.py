@@ -95,6 +95,8 @@ class AnomalyKind(StrEnum):
     FORECAST_WARNING = "forecast_warning"  # autoid_lib.forecast: the space fills up soon
     WINDOW_GAP = "window_gap"  # autoid_lib.window: an outage longer than the catch-up
     REDCAP_CLOCK = "redcap_clock"  # autoid_lib.server_clock: server_timezone runs ahead of REDCap
+    REDCAP_WENT_BACK = "redcap_went_back"  # redcap.copy_mark: REDCap restored from a backup
+    AUTOID_ROWS_DELETED = "autoid_rows_deleted"  # AutoID rows deleted since the last read
 
 
 def as_utc(moment: datetime) -> datetime:

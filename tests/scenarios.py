@@ -119,3 +119,11 @@ def plant_problems(sb):
 def patient_rows(sb) -> list[dict]:
     """AutoID rows of patients: not the kit's own records (the hash scheme's fingerprint)."""
     return [r for r in sb.rows("autoid") if not r["autoid_project_name"].startswith(KIT_PREFIX)]
+
+
+def stored_rows(sb) -> list[dict]:
+    """AutoID's rows without the local copy's mark (``redcap.copy_mark``), which a live run
+    rewrites whenever its copy took in changes: the rows a count of writes is about."""
+    from autoid_lib.snapshot import MARK_PROJECT
+
+    return [r for r in sb.rows("autoid") if r.get("autoid_project_name") != MARK_PROJECT]

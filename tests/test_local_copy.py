@@ -12,7 +12,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from scenarios import autoid, project
 
@@ -20,6 +20,7 @@ from autoid_lib.config import load_settings
 from autoid_lib.hashing import sha512_hex
 from autoid_lib.redcap.table_cache import FILE_NAME
 from autoid_lib.run import run_autoid
+from autoid_lib.vocab import AnomalyKind
 
 CHUNK = 4  # records per read request: the tables below take several
 PATIENTS = 12
@@ -284,8 +285,9 @@ def test_check_says_what_the_copy_holds(sandbox, tmp_path):
     assert check_setup(settings).checks["local copy"].startswith("none yet")
     run_autoid(settings)
     line = check_setup(settings).checks["local copy"]
-    # the 12 IDs and the run's own lease ticket (the hash-scheme record is written after)
-    assert line.startswith("ok (") and "AutoID 13 records and Projects 1 record" in line
+    # 12 patients, the hash scheme's record, the copy's mark (redcap.copy_mark) and the run's
+    # lease ticket as the verifying read saw it (routinely gone at the next read)
+    assert line.startswith("ok (") and "AutoID 15 records and Projects 1 record" in line
     (tmp_path / "autoid-state" / FILE_NAME).write_bytes(b"garbage" * 1000)
     assert check_setup(settings).checks["local copy"].startswith("unreadable")
 
@@ -312,6 +314,48 @@ def test_autoid_run_full_read_reaches_the_notebook(sandbox, tmp_path):
     assert all(json.loads(path.read_text())["api_bytes"] > 0 for path in summaries)
 
 
+def test_a_redcap_restored_from_a_backup_is_caught_before_the_copy_is_trusted(sandbox, tmp_path):
+    """Issue 23, case 1: REDCap restored from last night's backup. After the backup an admin
+    changed PAT002's ID from K0002 to K0090 and a new patient was served; two runs read both
+    into the copy. The restore puts K0002 back with its old log time and removes the new
+    patient: "changes since" cannot show either. PAT002's next study must go out under K0002,
+    as AutoID holds it, and the run must say REDCap went back."""
+    from autoid_lib.check import check_setup
+
+    a_site(sandbox)
+    settings = replace(settings_for(sandbox, tmp_path), lease={"enabled": False})
+    run_autoid(settings)
+    check_setup(settings)  # without the lease, a daily check confirms REDCap's clock
+    backup = sandbox.backup()
+    sandbox.add_rows("autoid", [{"record_id": "2", "autoid_value": "K0090"}])
+    arrives(sandbox, "PATC", "1.2.8.1")
+    assert run_autoid(settings).error is None
+    assert run_autoid(settings).error is None
+    sandbox.restore(backup)
+    check_setup(settings)
+    arrives(sandbox, "PAT002", "1.2.8.2")
+    result = run_autoid(settings)
+    assert result.error is None
+    assert sent(sandbox)["1.2.8.2"] == ["K0002"]
+    assert result.table_reads["autoid"].startswith("read whole (REDCap went back in time")
+    (back,) = [a for a in result.plan.anomalies if a.kind == AnomalyKind.REDCAP_WENT_BACK]
+    assert "restored from a backup" in back.message
+    assert_one_to_one(sandbox)
+
+
+def test_deleted_autoid_rows_raise_an_anomaly(sandbox, tmp_path):
+    """Issue 24, item 7: AutoID rows vanishing is what a data manager most needs to hear of;
+    not only a phrase in the run's details."""
+    a_site(sandbox)
+    settings = settings_for(sandbox, tmp_path)
+    run_autoid(settings)
+    sandbox.app.delete_records("autoid", ["3", "4"])
+    result = run_autoid(settings)
+    (gone,) = [a for a in result.plan.anomalies if a.kind == AnomalyKind.AUTOID_ROWS_DELETED]
+    assert gone.message.startswith("2 AutoID rows deleted in REDCap since the last run")
+    assert result.status == "attention"
+
+
 # -- the copy changes nothing a run decides -----------------------------------------------------
 
 step = st.one_of(
@@ -320,18 +364,25 @@ step = st.one_of(
     st.tuples(st.just("delete"), st.integers(1, PATIENTS)),
     st.tuples(st.just("damage"), st.just(0)),
     st.tuples(st.just("run"), st.just(0)),
+    st.tuples(st.just("backup"), st.just(0)),
+    st.tuples(st.just("restore"), st.just(0)),  # to the last backup, if any
 )
+# what only a run through the copy can see, which a whole read cannot compare
+COPY_ONLY = {AnomalyKind.AUTOID_ROWS_DELETED, AnomalyKind.REDCAP_WENT_BACK}
 
 
 @settings(
     max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(steps=st.lists(step, min_size=2, max_size=8))
+@example(steps=[("backup", 0), ("edit", 4), ("run", 0), ("restore", 0), ("arrive", "PAT004")])
+@example(steps=[("backup", 0), ("delete", 3), ("run", 0), ("restore", 0), ("arrive", "PAT003")])
 def test_with_the_copy_a_run_plans_what_a_run_without_it_plans(
     sandbox_factory, tmp_path_factory, steps
 ):
     """Whatever happens in REDCap between runs (studies, rows edited or deleted by hand, a
-    damaged copy), a run through the copy plans exactly what a run reading whole would."""
+    damaged copy, REDCap restored from any earlier backup with its log), a run through the
+    copy plans exactly what a run reading whole would."""
     sb = sandbox_factory(seed="empty")
     folder = tmp_path_factory.mktemp("copy")
     a_site(sb)
@@ -339,8 +390,14 @@ def test_with_the_copy_a_run_plans_what_a_run_without_it_plans(
     whole = replace(cached, cache=replace(cached.cache, enabled=False))
     run_autoid(cached)
     gone: set[int] = set()
+    backup: tuple[sqlite3.Connection, set[int]] | None = None
     for n, (action, value) in enumerate([*steps, ("run", 0)]):
-        if action == "arrive":
+        if action == "backup":
+            backup = (sb.backup(), set(gone))
+        elif action == "restore" and backup is not None:
+            sb.restore(backup[0])
+            gone = set(backup[1])
+        elif action == "arrive":
             arrives(sb, str(value), f"1.2.9.{n}")
         elif action == "edit" and value not in gone:
             sb.add_rows("autoid", [{"record_id": str(value), "autoid_value": f"K9{n:03d}"}])
@@ -354,7 +411,9 @@ def test_with_the_copy_a_run_plans_what_a_run_without_it_plans(
             planned = run_autoid(cached, rng=random.Random(n)).plan
             assert planned.new_ids == expected.new_ids
             assert planned.transfers == expected.transfers
-            assert planned.anomalies == expected.anomalies
+            assert [a for a in planned.anomalies if a.kind not in COPY_ONLY] == list(
+                expected.anomalies
+            )
             assert_one_to_one(sb)
 
 

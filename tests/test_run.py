@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import replace
 
 import pytest
-from scenarios import patient_rows
+from scenarios import patient_rows, stored_rows
 
 from autoid_lib.config import load_settings
 from autoid_lib.errors import LockHeld
@@ -87,15 +87,15 @@ def test_live_run_serves_every_study_once_and_a_second_run_changes_nothing(demo_
     assert sum(created.values()) == len(first.plan.transfers) > 0
     assert max(after.values()) == max(before.values(), default=1) == 1
     # each table read is a names-only export and one chunk; + the lease: ticket, REDCap's
-    # clock (the ticket among the changes) and release
-    assert first.api_requests <= 11 + 3  # (docs/run.md)
+    # clock (the ticket among the changes) and release; + the local copy's mark
+    assert first.api_requests <= 11 + 4  # (docs/run.md)
     assert_one_to_one(demo_sandbox)
 
     rows_before = demo_sandbox.rows("autoid")
     demo_sandbox.reset_counts()
     second = run_autoid(settings)
     assert second.plan.is_empty
-    assert demo_sandbox.rows("autoid") == rows_before
+    assert demo_sandbox.rows("autoid") == rows_before  # not even a new mark: nothing taken in
     assert transfer_requests(demo_sandbox) == after
     assert second.api_requests == demo_sandbox.total_requests() == 6 + 3  # + ticket, clock, release
     assert not demo_sandbox.rows(
@@ -121,7 +121,8 @@ def test_500_new_studies_across_many_projects_take_at_most_14_requests(sandbox, 
     result = run_autoid(load_settings(sandbox.write_kit_files(tmp_path)))
     assert result.error is None and result.problems == []
     assert len(result.plan.transfers) == 500 and len(result.plan.new_ids) == 250
-    assert sandbox.total_requests() == result.api_requests <= 11 + 3  # + the lease, the clock
+    # + the lease, the clock, the local copy's mark
+    assert sandbox.total_requests() == result.api_requests <= 11 + 4
     assert len(patient_rows(sandbox)) == 250
 
 
@@ -174,36 +175,37 @@ def test_a_failed_autoid_read_writes_nothing(sandbox, tmp_path, fault):  # legac
     assert sandbox.tokens["autoid"] not in result.error.message
 
 
-@pytest.mark.parametrize("nth", range(1, 15))
+@pytest.mark.parametrize("nth", range(1, 16))
 def test_fault_at_any_request_fails_closed_and_the_next_run_completes(
     sandbox_factory, tmp_path, nth
 ):
     # 1 ticket, 2 REDCap's clock (the ticket among the changes), 3-4 AutoID (names, chunk),
     # 5-6 projects, 7-8 incoming, 9 AutoID import, 10-11 AutoID re-read, 12 transfers import,
-    # 13 transfers re-read, 14 release
+    # 13 transfers re-read, 14 the local copy's mark, 15 release
     sb = sandbox_factory(seed="demo")
     settings = settings_for(sb, tmp_path, timeout_s=1, read_retries=0)
     settings = replace(settings, lease={"expiry_s": 2.5, "clock_skew_s": 0, "wait_s": 0})
     expected = run_autoid(settings, dry_run=True).plan
     assert (len(expected.new_ids), len(expected.transfers)) != (0, 0)
-    before, stored = transfer_requests(sb), len(sb.rows("autoid"))
+    before, stored = transfer_requests(sb), len(stored_rows(sb))
     sb.reset_counts()
     sb.inject_fault("http500", nth=nth)
     failed = run_autoid(settings)
     sb.clear_faults()
-    released = 1 < nth < 14  # nothing after the fault but giving the lease back
+    released = 1 < nth < 15  # nothing after the fault but giving the lease back
     assert sb.total_requests() == nth + released
-    assert (failed.status == "failed") == (nth < 14)  # a lost release is logged: the work is done
+    # a lost mark costs the next run a whole read, a lost release is logged: the work is done
+    assert (failed.status == "failed") == (nth < 14)
     if nth < 14 and failed.error.step.startswith(("read", "lease")):
-        assert transfer_requests(sb) == before and len(sb.rows("autoid")) == stored
-    if nth == 14:  # the ticket was never given back: it blocks until it expires, no longer
+        assert transfer_requests(sb) == before and len(stored_rows(sb)) == stored
+    if nth == 15:  # the ticket was never given back: it blocks until it expires, no longer
         assert run_autoid(settings).error.type == "LeaseHeld"
         time.sleep(2.5)
     final = run_autoid(settings)
     assert final.error is None and final.problems == []
     assert sum((transfer_requests(sb) - before).values()) == len(expected.transfers)
     assert max(transfer_requests(sb).values()) == 1
-    assert len(sb.rows("autoid")) == stored + len(expected.autoid_writes)
+    assert len(stored_rows(sb)) == stored + len(expected.autoid_writes)
     assert_one_to_one(sb)
     assert run_autoid(settings).plan.is_empty
 
@@ -277,8 +279,9 @@ def test_transfers_in_their_own_database_are_read_and_written_there(demo_sandbox
     result = run_autoid(settings)
     assert result.error is None and result.problems == []
     assert len(result.plan.transfers) == len(expected.transfers) > 0
-    # one more read: the window's transfers; + lease (ticket, release) and REDCap's clock
-    assert demo_sandbox.total_requests() == 12 + 3
+    # one more read: the window's transfers; + lease (ticket, release), REDCap's clock and
+    # the local copy's mark
+    assert demo_sandbox.total_requests() == 12 + 4
     assert run_autoid(settings).plan.is_empty
 
     chunked = replace(settings, redcap=replace(settings.redcap, chunk_size=20))
@@ -294,16 +297,16 @@ def test_an_import_whose_answer_is_lost_is_completed_by_the_next_run(
     """REDCap wrote the import but the client timed out: the next run must not write it again."""
     settings = settings_for(demo_sandbox, tmp_path, timeout_s=0.5)
     expected = run_autoid(settings, dry_run=True).plan
-    before, stored = transfer_requests(demo_sandbox), len(demo_sandbox.rows("autoid"))
+    before, stored = transfer_requests(demo_sandbox), len(stored_rows(demo_sandbox))
     nth = 2 if database == "autoid" else 1  # the first AutoID import is the lease ticket
     demo_sandbox.inject_fault("lost_answer", database=database, action="import", nth=nth, delay_s=1)
     failed = run_autoid(settings)
     assert failed.error.step == "write" and "timed out" in failed.error.message
-    assert len(demo_sandbox.rows("autoid")) == stored + len(expected.autoid_writes)  # written
+    assert len(stored_rows(demo_sandbox)) == stored + len(expected.autoid_writes)  # written
     demo_sandbox.clear_faults()
     final = run_autoid(settings)
     assert final.error is None and final.problems == []
-    assert len(demo_sandbox.rows("autoid")) == stored + len(expected.autoid_writes)
+    assert len(stored_rows(demo_sandbox)) == stored + len(expected.autoid_writes)
     assert sum((transfer_requests(demo_sandbox) - before).values()) == len(expected.transfers)
     assert max(transfer_requests(demo_sandbox).values()) == 1
     assert_one_to_one(demo_sandbox)

@@ -9,7 +9,9 @@ read fails closed if REDCap still has it. The second look before the transfers r
 changed since this run's own read began. All of that needs REDCap's clock: on a clock neither
 this run (``confirm_clock``) nor a recent run or check confirmed, every read is whole.
 Reads that fail raise ``RedcapError`` as before; the copy is saved only after both tables were
-read completely.
+read completely. A REDCap that went back in time (restored from a backup) is caught by the
+copy's mark (``copy_mark``): a live run whose copy took in changes writes a new mark, and a
+copy whose mark REDCap no longer holds is read whole.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from autoid_lib.config import CacheSettings
+from autoid_lib.redcap import copy_mark
 from autoid_lib.redcap.gateway import (
+    AUTOID_FIELDS,
     CACHED_FIELDS,
     RECORD_ID_FIELD,
     RedcapGateway,
@@ -78,6 +82,8 @@ class TableReader:
         full_read: bool = False,
         clock_key: str = "",
         kit_offset: timedelta = timedelta(0),
+        installation: str = "",
+        mark_fixed: bool = False,
     ):
         self.gateway, self.settings = gateway, settings
         self.now, self.server_now, self.full_read = now, server_now, full_read
@@ -88,6 +94,10 @@ class TableReader:
         self.reads: dict[str, TableRead] = {}
         self._rows: dict[str, dict[str, Row]] = {}
         self._loaded: dict[str, tuple[CopyState | None, str]] = {}
+        # the copy's mark (copy_mark): whose, by name or (no delete right) by value
+        self.installation, self.mark_fixed = installation, mark_fixed
+        self.went_back = ""  # why REDCap went back in time, when its AutoID lacked the mark
+        self._absorbed = False  # AutoID's copy took in changes: a new mark is due
 
     # -- what the run asks -------------------------------------------------------------------
 
@@ -108,6 +118,8 @@ class TableReader:
         since = self.server_now - _overlap(self.settings)
         changed = self.gateway.table_rows("autoid", since=since)
         rows = {**self._rows["autoid"], **{row["record_id"]: row for row in changed}}
+        if rows != self._rows["autoid"]:  # this run's own writes: the copy takes them in
+            self._rows["autoid"], self._absorbed = rows, True
         return autoid_from_rows(list(rows.values()))[0]
 
     def confirm_clock(self, confirmed: bool, why: str = "") -> None:
@@ -145,6 +157,12 @@ class TableReader:
         if self.copy is None:
             return
         for database, rows in self._rows.items():
+            if database == "autoid" and self._absorbed and self.installation:
+                # taken-in changes are trusted only under a mark written after them: until
+                # ``renew_mark`` writes one, the copy has none (a run killed meanwhile costs
+                # the next one a whole read, never a stale row)
+                mine = copy_mark.own_marks(rows.values(), self.installation)
+                rows = {n: r for n, r in rows.items() if r not in mine}
             full = self.reads[database].kind == ReadKind.FULL
             loaded = self._loaded[database][0]
             state = CopyState(
@@ -160,6 +178,32 @@ class TableReader:
                 )
                 self.copy.remove()
                 return
+
+    def renew_mark(self) -> None:
+        """After a live run's writes: when AutoID's copy took in changes (or has no mark), write
+        a new mark (1 import), delete this installation's older ones (1 delete; none with a
+        fixed-name mark) and save the copy with it. A run that took in nothing writes nothing."""
+        rows = self._rows.get("autoid")
+        if self.copy is None or not self.installation or rows is None:
+            return
+        if not self._absorbed and copy_mark.kept_mark(rows, self.installation) is not None:
+            return
+        mark = copy_mark.new_mark(self.installation, fixed=self.mark_fixed)
+        row = {field: mark.get(field, "") for field in AUTOID_FIELDS}
+        self.gateway.write_kit_record("autoid", mark, "write the local copy's mark")
+        old = [
+            r["record_id"]
+            for r in copy_mark.own_marks(rows.values(), self.installation)
+            if r["record_id"] != mark["record_id"]
+        ]
+        if old:
+            self.gateway.delete_kit_records("autoid", old, "delete the local copy's older mark")
+        self._rows["autoid"] = {
+            **{n: r for n, r in rows.items() if n not in old and n != mark["record_id"]},
+            mark["record_id"]: row,
+        }
+        self._absorbed = False
+        self.save()
 
     # -- how -----------------------------------------------------------------------------------
 
@@ -189,6 +233,9 @@ class TableReader:
             clock_unconfirmed=self.clock_doubt(),
         )
         found = self._changes(database, copy) if kind == ReadKind.CHANGES and copy else None
+        doubt = self._mark_doubt(copy, found[1]) if found and copy and database == "autoid" else ""
+        if doubt:
+            found, kind, why = None, ReadKind.FULL, doubt
         if found is None and kind == ReadKind.CHANGES:
             kind, why = ReadKind.FULL, "the record list disagreed with the copy"
         merged, listed = found or self._whole(database, copy)
@@ -198,6 +245,11 @@ class TableReader:
             witnessed = witnesses(merged, listed)
             asked_again = self.gateway.rows_of(database, [*merged.vanished, *witnessed])
         table = without_deleted(merged, asked_again, RECORD_ID_FIELD[database], witnessed)
+        if database == "autoid":  # anything new to the copy is trusted only under a new mark
+            routine = _routine(database)
+            self._absorbed = copy is None or any(
+                copy.rows.get(name) != row for name, row in table.items() if not routine(row)
+            )
         self.reads[database] = TableRead(
             kind, why, len(table), merged.changed, len(merged.vanished)
         )
@@ -220,6 +272,38 @@ class TableReader:
             merged.unexplained,
         )
         return None
+
+    def _mark_doubt(self, copy: CopyState, listed: list[str]) -> str:
+        """Why the copy cannot be trusted for a changes-only read of AutoID, or "": it has no
+        mark yet, or REDCap no longer holds its mark (``went_back`` says so too). A mark by
+        name is checked against the record list (no request); a fixed-name one is read back
+        by name (1 request)."""
+        if not self.installation:
+            return ""
+        mark = copy_mark.kept_mark(copy.rows, self.installation)
+        if mark is None:
+            return "no mark of this installation in the local copy yet"
+        by_value = copy_mark.is_fixed(mark, self.installation)
+        if not by_value and not copy_mark.went_back(mark, listed):
+            return ""
+        # not listed, or checked by value: asked for by name, beside records REDCap listed —
+        # a short record list must not pass for a REDCap that went back (table_merge.witnesses)
+        witnessed = [] if by_value else [n for n in listed if n in copy.rows][:3]
+        back = self.gateway.rows_of("autoid", [mark["record_id"], *witnessed])
+        returned = {row.get("record_id", ""): row for row in back}
+        if set(witnessed) - set(returned):
+            raise IncompleteRead("records REDCap listed were missing when asked for by name")
+        if not by_value and mark["record_id"] in returned:
+            raise IncompleteRead("the record list lacked the local copy's mark; REDCap has it")
+        read_back = returned.get(mark["record_id"])
+        if by_value and not copy_mark.went_back(mark, listed, read_back, by_value=True):
+            return ""
+        self.went_back = (
+            "REDCap's AutoID no longer holds the mark this installation wrote after its last "
+            "read: REDCap was restored from a backup or went back in time"
+        )
+        log.warning("%s; reading AutoID whole", self.went_back)
+        return "REDCap went back in time (the local copy's mark is gone)"
 
     def _whole(self, database: str, copy: CopyState | None) -> tuple[Merged, list[str]]:
         """The whole table, checked against the copy (if any) like the changes are."""
@@ -252,8 +336,11 @@ def _overlap(settings: CacheSettings) -> timedelta:
 
 
 def _routine(database: str):
-    """Rows whose deletion is routine: the kit's own (lease tickets, the clock's probe)."""
-    return is_kit_row if database == "autoid" else (lambda row: False)
+    """Rows whose deletion is routine: the kit's own (lease tickets, the clock's probe, the
+    copy's marks)."""
+    if database == "autoid":
+        return lambda row: is_kit_row(row) or copy_mark.is_mark_row(row)
+    return lambda row: False
 
 
 def _rows_of(state: CopyState | None) -> Mapping[str, Row] | None:

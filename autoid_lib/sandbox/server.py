@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -283,6 +284,14 @@ class Sandbox:
         self.app.status[database] = status
 
     # -- data ---------------------------------------------------------------------------
+    def backup(self) -> sqlite3.Connection:
+        """A backup of the three databases now (``restore`` puts it back): for the tests of a
+        REDCap restored from a backup, which goes back in time without a trace in its log."""
+        return self.store.backup()
+
+    def restore(self, image: sqlite3.Connection) -> None:
+        self.store.restore(image)
+
     def rows(self, database: str, **export_options) -> list[dict[str, object]]:
         """Flat rows exactly as a JSON ``export_records`` returns them (not counted)."""
         return self.app.export_records(database, **export_options)[1]

@@ -93,6 +93,20 @@ class Store:
         with self.lock:
             self._conn.close()
 
+    def backup(self) -> sqlite3.Connection:
+        """The whole database as it is now (values, record times, meta), in memory: what a
+        site's nightly backup of REDCap's MySQL holds."""
+        copy = sqlite3.connect(":memory:", check_same_thread=False)
+        with self.lock:
+            self._conn.backup(copy)
+        return copy
+
+    def restore(self, image: sqlite3.Connection) -> None:
+        """Put back a ``backup``: every value, record and record time as it was then, as a
+        REDCap restored from that backup (the log's times go back with it)."""
+        with self.lock:
+            image.backup(self._conn)
+
     # -- meta ---------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
         with self.lock:
