@@ -21,6 +21,7 @@ from autoid_lib.config import DATABASES, Settings, load_settings
 from autoid_lib.errors import AutoIdError, ConfigError
 from autoid_lib.forecast import Forecast, project_forecasts, seen_requests
 from autoid_lib.hash_scheme import describe as describe_hash_scheme
+from autoid_lib.lock import check_lock_file
 from autoid_lib.plan import PlanSettings, plan
 from autoid_lib.private_files import private_folder
 from autoid_lib.records.history import recorded_capacity
@@ -66,7 +67,7 @@ class CheckReport:
 def check_setup(settings: Settings) -> CheckReport:
     """Reach every database, then describe the auto-ID projects (reads only)."""
     report = CheckReport()
-    folders = [("reports", settings.run.reports_dir), ("lock", settings.run.lock_file.parent)]
+    folders = [("reports", settings.run.reports_dir)]
     if settings.cache.enabled:
         folders.append(("local copy", settings.cache.dir))
     for what, folder in folders:
@@ -75,6 +76,12 @@ def check_setup(settings: Settings) -> CheckReport:
             f"ok ({folder})" if writable else (f"FAILED: {folder} cannot be created or written")
         )
         report.ok &= writable
+    try:  # the run's own check of its lock file (lock.run_lock), not a look-alike
+        check_lock_file(settings.run.lock_file)
+        report.checks["lock file"] = f"ok ({settings.run.lock_file})"
+    except (ConfigError, OSError) as error:
+        report.checks["lock file"] = f"FAILED: {error}"
+        report.ok = False
     report.checks["local copy"] = (
         LocalCopy(settings.cache.dir).describe()
         if settings.cache.enabled

@@ -52,6 +52,13 @@ def run_lock(path: str | Path) -> Iterator[None]:
         os.close(fd)
 
 
+def check_lock_file(path: str | Path) -> None:
+    """What a run checks before it takes the lock, without taking it: the folder private to
+    this user, the file a regular file of this user (``autoid check`` runs the very same
+    checks, so it never approves what a run refuses). Raises ``ConfigError`` like the run."""
+    os.close(_open_private(Path(path)))
+
+
 def _open_private(path: Path) -> int:
     folder = private_folder(path.parent)
     info = os.stat(folder)

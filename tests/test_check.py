@@ -1,5 +1,7 @@
 """``autoid check``: reaches every database and describes the auto-ID projects."""
 
+import re
+
 from autoid_lib.cli.main import main
 from autoid_lib.status import ExitStatus
 
@@ -46,7 +48,25 @@ def test_check_fails_when_the_reports_folder_cannot_be_written(demo_sandbox, tmp
     (tmp_path / "file").write_text("a file where a folder should be")
     assert main(["check", "--config", str(config)]) == ExitStatus.FAILED
     out = capsys.readouterr().out
-    assert "reports folder: FAILED" in out and "lock folder: ok" in out
+    assert "reports folder: FAILED" in out and "lock file: ok" in out
+
+
+def test_check_refuses_the_lock_file_a_run_refuses_and_says_the_runs_words(
+    demo_sandbox, tmp_path, capsys
+):
+    """Issue 24, item 3: with lock_file in a folder others may write (like /tmp), check said
+    "lock folder: ok" and exited 0 while every run exited 2. check runs the run's own check."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    config = demo_sandbox.write_kit_files(tmp_path, reports_dir=tmp_path / "reports")
+    text = config.read_text()
+    config.write_text(re.sub(r"lock_file = .*", f'lock_file = "{shared}/autoid.lock"', text))
+    assert main(["check", "--config", str(config)]) == ExitStatus.FAILED
+    out = capsys.readouterr().out
+    assert f"lock file: FAILED: lock folder {shared} can be written by other users" in out
+    assert main(["run", "--config", str(config), "--quiet"]) == ExitStatus.CONFIG
+    assert f"lock folder {shared} can be written by other users" in capsys.readouterr().err
 
 
 EMAIL = """
