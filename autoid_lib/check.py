@@ -135,13 +135,19 @@ def check_setup(settings: Settings) -> CheckReport:
         forecasts = {}
     for project in planned.projects:
         state = project.capacity.description if project.capacity else project.pattern_error
-        line = f"{project.name}: AE title {project.ae_title}, pattern {project.pattern} — {state}"
+        pattern = f"pattern {project.pattern}"
+        if not project.pattern.strip():  # not "empty pattern at position 0"
+            pattern, state = "no pattern", "project_patient_naming is empty: no ID can be made"
+        line = f"{project.name}: AE title {project.ae_title}, {pattern} — {state}"
         report.projects.append(line)
         if project.name in forecasts:
             report.forecasts[line] = forecasts[project.name].describe()
     for anomaly in planned.anomalies:
         if anomaly.kind in {"ambiguous_ae_title", "project_misconfigured", "autoid_name_variant"}:
-            report.warnings.append(anomaly.message)
+            named = anomaly.project and anomaly.project not in anomaly.message
+            report.warnings.append(
+                f"{anomaly.project}: {anomaly.message}" if named else anomaly.message
+            )
     report.leases = installations_seen(lease_rows, datetime.now(UTC))
     return report
 

@@ -196,3 +196,19 @@ def test_check_warns_about_a_database_redcap_keeps_in_development(
     assert "REDCap autoid is in Development status" in out and "50 records" in out
     (incoming,) = [line for line in out.splitlines() if line.startswith("REDCap incoming:")]
     assert incoming.endswith(", production)")
+
+
+def test_check_names_the_project_of_a_misconfiguration_and_an_empty_pattern(
+    sandbox, tmp_path, capsys
+):
+    """Issue 24, item 3: "auto-ID is on but project_autoid_aetitle is empty" named no project,
+    and an empty pattern read "empty pattern at position 0"."""
+    from scenarios import project
+
+    sandbox.add_rows("projects", [project("1", "NOTITLE", "", r"N\d{3}")])
+    sandbox.add_rows("projects", [project("2", "NOPATTERN", "NOPAT_AE", "")])
+    main(["check", "--config", str(sandbox.write_kit_files(tmp_path))])
+    out = capsys.readouterr().out
+    assert "! NOTITLE: auto-ID is on but project_autoid_aetitle is empty" in out
+    assert "NOPATTERN: AE title NOPAT_AE, no pattern — project_patient_naming is empty" in out
+    assert "position 0" not in out
