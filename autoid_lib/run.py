@@ -105,7 +105,7 @@ def run_autoid(
         if not dry_run and result.status != "failed" and not projects:
             record_success(history_dir, window.end)
         if result.status != "failed" and not projects:  # a partial view resolves nothing
-            anomalies = [a.__dict__ for a in result.plan.anomalies] if result.plan else []
+            anomalies = [a.__dict__ for a in result.all_anomalies()]
             result.changes = remember_run(history_dir, anomalies, started, save=not dry_run)
     log.info("%s", result.headline)
     return result
@@ -174,7 +174,10 @@ def _steps(
                 result.plan, gateway, applied.autoid_rows, autoid_now=tables.autoid_rows_now
             )
     except AutoIdError as error:
-        kind = failure_kind(type(error).__name__, getattr(error, "kind", None))
+        lease_request = " lease " in f" {getattr(error, 'operation', '')} "  # the gateway's
+        kind = failure_kind(
+            type(error).__name__, getattr(error, "kind", None), lease_request=lease_request
+        )
         result.error = RunError(step, type(error).__name__, str(error), kind)
         log.error("run failed at %s: %s", step, error)
     except Exception as error:  # recorded by type only: see module docstring
@@ -208,11 +211,26 @@ def _reread(tables: TableReader, into: list) -> list[dict]:
 
 
 def _release(result: RunResult, lease) -> None:
-    """Give the lease back; a failed release is logged (the ticket expires on its own)."""
+    """Give the lease back. A failed release is an anomaly of the run (``lease_not_released``,
+    with REDCap's cause and what to change): the ticket stays in REDCap until it expires."""
+    from autoid_lib.lease import not_released_anomaly
+
     try:
-        lease.release()
-    except AutoIdError as error:
-        log.warning("could not release the REDCap lease (it expires on its own): %s", error)
+        lease.release()  # never raises: a failure is kept in lease.release_failure
+        result.lease = lease.summary()
+        failure = lease.release_failure
+        if failure is not None:
+            token = lease.gateway.settings.tokens["autoid"].source
+            result.run_anomalies.append(
+                not_released_anomaly(
+                    failure.record,
+                    failure.cause,
+                    failure.expires,
+                    kind=failure.kind,
+                    token=token,
+                    tried_delete=failure.tried_delete,
+                )
+            )
     except Exception as error:  # never hide the run's own outcome behind the release's
         log.warning("could not release the REDCap lease: %s", type(error).__name__)
 

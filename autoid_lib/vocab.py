@@ -92,6 +92,7 @@ class AnomalyKind(StrEnum):
     CAPACITY_WARNING = "capacity_warning"
     FORECAST_WARNING = "forecast_warning"  # autoid_lib.forecast: the space fills up soon
     WINDOW_GAP = "window_gap"  # autoid_lib.window: an outage longer than the catch-up
+    LEASE_NOT_RELEASED = "lease_not_released"  # autoid_lib.lease: a ticket left in REDCap
 
 
 def as_utc(moment: datetime) -> datetime:
