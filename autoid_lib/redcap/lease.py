@@ -320,12 +320,20 @@ class RedcapLease:
         for ticket in tickets:
             if ticket.record == self.record or not self.node or ticket.node != self.node:
                 continue
-            if not ticket.live(now) or not self.process_gone(ticket.pid):
+            if not ticket.live(now) or not self._run_ended(ticket):
                 continue
             first_seen = self._gone_seen.setdefault(ticket.record, now)
             recorded = self.state.last_send(ticket.run_id)
             ended[ticket.record] = min(recorded, first_seen) if recorded else first_seen
         return ended
+
+    def _run_ended(self, ticket: Ticket) -> bool:
+        """Whether the run behind a ticket of this process space has ended: its process is
+        gone, or it is this very process and the run is one this installation recorded (one
+        process runs one run of an installation at a time: the lock)."""
+        if ticket.pid == str(os.getpid()):
+            return ticket.run_id != self.run_id and ticket.run_id in self.state.runs
+        return self.process_gone(ticket.pid)
 
     def _forget_vanished(self, tickets: list[Ticket], now: datetime) -> None:
         """Drop remembered runs that need no judging any more: their ticket is released or
