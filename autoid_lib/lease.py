@@ -327,6 +327,14 @@ def not_released_anomaly(
     and printable: ``RedcapError``), and what to change so that it does not recur; ``kind`` is
     the error's ``failures.FailureKind``."""
     until = f" until it expires at {expires:%Y-%m-%d %H:%M} UTC" if expires else ""
+    rights = (
+        f"give the REDCap user of the AutoID token ({token}) the 'Delete Records' and "
+        "'API Import/Update' rights on the AutoID project (User Rights), or set [lease] "
+        "delete = false (tickets are then marked released instead of deleted)"
+        if tried_delete
+        else f"give the REDCap user of the AutoID token ({token}) the 'API Import/Update' "
+        "right on the AutoID project (User Rights)"
+    )
     if kind == "internal":
         action = "Run again; if it repeats, send run.log to the maintainers."
     elif kind in _NOT_ANSWERED:
@@ -334,17 +342,12 @@ def not_released_anomaly(
             "Nothing, if REDCap answers again: this installation's next run removes the "
             "ticket. Other installations wait for it until it expires."
         )
-    elif tried_delete:
-        action = (
-            f"Give the REDCap user of the AutoID token ({token}) the 'Delete Records' and "
-            "'API Import/Update' rights on the AutoID project (User Rights), or set "
-            "[lease] delete = false: tickets are then marked released instead of deleted."
-        )
+    elif kind == "token_refused" or "privileges" in cause.lower():
+        action = rights[:1].upper() + rights[1:] + "."
     else:
         action = (
-            f"Give the REDCap user of the AutoID token ({token}) the 'API Import/Update' "
-            "right on the AutoID project (User Rights): with [lease] delete = false the "
-            "ticket is marked released by an import."
+            "This installation's next run removes the ticket. If it recurs, REDCap's message "
+            f"says why; for a missing right, {rights}."
         )
     return Anomaly(
         AnomalyKind.LEASE_NOT_RELEASED,

@@ -3,6 +3,7 @@ against the sandbox (expiry, a token without the delete right, the second line o
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -326,20 +327,27 @@ def test_an_exit_3_never_blames_this_run_or_this_installation_for_another():
 def test_a_failed_release_names_the_rights_or_the_setting_and_never_a_token():
     refused = not_released_anomaly(
         "37",
-        "REDCap autoid: delete 1 lease record(s) failed: Incorrect format for 'records'",
+        "REDCap autoid: delete 1 lease record(s) failed: Insufficient user privileges: You "
+        "must have 'API Import/Update' privileges and 'Delete Records' privileges",
         T0,
         kind="redcap_error",
         token="file:/etc/autoid/autoid.token",
         tried_delete=True,
     )
     assert refused.kind == "lease_not_released" and "ticket 37" in refused.message
-    assert "Incorrect format" in refused.message and "2026-12-01 08:00 UTC" in refused.message
+    assert "Insufficient user" in refused.message and "2026-12-01 08:00 UTC" in refused.message
     assert "'Delete Records'" in refused.action and "'API Import/Update'" in refused.action
     assert "[lease] delete = false" in refused.action and "file:/etc/autoid" in refused.action
     away = not_released_anomaly(
         "37", "timed out", None, kind="timeout", token="env:T", tried_delete=True
     )
     assert "next run removes" in away.action and "Delete Records" not in away.action
+    odd = not_released_anomaly(
+        "37", "Incorrect format for 'records'", None, kind="redcap_error", token="env:T",
+        tried_delete=True,
+    )  # fmt: skip
+    assert odd.action.startswith("This installation's next run removes the ticket. If it")
+    assert "'Delete Records'" in odd.action and "env:T" in odd.action
 
 
 # -- the sandbox: auto-numbering that the argument relies on ------------------------------------
@@ -884,3 +892,39 @@ def test_a_sigkilled_autoid_run_does_not_block_the_next_run(sandbox_factory, tmp
     assert lease_rows(sb) == []
     served = [r for r in sb.rows("incoming") if r.get("redcap_repeat_instrument") == "transfers"]
     assert len(served) == len({r["study_instance_uid"] for r in served}) == 300
+
+
+@pytest.mark.slow
+def test_a_failed_release_shows_in_the_report_summary_index_and_mail(sandbox, tmp_path):
+    """Issue 24, item 1: the failed release is visible wherever people look, with REDCap's
+    cause and what to change, and the run needs attention; never a token."""
+    from autoid_lib.mail.compose import compose_message
+    from autoid_lib.mail.settings import EmailSettings
+    from autoid_lib.records.notebook_run import execute_run
+
+    knee(sandbox)
+    settings = kit(sandbox, tmp_path, lease={**FAST, "expiry_s": 600})
+    sandbox.inject_fault("http500", database="autoid", content="record", action="delete")
+    record = execute_run(settings, progress=False)
+    summary = record.summary
+    assert record.exit_status == 0 and summary["status"] == "attention"
+    (entry,) = summary["anomalies"]
+    assert entry["kind"] == "lease_not_released" and "'Delete Records'" in entry["action"]
+    assert summary["lease"]["released"] is False and "not given back" in summary["headline"]
+    report = record.report.read_text()
+    assert "was not given back" in report and "lease not released" in report
+    index = (tmp_path / "reports" / "index.html").read_text()
+    state = index[: index.index("<table")]
+    assert "The REDCap lease ticket" in state and "'Delete Records'" in state.replace("&#x27;", "'")
+    assert "ticket not given back" in index[index.index("<table") :]
+    mail = compose_message(
+        summary,
+        EmailSettings("127.0.0.1", "autoid@example.org", ("ops@example.org",)),
+        record.report,
+    )
+    text = mail.get_body(("plain",)).get_content()
+    html = mail.get_body(("html",)).get_content()
+    assert "1 need attention" in mail["Subject"]
+    assert "was not given back" in text and "was not given back" in html
+    for page in (report, index, text, html, json.dumps(summary)):
+        assert all(token not in page for token in sandbox.tokens.values())
