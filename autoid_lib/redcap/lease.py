@@ -322,7 +322,8 @@ class RedcapLease:
                 continue
             if not ticket.live(now) or not self._run_ended(ticket):
                 continue
-            first_seen = self._gone_seen.setdefault(ticket.record, now)
+            # seen gone now, after the read: its last request went out before this moment
+            first_seen = self._gone_seen.setdefault(ticket.record, self.clock())
             recorded = self.state.last_send(ticket.run_id)
             ended[ticket.record] = min(recorded, first_seen) if recorded else first_seen
         return ended
