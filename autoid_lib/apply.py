@@ -42,7 +42,7 @@ def apply_plan(
     now = None
     if plan.transfers and read_rows is not None:
         now = tuple((autoid_now or gateway.autoid_rows)())
-        problems = foreign_rows(plan, read_rows, now)
+        problems = foreign_rows(plan.new_ids, plan.transfers, read_rows, now)
         if problems:
             shown = "; ".join(problems[:3]) + (
                 f" (+{len(problems) - 3} more)" * (len(problems) > 3)

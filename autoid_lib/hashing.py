@@ -6,6 +6,11 @@ legacy hash keep their ID. Lookups also try the hashes of the spellings the lega
 it hashed the raw value, so DICOM's padding (a trailing space or NUL) is part of some stored
 hashes. A patient's identity is the normalised ID; every spelling of it finds the same rows.
 
+One ID can reach REDCap in two Unicode forms (``MÜLLER`` composed, NFC, or as ``U`` plus a
+combining diaeresis, NFD: canonically the same text, different bytes, different hashes). The
+identity is the NFC form, so both are one patient; lookups also try the NFD form and the form
+as received, since the legacy job and earlier kit versions hashed whatever form they saw.
+
 Changing the scheme or key would make every stored patient look new, so the scheme has a
 ``fingerprint`` (never the key itself) that the run records in AutoID and checks on every run;
 a rotation names the old settings as ``previous`` so they are still looked up.
@@ -16,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import string
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -32,8 +38,16 @@ _LEGACY_PADDINGS = ("", " ", "\x00")
 
 
 def normalise_patient_id(raw: str) -> str:
-    """The patient's identity: the ID without padding; '' when nothing else is left."""
-    return raw.strip(_PADDING)
+    """The patient's identity: the ID without padding, in Unicode NFC; '' when nothing else is
+    left."""
+    return unicodedata.normalize("NFC", raw.strip(_PADDING))
+
+
+def stored_forms(raw: str, normalised: str) -> tuple[str, ...]:
+    """The forms a patient's ID may have been hashed in before: the identity (NFC), its NFD
+    form and the unpadded form as received; one form for plain ASCII."""
+    forms = (normalised, unicodedata.normalize("NFD", normalised), raw.strip(_PADDING))
+    return tuple(dict.fromkeys(forms))
 
 
 def sha512_hex(value: str) -> str:
@@ -90,10 +104,11 @@ class PatientHasher:
 
     def lookup_keys(self, raw: str, normalised: str) -> tuple[str, ...]:
         """Hashes under which this patient may already be known, preferred first."""
-        keys = [self.primary(normalised)]
+        forms = stored_forms(raw, normalised)
+        keys = [self.primary(form) for form in forms]
         if self.previous is not None:
             keys.extend(self.previous.lookup_keys(raw, normalised))
-        keys.extend(sha512_hex(normalised + pad) for pad in _LEGACY_PADDINGS)
+        keys.extend(sha512_hex(form + pad) for form in forms for pad in _LEGACY_PADDINGS)
         keys.append(sha512_hex(raw))
         return tuple(dict.fromkeys(keys))
 

@@ -26,7 +26,7 @@ from autoid_lib.failures import cause_of
 from autoid_lib.forecast import Forecast
 from autoid_lib.plan import ALREADY_TRANSFERRED, SKIPPED, TRANSFER
 from autoid_lib.result import RunResult
-from autoid_lib.vocab import STATUS_LABELS, Status
+from autoid_lib.vocab import STATUS_LABELS, Status, verified_counts
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -336,10 +336,7 @@ def verification_text(result: RunResult) -> str:
         return "not done (nothing written)" if result.error is None else "not reached"
     if not verified["matched"]:
         return f"{len(result.problems)} difference(s); see above"
-    return (
-        f"{verified['autoid_rows']:,} AutoID row(s) and {verified['transfers']:,} transfer "
-        "request(s) match"
-    )
+    return f"{verified_counts(verified)} match"
 
 
 def _studies_in_window(result: RunResult) -> str:

@@ -111,7 +111,8 @@ class RunResult:
         if self.mode == "dry" or self.plan is None or "verify" not in self.timings:
             return None
         return {
-            "autoid_rows": len(self.plan.autoid_writes),
+            "autoid_rows": len(self.plan.new_ids),
+            "kit_records": len(self.plan.kit_rows),
             "transfers": len(self.plan.transfers),
             "matched": not self.problems,
         }

@@ -29,7 +29,7 @@ from autoid_lib.forecast import (
     seen_requests,
 )
 from autoid_lib.lock import run_lock
-from autoid_lib.plan import PlanSettings, plan
+from autoid_lib.plan import Anomaly, PlanSettings, plan
 from autoid_lib.records.anomaly_log import remember_run
 from autoid_lib.records.last_success import read_last_success, record_success
 from autoid_lib.redcap.gateway import RedcapGateway
@@ -212,27 +212,42 @@ def _reread(tables: TableReader, into: list) -> list[dict]:
 
 def _release(result: RunResult, lease) -> None:
     """Give the lease back. A failed release is an anomaly of the run (``lease_not_released``,
-    with REDCap's cause and what to change): the ticket stays in REDCap until it expires."""
+    with REDCap's cause and what to change): the ticket stays in REDCap until it expires or
+    this installation's next run removes it."""
+    release_lease(lease)
+    try:
+        result.lease = lease.summary()
+        anomaly = release_anomaly(lease)
+        if anomaly is not None:
+            result.run_anomalies.append(anomaly)
+    except Exception as error:  # never hide the run's own outcome behind the release's
+        log.warning("could not report the REDCap lease's release: %s", type(error).__name__)
+
+
+def release_lease(lease) -> None:
+    """Give the lease back, for every writer (run, repair); never hides the writer's own
+    outcome: a failure is kept in ``lease.release_failure`` (``release_anomaly``)."""
+    try:
+        lease.release()
+    except Exception as error:  # release() keeps REDCap's failures itself; anything else
+        log.warning("could not release the REDCap lease: %s", type(error).__name__)
+
+
+def release_anomaly(lease) -> Anomaly | None:
+    """The ``lease_not_released`` anomaly of a release that failed, or None."""
     from autoid_lib.lease import not_released_anomaly
 
-    try:
-        lease.release()  # never raises: a failure is kept in lease.release_failure
-        result.lease = lease.summary()
-        failure = lease.release_failure
-        if failure is not None:
-            token = lease.gateway.settings.tokens["autoid"].source
-            result.run_anomalies.append(
-                not_released_anomaly(
-                    failure.record,
-                    failure.cause,
-                    failure.expires,
-                    kind=failure.kind,
-                    token=token,
-                    tried_delete=failure.tried_delete,
-                )
-            )
-    except Exception as error:  # never hide the run's own outcome behind the release's
-        log.warning("could not release the REDCap lease: %s", type(error).__name__)
+    failure = lease.release_failure
+    if failure is None:
+        return None
+    return not_released_anomaly(
+        failure.record,
+        failure.cause,
+        failure.expires,
+        kind=failure.kind,
+        token=lease.gateway.settings.tokens["autoid"].source,
+        tried_delete=failure.tried_delete,
+    )
 
 
 def _forecast(result: RunResult, settings: Settings, snapshot: Snapshot, recorded) -> None:

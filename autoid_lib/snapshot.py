@@ -17,9 +17,10 @@ LEASE_PROJECT = "[autoid-kit:lease]"  # the REDCap lease's tickets (autoid_lib.l
 
 
 def is_kit_project_name(name: str) -> bool:
-    """Whether a project name is one of the kit's own (never an auto-ID project's)."""
-    name = name.strip()
-    return name.startswith(KIT_PROJECT_PREFIX) or name == LEASE_PROJECT
+    """Whether a project name is one of the kit's own (never an auto-ID project's), ignoring
+    case as the planner matches project names."""
+    name = name.strip().casefold()
+    return name.startswith(KIT_PROJECT_PREFIX) or name == LEASE_PROJECT.casefold()
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,10 @@ Pure: no I/O, no clock.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 
 class Status(StrEnum):
@@ -110,3 +112,20 @@ def parse_utc(text: str) -> datetime | None:
 def plural(count: int, one: str, many: str | None = None) -> str:
     """``1 study``, ``2 studies``, ``1,200 AutoID rows``: a count with its noun agreeing."""
     return f"{count:,} {one if count == 1 else (many or one + 's')}"
+
+
+def verified_counts(raw: Mapping[str, Any]) -> str:
+    """What the re-read after writing compared, in words, for every screen (report, mail,
+    index): the patients' new rows (new IDs, and IDs sent before but never stored), the kit's
+    own records apart (the hash scheme's), and the transfer requests — so "7 new IDs" never
+    sits beside an unexplained "8 AutoID rows"."""
+
+    def count(key: str) -> int:
+        value = raw.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    parts = [plural(count("autoid_rows"), "patient's AutoID row", "patients' AutoID rows")]
+    if count("kit_records"):
+        parts.append(plural(count("kit_records"), "kit record") + " (the hash scheme's)")
+    parts.append(plural(count("transfers"), "transfer request"))
+    return ", ".join(parts[:-1]) + f" and {parts[-1]}"

@@ -54,9 +54,15 @@ class HostileServer:
         )
 
     def _drip(self, conn) -> None:
-        """Headers and body one byte at a time, each well within any per-read timeout."""
+        """Headers and body one byte at a time, each well within any per-read timeout; with
+        ``http10``, headers at once then an HTTP/1.0 body of no declared length (read until
+        the server closes), which ``http.client`` reads from a socket it has detached."""
         body = b'{"project_title": "' + b"x" * 10_000 + b'"}'
-        head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        if self.options.get("http10"):
+            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n")
+            head = b""
+        else:
+            head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode()
         for byte in head + body:
             if self._stop.is_set():
                 return

@@ -159,3 +159,30 @@ def test_one_hash_in_two_letter_cases_is_one_patient_not_a_conflict(sandbox, con
     upper["autoid_hash"] = upper["autoid_hash"].upper()  # hex: the same hash
     sandbox.add_rows("autoid", [autoid(29, "Alpha", PID[9], "A30"), upper])
     assert "value_several_hashes" not in audit_in_kernel(str(config)).counts()
+
+
+def test_waiting_studies_say_what_the_next_run_does_as_the_run_says_it(sandbox, config):
+    """Issue 24, item 5: a study of a project whose ID space is full is not "served by the next
+    run": the audit takes each waiting study's fate from the planner, and says so the way the
+    run's own plan does; the heading counts them and says how many are not shown."""
+    from scenarios import project
+
+    from autoid_lib.audit.view import pending_table
+    from autoid_lib.config import load_settings
+    from autoid_lib.run import run_autoid
+
+    sandbox.add_rows("projects", [project("1", "FULL", "FULL_AE", r"F[0-1]")])
+    sandbox.add_rows("projects", [project("2", "ROOMY", "ROOMY_AE", r"R\d{3}")])
+    sandbox.add_rows("autoid", [autoid(1, "FULL", PID[0], "F0"), autoid(2, "FULL", PID[1], "F1")])
+    sandbox.add_rows("incoming", [study("9.1", "FULL_AE", PID[2])])
+    sandbox.add_rows("incoming", [study(f"8.{n}", "ROOMY_AE", f"NEW{n:03d}") for n in range(55)])
+    report = audit_in_kernel(str(config))
+    reasons = dict(zip(report.pending["study_uid"], report.pending["reason"], strict=True))
+    run = run_autoid(load_settings(config), dry_run=True)
+    (skipped,) = [o for o in run.plan.studies if o.study_uid == "9.1"]
+    assert reasons["9.1"] == f"the next run skips it: {skipped.reason}"
+    assert "exhausted" in skipped.reason
+    assert {reasons[f"8.{n}"] for n in range(55)} == {"the next run serves it"}
+    shown = pending_table(report).data
+    assert "<b>56 studies</b>" in shown and "serves 55 and skips 1" in shown
+    assert "… and 6 more" in shown  # 50 rows at detail = summary

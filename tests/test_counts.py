@@ -3,6 +3,7 @@ AE title's studies appear once with a totals row, and dry-run wording says "to c
 
 from __future__ import annotations
 
+import html
 import re
 
 import pytest
@@ -77,3 +78,33 @@ def test_the_dry_run_mail_and_report_never_say_created(shared):
     assert "shared with Alpha</small>" in html
     page = record.report.read_text()
     assert "total (each study once)" in page and "Whole command" in page
+
+
+def test_the_reread_counts_patients_rows_and_the_kits_record_apart_on_every_screen(shared):
+    """Issue 24, item 8: "7 new IDs" beside "wrote 8 AutoID rows" and "8 AutoID rows match"
+    (the eighth the kit's hash-scheme record, unexplained). One phrase, from one place: the
+    report, the mail and the index of a first live run say the same."""
+    from autoid_lib.mail.compose import compose_message
+    from autoid_lib.mail.settings import email_settings_from_config
+    from autoid_lib.vocab import verified_counts
+
+    record = execute_run(load_settings(shared), progress=False)
+    phrase = "1 patient's AutoID row, 1 kit record (the hash scheme's) and 1 transfer request"
+    assert record.summary["verified"] | {"matched": True} == record.summary["verified"]
+    assert verified_counts(record.summary["verified"]) == phrase
+    assert f"{phrase} match" in html.unescape(record.report.read_text())
+    index = record.report.parent.parent / "index.html"
+    assert f"{phrase} match" in html.unescape(index.read_text())
+    settings = email_settings_from_config(
+        {"smtp_host": "localhost", "sender": "a@b.c", "recipients": ["x@y.z"]}
+    )
+    mail = compose_message(record.summary, settings, record.report)
+    assert f"{phrase} match" in mail.get_body(("plain",)).get_content()
+
+    raw = {"autoid_rows": 7, "kit_records": 1, "transfers": 14, "matched": True}
+    assert verified_counts(raw) == (
+        "7 patients' AutoID rows, 1 kit record (the hash scheme's) and 14 transfer requests"
+    )
+    assert verified_counts({"autoid_rows": 1, "transfers": 1}) == (
+        "1 patient's AutoID row and 1 transfer request"
+    )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import random
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import nbformat
@@ -79,6 +79,26 @@ def test_study_lookup_by_uid_ending_or_accession_says_what_the_run_would_do():
     assert recent.in_window and "new ID" in recent.next_run
 
 
+def test_study_lookup_says_what_the_run_says_when_the_window_fills_the_id_space():
+    """Issue 24, item 4: two IDs left (A002, A003), three new patients in the run's window: the
+    run skips one of them (ID space exhausted). The Study tab reads each study's fate from the
+    plan of the whole window, as the Project tab and the run do, not from a plan of it alone."""
+    small = ProjectRecord("1", "Alpha", True, "ALPHA", r"A00[1-3]")
+    studies = [incoming(f"6.{n}", f"NEW{n}", date=f"2026112{n}") for n in range(1, 4)]
+    window = snap(studies, projects=(small,))
+    reached = frozenset(s.uid for s in studies)
+    overview = explore.project_overview(window, "Alpha", SETTINGS)
+    states = dict(zip(overview.table["study_ref"], overview.table["detail"], strict=True))
+    for one in studies:
+        (answer,) = explore.lookup_study(window, one.uid, SETTINGS, reached)
+        detail = states[f"…{one.uid}"]
+        if "exhausted" in detail:
+            assert answer.next_run == f"skip it ({detail}); nothing is written for it."
+        else:
+            assert "under a new ID" in answer.next_run
+    assert sum("exhausted" in d for d in states.values()) == 1
+
+
 def test_patient_lookup_answers_known_unknown_and_empty_without_the_id():
     rows = (*ROWS, AutoIdRow("2", "Beta", sha512_hex("PAT1 "), "B07"))
     answer = explore.lookup_patient("PAT1 ", rows, PatientHasher())
@@ -117,7 +137,9 @@ def test_preview_plans_only_the_chosen_project():
     assert result.plan.describe() in explore.preview_sentence(result)
 
 
-def test_preview_lists_what_the_run_would_do_first():
+def test_preview_lists_skipped_studies_first_and_marks_drawn_ids_as_examples():
+    """Issue 24, item 4: skipped studies first (docs/explore-and-audit.md), and a new ID a dry
+    run drew at random is marked, unlike a known ID the run will use."""
     done = [ExistingTransfer(1, "Alpha", "A001", "x", "y")]
     studies = [
         incoming("8.1", "PAT1", date="20261120", transfers=done),
@@ -127,8 +149,10 @@ def test_preview_lists_what_the_run_would_do_first():
     ]
     result = explore.preview_project(snap(studies), "Alpha", SETTINGS)
     table = explore.preview_studies(result)
-    assert list(table["study_ref"]) == ["…8.3", "…8.2", "…8.4", "…8.1"]
+    assert list(table["study_ref"]) == ["…8.2", "…8.3", "…8.4", "…8.1"]
     assert list(table.columns) == list(result.studies(detail="summary").columns)
+    drawn = next(s.pseudonym for s in result.plan.studies if s.study_uid == "8.3")
+    assert table.loc[1, "pseudonym"] == f"{drawn} (example)"
 
 
 def test_project_forecast_counts_new_ids_over_the_window_or_the_recorded_runs():
@@ -207,8 +231,12 @@ def test_overview_pattern_and_preview_widgets_show_their_answers(app):
     app.overview.button.click()
     shown = text_of(app.overview.output)
     assert "Alpha (AE title ALPHA)" in shown and "1 pending" in shown
+    assert "(the run's window, " in shown  # the run's exact window: the report's counts
     assert "Forecast: no forecast" in shown  # one pending study, no new ID requested yet
     assert "…4.1" in shown and PID[0] not in shown
+    app.overview.begin.value = app.overview.begin.value - timedelta(days=1)
+    app.overview.button.click()
+    assert "whole days; the run's own window is shown" in text_of(app.overview.output)
 
     app.pattern.project.value = "Alpha"  # fills in the project's pattern
     assert app.pattern.pattern.value == r"A\d{3}"

@@ -53,6 +53,37 @@ def test_every_spelling_of_one_id_finds_the_rows_of_every_padded_spelling():  # 
             assert sha512_hex(stored) in hasher.lookup_keys(spelling, normalised)
 
 
+MULLER_NFC = "M\u00dcLLER^1970"  # Ü as one code point
+MULLER_NFD = "MU\u0308LLER^1970"  # U and a combining diaeresis: the same text, other bytes
+
+
+def test_both_unicode_forms_of_one_id_are_one_patient():
+    assert MULLER_NFC != MULLER_NFD
+    assert normalise_patient_id(MULLER_NFD) == normalise_patient_id(MULLER_NFC + " ")
+
+
+@pytest.mark.parametrize(
+    "hasher", [PatientHasher(), PatientHasher("hmac-sha256", Secret("env:K", "k" * 32))]
+)
+def test_rows_hashed_from_either_unicode_form_are_found_from_either(hasher):
+    """The legacy job and earlier kit versions hashed the form they saw; a lookup from either
+    form, padded or not, finds rows of both, under the legacy and the configured scheme."""
+    for seen in (MULLER_NFC, MULLER_NFD, MULLER_NFD + "\x00"):
+        keys = hasher.lookup_keys(seen, normalise_patient_id(seen))
+        for stored in (MULLER_NFC, MULLER_NFD, MULLER_NFD + " "):
+            assert sha512_hex(stored) in keys
+        assert {hasher.primary(MULLER_NFC), hasher.primary(MULLER_NFD)} <= set(keys)
+        assert keys[0] == hasher.primary(MULLER_NFC)  # new rows: the NFC identity's hash
+
+
+@given(st.text(alphabet="AEOUaeo\u0308\u0301\u00dc\u00e9 \x00", max_size=10))
+def test_normalising_is_the_same_for_canonically_equal_ids(raw):
+    import unicodedata
+
+    for form in ("NFC", "NFD"):
+        assert normalise_patient_id(unicodedata.normalize(form, raw)) == normalise_patient_id(raw)
+
+
 def test_patient_keys_unite_the_keys_of_every_spelling_seen():
     hasher = PatientHasher()
     keys = hasher.patient_keys("AB", {"AB", " AB  "})

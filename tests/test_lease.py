@@ -390,7 +390,9 @@ def test_the_sandbox_refuses_deletes_to_a_token_without_the_right(sandbox):
     weak = sandbox.add_token("autoid", delete=False)
     form = {"content": "record", "action": "delete", "records[0]": "1", "format": "json"}
     answer = requests.post(sandbox.url, data={"token": weak, **form}, timeout=5)
-    assert answer.status_code == 400 and "'Delete Records' privileges" in answer.json()["error"]
+    # REDCap 15.7.6: API/index.php refuses with 403 before delete.php's api_135 is reached
+    assert answer.status_code == 403
+    assert answer.json()["error"] == "You do not have Delete Record privileges"
     missing = requests.post(
         sandbox.url,
         data={"token": sandbox.tokens["autoid"], **form, "records[1]": "2"},
@@ -526,20 +528,18 @@ def _gateway(settings):
     return RedcapGateway(settings.redcap)
 
 
-def test_a_lease_project_name_is_never_a_project(sandbox, tmp_path):
-    sandbox.add_rows(
-        "projects",
-        [
-            {
-                "record_id": "1",
-                "project_name": LEASE_PROJECT,
-                "project_use_autoid": "1",
-                "project_autoid_aetitle": "X_AE",
-                "project_patient_naming": r"X\d",
-            }
-        ],
-    )
-    assert _gateway(kit(sandbox, tmp_path)).project_records() == []
+@pytest.mark.parametrize("name", [LEASE_PROJECT, "[AUTOID-KIT:Lease]", "autoid-kit:hash-scheme"])
+def test_a_reserved_project_name_is_never_served_and_is_reported_by_name(sandbox, tmp_path, name):
+    """A Projects record named as the kit's own AutoID records (any case) with auto-ID on:
+    its studies are skipped and the plan names it as misconfigured, never silently dropped."""
+    row = {"record_id": "1", "project_name": name, "project_use_autoid": "1"}
+    row |= {"project_autoid_aetitle": "X_AE", "project_patient_naming": r"X\d"}
+    sandbox.add_rows("projects", [row])
+    add_study(sandbox, "1.2.826.5.1", "SOMEONE", ae="X_AE")
+    result = run_autoid(kit(sandbox, tmp_path), dry_run=True)
+    assert result.plan.transfers == () and result.plan.new_ids == ()
+    (anomaly,) = [a for a in result.plan.anomalies if a.kind == "project_misconfigured"]
+    assert name.strip() in anomaly.message and "reserved" in anomaly.message
 
 
 def test_rows_another_writer_adds_for_this_runs_patients_stop_the_transfers(sandbox, tmp_path):

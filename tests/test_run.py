@@ -133,6 +133,27 @@ def test_new_patient_with_two_studies_gets_one_id_in_redcap(sandbox, tmp_path): 
     assert names == {row["autoid_value"]}
 
 
+def test_one_patient_id_in_two_unicode_forms_gets_one_id(sandbox, tmp_path):
+    """``MÜLLER^1970`` composed (NFC) and decomposed (NFD) in one run: one patient, one ID
+    stored under the NFC form's hash; a legacy row hashed from the NFD form is found too."""
+    nfc, nfd = "M\u00dcLLER^1970", "MU\u0308LLER^1970"
+    add_project(sandbox, "KNEE", "KNEE_AE", r"K\d{3}")
+    add_studies(sandbox, [("1.1", "KNEE_AE", nfc), ("1.2", "KNEE_AE", nfd + " ")])
+    settings = load_settings(sandbox.write_kit_files(tmp_path))
+    run_autoid(settings)
+    (row,) = patient_rows(sandbox)
+    assert row["autoid_hash"] == sha512_hex(nfc)
+    names = {r["transfer_name"] for r in sandbox.rows("incoming") if r.get("transfer_name")}
+    assert names == {row["autoid_value"]}
+    legacy = {"autoid_project_name": "KNEE", "autoid_value": "K777", "autoid_method": "1"}
+    sandbox.add_rows(
+        "autoid", [{"record_id": "77", "autoid_hash": sha512_hex("ANNE\u0301"), **legacy}]
+    )
+    add_studies(sandbox, [("1.3", "KNEE_AE", "ANN\u00c9"), ("1.4", "KNEE_AE", "ANNE\u0301")])
+    again = run_autoid(settings)
+    assert {t.pseudonym for t in again.plan.transfers} == {"K777"} and not again.plan.new_ids
+
+
 @pytest.mark.parametrize("fault", ["http500", "truncated", "oom", "timeout"])
 def test_a_failed_autoid_read_writes_nothing(sandbox, tmp_path, fault):  # legacy defect 3
     add_project(sandbox, "KNEE", "KNEE_AE", r"K\d{3}")

@@ -190,18 +190,40 @@ def test_a_redirect_sends_the_other_port_nothing_and_names_where_it_pointed(
     assert TOKEN not in proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("command", ["check", "run"])
-def test_a_dripping_server_ends_the_command_within_the_timeout(tmp_path, hostile, command):
-    server = hostile("drip", every_s=0.2)  # every byte well within the 2 s per-read timeout
+@pytest.mark.parametrize(
+    ("command", "http10"),
+    [("check", False), ("run", False)] + [(c, True) for c in ("check", "run", "audit", "repair")],
+)
+def test_a_dripping_server_ends_the_command_within_the_timeout(tmp_path, hostile, command, http10):
+    """Every entry point that asks REDCap keeps the total deadline, also against an HTTP/1.0
+    answer of no declared length, which ``http.client`` reads from a socket it has detached
+    from the connection (a hostile server held ``check`` for 150 s with timeout_s = 5)."""
+    # every byte well within the 2 s per-read timeout
+    server = hostile("drip", every_s=0.2, http10=http10)
     config, env = _kit_config(tmp_path, server.url)
-    args = ["check", "--config", config] if command == "check" else ["run", "--config", config]
-    proc, seconds, _ = _autoid(args, env)
+    proc, seconds, _ = _autoid([command, "--config", config], env)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "no complete answer within 3 s" in proc.stdout + proc.stderr
     # the message shows the deadline fired; this bound only tells "ended" from "dripped on for
     # minutes" (a loaded 2-core CI machine took 9 s for the 3 s deadline plus start-up)
     assert seconds < 60
     assert server.connections == 1
+
+
+def test_a_dripping_server_ends_explores_reads_within_the_timeout(tmp_path, hostile, monkeypatch):
+    from autoid_lib.config import load_settings
+    from autoid_lib.errors import RedcapError
+    from autoid_lib.explore.widgets import ExploreSession
+
+    server = hostile("drip", every_s=0.2, http10=True)
+    config, _ = _kit_config(tmp_path, server.url)
+    for name in ("PROJECTS", "INCOMING", "AUTOID"):
+        monkeypatch.setenv(f"AUTOID_TOKEN_{name}", TOKEN)
+    session = ExploreSession(load_settings(config))
+    started = time.monotonic()
+    with pytest.raises(RedcapError, match="no complete answer within 3 s"):
+        session.projects()
+    assert time.monotonic() - started < 30  # dripped on, it would take 40 s per request
 
 
 @pytest.mark.parametrize("declared", [True, False])

@@ -40,6 +40,7 @@ is shown by project, study date and the last 8 characters of its UID (the whole 
 
 from __future__ import annotations
 
+import random
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -50,6 +51,7 @@ import pandas as pd
 from autoid_lib.errors import PatternError
 from autoid_lib.hashing import PatientHasher, normalise_hash, normalise_patient_id
 from autoid_lib.ids.generate import as_space
+from autoid_lib.plan import TRANSFER, PlanSettings, plan
 from autoid_lib.result import dicom_date, study_ref
 from autoid_lib.retired import retired_by_project, superseded_requests
 from autoid_lib.snapshot import (
@@ -330,7 +332,9 @@ def _report(
         for study in studies
         if study.ae_title.strip() in by_ae
     ]
-    missing, pending = _missing_transfers(addressed, settings)
+    missing, pending = _missing_transfers(
+        addressed, settings, _next_run(all_projects, addressed, autoid_rows, settings)
+    )
     findings += missing
     findings += _transfer_counts(
         [(current_study, names) for current_study, (_, names) in _current(addressed, current)]
@@ -428,8 +432,38 @@ def _out_of_reach(study: IncomingStudy, settings: AuditSettings) -> bool:
     return date < f"{settings.window_begin:%Y%m%d}"
 
 
+def _next_run(
+    all_projects: Sequence[ProjectRecord],
+    addressed: list[tuple[IncomingStudy, list[str]]],
+    autoid_rows: Sequence[AutoIdRow],
+    settings: AuditSettings,
+) -> dict[str, str]:
+    """What the next run does with each study in its window still without a transfer: the
+    planner's own word (one place decides a study's fate), as a reason for the audit."""
+    waiting = tuple(
+        study
+        for study, _ in addressed
+        if not study.transfer_requests and not _out_of_reach(study, settings)
+    )
+    if not waiting:
+        return {}
+    moment = settings.window_begin
+    planned = plan(
+        Snapshot(tuple(all_projects), waiting, tuple(autoid_rows), moment, moment),
+        PlanSettings(settings.hasher, "", rng=random.Random(0)),  # values drawn are not shown
+    )
+    return {
+        outcome.study_uid: WAITING
+        if outcome.action == TRANSFER
+        else f"the next run skips it: {outcome.reason}"
+        for outcome in planned.studies
+    }
+
+
 def _missing_transfers(
-    addressed: list[tuple[IncomingStudy, list[str]]], settings: AuditSettings
+    addressed: list[tuple[IncomingStudy, list[str]]],
+    settings: AuditSettings,
+    next_run: dict[str, str],
 ) -> tuple[list[Finding], pd.DataFrame]:
     old: list[dict] = []
     recent: list[dict] = []
@@ -442,9 +476,8 @@ def _missing_transfers(
         elif len(names) > 1:
             reason = "AE title shared by several auto-ID projects"
         out_of_reach = _out_of_reach(study, settings)
-        row = _study_row(
-            study, " / ".join(names), reason=reason or (NOT_SERVED if out_of_reach else WAITING)
-        )
+        fate = NOT_SERVED if out_of_reach else next_run.get(study.uid, WAITING)
+        row = _study_row(study, " / ".join(names), reason=reason or fate)
         (old if out_of_reach else recent).append(row)
     columns = [*STUDY_COLUMNS, "reason"]
     finding = Finding(

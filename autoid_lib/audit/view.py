@@ -162,10 +162,25 @@ def _finding_html(finding: Finding, detail: str) -> str:
 
 
 def pending_table(report: AuditReport, detail: str = "summary") -> HTML:
-    """Studies in the window still without a transfer (not a finding)."""
+    """Studies in the window still without a transfer (not a finding), counted, with what the
+    next run does with each (the planner's word) and how many are not shown."""
     if report.pending.empty:
         return HTML('<p class="note">None: every study in the window has its transfer.</p>')
-    return HTML(table_html(shown_table(report.pending, detail)))
+    total = len(report.pending)
+    table = shown_table(report.pending, detail)
+    skipped = int(report.pending["reason"].str.startswith("the next run skips it").sum())
+    head = (
+        f"<p><b>{plural(total, 'study', 'studies')}</b> in the run window without a transfer "
+        f"request: the next run serves {total - skipped:,} and skips {skipped:,} "
+        "(the reason says why).</p>"
+    )
+    more = ""
+    if len(table) < total:
+        more = (
+            f'<p class="note">… and {total - len(table):,} more at detail = summary '
+            "(<code>autoid audit --detail full</code> lists them).</p>"
+        )
+    return HTML(head + table_html(table) + more)
 
 
 def run_details(report: AuditReport, detail: str = "summary", command_started: str = "") -> HTML:

@@ -42,6 +42,7 @@ from autoid_lib.plan import (
 from autoid_lib.result import RunResult, dicom_date, study_ref
 from autoid_lib.retired import retired_from
 from autoid_lib.snapshot import AutoIdRow, IncomingStudy, Snapshot
+from autoid_lib.vocab import plural
 
 TRANSFERRED, PENDING, SKIPPED_STATE = "transferred", "pending", "skipped"
 STATE_COLUMNS = ["project", "study_date", "study_ref", "pseudonym", "state", "detail"]
@@ -75,6 +76,7 @@ class ProjectOverview:
     table: pd.DataFrame = field(repr=False)  # STATE_COLUMNS, one row per study
     capacity: idgen.Capacity | None
     pattern_error: str = ""
+    window: str = ""  # which studies: "the run's window …" or the dates picked
 
     def counts(self) -> dict[str, int]:
         return {state: int((self.table["state"] == state).sum()) for state in self.states()}
@@ -87,7 +89,8 @@ class ProjectOverview:
         counts = ", ".join(f"{n} {state}" for state, n in self.counts().items())
         line = (
             f"{self.project} (AE title {self.ae_title or '—'}): "
-            f"{len(self.table)} studies — {counts}."
+            f"{plural(len(self.table), 'study', 'studies')} — {counts}"
+            f"{f' ({self.window})' if self.window else ''}."
         )
         if self.capacity is not None:
             line += f" Capacity: {self.capacity.description}."
@@ -96,8 +99,11 @@ class ProjectOverview:
         return line
 
 
-def project_overview(snapshot: Snapshot, project: str, settings: PlanSettings) -> ProjectOverview:
-    """The project's studies in ``snapshot`` (one window) with the state the planner gives them."""
+def project_overview(
+    snapshot: Snapshot, project: str, settings: PlanSettings, window: str = ""
+) -> ProjectOverview:
+    """The project's studies in ``snapshot`` (one window, which ``window`` names) with the
+    state the planner gives them."""
     record = _project(snapshot, project)
     result = plan(snapshot, replace(settings, projects=frozenset({project})))
     by_uid = {s.uid: s for s in snapshot.studies}
@@ -117,6 +123,7 @@ def project_overview(snapshot: Snapshot, project: str, settings: PlanSettings) -
         table=table,
         capacity=state.capacity if state else None,
         pattern_error=state.pattern_error if state else "",
+        window=window,
     )
 
 
@@ -203,10 +210,14 @@ def lookup_study(
     ``in_window`` holds the UIDs the run would read now (created or modified in its window, as
     ``RedcapGateway.study_uids`` answers): a study outside it is not served by the next run.
     """
+    found = find_studies(snapshot.studies, query)
+    # the run plans its whole window at once: other new patients may take the last free IDs,
+    # so a study's fate is read from that plan, never from a plan of the study alone
+    window = replace(snapshot, studies=tuple(s for s in snapshot.studies if s.uid in in_window))
+    outcomes = {o.study_uid: o for o in plan(window, settings).studies} if found else {}
     answers = []
-    for study in find_studies(snapshot.studies, query):
-        one = replace(snapshot, studies=(study,))
-        outcome = next((s for s in plan(one, settings).studies if s.study_uid == study.uid), None)
+    for study in found:
+        outcome = outcomes.get(study.uid)
         reached = study.uid in in_window
         answers.append(
             StudyAnswer(
@@ -377,15 +388,26 @@ def preview_project(
     return result
 
 
-_ACTION_ORDER = {TRANSFER: 0, SKIPPED: 1, ALREADY_TRANSFERRED: 2}
+_ACTION_ORDER = {SKIPPED: 0, TRANSFER: 1, ALREADY_TRANSFERRED: 2}
+EXAMPLE = " (example)"  # a new ID a dry run drew at random: the real run draws another
 
 
 def preview_studies(result: RunResult) -> pd.DataFrame:
-    """The preview's studies, what the run would do first (transfers, then skipped studies,
-    then the already transferred ones), each group by study date."""
+    """The preview's studies, what needs a look first (skipped studies, then transfers, then
+    the already transferred ones), each group by study date. A new ID is marked as an example:
+    the real run draws its own; a known ID is the one the run will use."""
     frame = result.studies(detail="summary")
     if frame.empty:
         return frame
+    drawn = {
+        study_ref(s.study_uid)
+        for s in (result.plan.studies if result.plan else ())
+        if s.action == TRANSFER and s.id_source == "new"
+    }
+    frame["pseudonym"] = [
+        name + EXAMPLE if ref in drawn and name else name
+        for ref, name in zip(frame["study_ref"], frame["pseudonym"], strict=True)
+    ]
     order = frame["action"].map(lambda action: _ACTION_ORDER.get(action, 3))
     keys = frame.assign(_order=order).sort_values(["_order", "study_date", "study_ref"])
     return frame.loc[keys.index].reset_index(drop=True)

@@ -237,6 +237,7 @@ class OverviewPanel:
             value=today - timedelta(days=session.settings.run.lookback_days), description="From"
         )
         self.end = widgets.DatePicker(value=today, description="To")
+        self._defaults = (self.begin.value, self.end.value)
         self.button = _button("Show studies")
         self.output = widgets.Output()
         self.button.on_click(lambda _: _guarded(self.output, self.run))
@@ -248,11 +249,9 @@ class OverviewPanel:
         if not self.project.value:
             show(self.output, "Pick a project.")
             return
-        begin = datetime.combine(self.begin.value or date.min, time.min)
-        end = datetime.combine(self.end.value or self.session.now().date(), time.max)
-        snapshot = self.session.window(begin, end.replace(microsecond=0))
+        snapshot, window = self._window()
         result = explore.project_overview(
-            snapshot, self.project.value, self.session.plan_settings()
+            snapshot, self.project.value, self.session.plan_settings(), window
         )
         forecast = self.session.forecast(self.project.value)
         runs = explore.project_runs(self.session.recent_runs(), self.project.value)
@@ -260,6 +259,23 @@ class OverviewPanel:
         if forecast is not None:
             parts.append(f"Forecast: {forecast.describe()}.")
         show(self.output, *parts, result.table, "Recent runs:", runs)
+
+    def _window(self) -> tuple[Snapshot, str]:
+        """The run's own window while the dates are the defaults (the counts then match the
+        run report's), else the whole days picked; either way the sentence says which."""
+        if (self.begin.value, self.end.value) == self._defaults:
+            snapshot = self.session.run_window()
+            return snapshot, (
+                f"the run's window, {snapshot.window_begin:%Y-%m-%d %H:%M} → "
+                f"{snapshot.window_end:%Y-%m-%d %H:%M}, REDCap's time"
+            )
+        begin = datetime.combine(self.begin.value or date.min, time.min)
+        end = datetime.combine(self.end.value or self.session.now().date(), time.max)
+        snapshot = self.session.window(begin, end.replace(microsecond=0))
+        return snapshot, (
+            f"created or modified {begin:%Y-%m-%d} → {end:%Y-%m-%d}, whole days; the run's "
+            "own window is shown with the default dates"
+        )
 
 
 class _QuietPassword(widgets.Password):

@@ -26,7 +26,7 @@ from urllib.parse import quote
 
 from autoid_lib.environment import describe
 from autoid_lib.failures import cause_of
-from autoid_lib.vocab import Status, plural
+from autoid_lib.vocab import Status, plural, verified_counts
 
 if TYPE_CHECKING:
     import css_inline
@@ -184,15 +184,13 @@ def summary_view(summary: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _verified(raw: Any) -> str:
-    """``re-read after writing: 2 AutoID row(s) and 3 transfer request(s) match``."""
+    """``after writing: 2 patients' AutoID rows, 1 kit record (the hash scheme's) and 3
+    transfer requests match``."""
     if not isinstance(raw, Mapping):
         return ""
     if not raw.get("matched"):
         return "after writing, REDCap did not hold what the run planned (see the report)"
-    return (
-        f"after writing: {_int(raw.get('autoid_rows')):,} AutoID row(s) and "
-        f"{_int(raw.get('transfers')):,} transfer request(s) match"
-    )
+    return f"after writing: {verified_counts(raw)} match"
 
 
 def _status_fields(summary: Mapping[str, Any]) -> dict[str, str]:

@@ -18,7 +18,12 @@ from autoid_lib.plan.model import (
     StudyOutcome,
     name_key,
 )
-from autoid_lib.snapshot import KIT_PROJECT_PREFIX, ProjectRecord, is_kit_project_name
+from autoid_lib.snapshot import (
+    KIT_PROJECT_PREFIX,
+    LEASE_PROJECT,
+    ProjectRecord,
+    is_kit_project_name,
+)
 
 
 @dataclass(frozen=True)
@@ -58,8 +63,9 @@ def route_ae_titles(
             _misconfigured(
                 anomalies,
                 label,
-                f"project names starting with {KIT_PROJECT_PREFIX} "
-                "are reserved for the kit's own records; its studies cannot be served",
+                f"the name {name} is reserved for the kit's own AutoID records (names "
+                f"starting with {KIT_PROJECT_PREFIX}, and {LEASE_PROJECT}); its studies "
+                "cannot be served",
                 "Rename the project in the Projects database.",
             )
         elif names[name_key(name)] == 1:

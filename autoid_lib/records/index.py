@@ -32,7 +32,7 @@ from autoid_lib.records.folders import (
     run_folders,
 )
 from autoid_lib.records.summary import Summary
-from autoid_lib.vocab import AnomalyKind, RunMode, Status, plural
+from autoid_lib.vocab import AnomalyKind, RunMode, Status, plural, verified_counts
 
 _CSS = """
 body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;
@@ -260,9 +260,7 @@ def _verification(summaries) -> str:
         when = _link(path, parsed)
         if not verified.get("matched"):
             return f"<b>Re-read after writing ({when}): REDCap did not hold what was written</b>"
-        rows = plural(int(verified.get("autoid_rows", 0)), "AutoID row")
-        requests = plural(int(verified.get("transfers", 0)), "transfer request")
-        return f"Re-read after writing ({when}): {rows} and {requests} match"
+        return f"Re-read after writing ({when}): {verified_counts(verified)} match"
     return ""
 
 

@@ -75,6 +75,8 @@ REDCAP_TIME = "%Y-%m-%d %H:%M:%S"
 # an out-of-memory answer halves the chunk down to this many records, then the read fails
 MIN_CHUNK_RECORDS = 25
 # what PHP prints when REDCap runs out of memory (HTTP 200, then REDCap's own JSON error)
+# the end of a "changes since" read: later than any time REDCap stamps (see _record_names)
+_OPEN_END = datetime(9999, 12, 31, 23, 59, 59)
 _OUT_OF_MEMORY = ("Allowed memory size", "ran out of server memory")
 
 
@@ -281,7 +283,9 @@ class RedcapGateway:
                 return_content="auto_ids",
             )
             pairs = answer if isinstance(answer, list) else []
-            if len(pairs) != len(rows):
+            # REDCap answers "new,temporary" per record (API/record/import.php)
+            sent = {str(pair).partition(",")[2] for pair in pairs}
+            if len(pairs) != len(rows) or sent != {row["record_id"] for row in rows}:
                 raise RedcapError(
                     "autoid",
                     f"import {len(rows)} AutoID row(s)",
@@ -392,6 +396,8 @@ class RedcapGateway:
     ) -> list[str]:
         """The names-only export: which records exist (changed in [begin, end], if given)."""
         id_field = RECORD_ID_FIELD[database]
+        if begin is not None and end is None:  # REDCap ends a begin-only range at its now
+            end = _OPEN_END  # (API/record/export.php): a change it stamped later is missed
         rows = self._export(
             database,
             f"{operation} (record names)",
@@ -687,9 +693,13 @@ def _host(url: str) -> str:
 
 
 def _token_refused(error: Exception, reason: str) -> bool:
-    """REDCap's answer to a wrong, expired or rights-less token: HTTP 403 or its text."""
+    """REDCap's answer to a wrong, expired or rights-less token: HTTP 403 or its text. A 403
+    about one right ("You do not have Delete Record privileges") is not a refused token: the
+    token works, REDCap names the right it lacks, and that text is the reason."""
     response = getattr(error, "response", None)
     status = getattr(response, "status_code", None)
+    if "privileges" in reason and "permissions to use the API" not in reason:
+        return False
     return status in (401, 403) or "permissions to use the API" in reason
 
 
@@ -734,7 +744,8 @@ def _without_values(reason: str, rows: list[dict]) -> str:
 
 
 def projects_from_rows(rows: list[dict]) -> list[ProjectRecord]:
-    """Projects rows as the planner sees them, without the name the lease reserves."""
+    """Projects rows as the planner sees them; one with a reserved name stays, so that the
+    plan reports it as misconfigured by name (``plan.routing``)."""
     _require_fields(rows, PROJECT_FIELDS, "projects", "export projects")
     return [
         ProjectRecord(
@@ -746,7 +757,6 @@ def projects_from_rows(rows: list[dict]) -> list[ProjectRecord]:
         )
         for row in rows
         if not row.get("redcap_repeat_instrument")
-        and row["project_name"].strip() != LEASE_PROJECT  # reserved for the lease
     ]
 
 

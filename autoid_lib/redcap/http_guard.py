@@ -54,6 +54,7 @@ class _Watch:
 
     def __init__(self):
         self.conn = None
+        self.sock: socket.socket | None = None  # the answer's socket, once the body is read
         self.expired = False
         self.done = False
         self.lock = threading.Lock()
@@ -63,7 +64,19 @@ class _Watch:
             if self.done:
                 return
             self.expired = True
-            sock = getattr(self.conn, "sock", None)
+            self._shut()
+
+    def adopt(self, sock: socket.socket | None) -> None:
+        """The socket the body is read from. An answer that will close the connection (HTTP/1.0,
+        or ``Connection: close``) is handed from the connection to the response, which leaves
+        ``conn.sock`` empty: without this the watchdog would have nothing to shut."""
+        with self.lock:
+            self.sock = sock
+            if self.expired and not self.done:
+                self._shut()
+
+    def _shut(self) -> None:
+        for sock in (self.sock, getattr(self.conn, "sock", None)):
             if sock is not None:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)  # a blocked read returns at once
@@ -110,6 +123,7 @@ class GuardedAdapter(HTTPAdapter):
         timer.start()
         try:
             response = super().send(request, stream=True, timeout=timeout, **kwargs)
+            watch.adopt(_socket_of(response))
             try:
                 _refuse_redirect(response)
                 response._content = self._read(response)
@@ -149,6 +163,14 @@ class GuardedAdapter(HTTPAdapter):
             f"timed out: no complete answer within {self.deadline_s:g} s "
             "(the [redcap] timeout_s limit, plus a second)"
         )
+
+
+def _socket_of(response) -> socket.socket | None:
+    """The socket under a streamed answer (``requests`` → urllib3 → ``http.client`` → its
+    buffered socket file), or None where a layer keeps it elsewhere."""
+    fp = getattr(getattr(response.raw, "_fp", None), "fp", None)
+    sock = getattr(getattr(fp, "raw", None), "_sock", None)
+    return sock if isinstance(sock, socket.socket) else None
 
 
 def _refuse_redirect(response) -> None:

@@ -58,10 +58,11 @@ from autoid_lib.lease import (
 
 log = logging.getLogger("autoid.lease")
 
-# REDCap's answer (HTTP 400, api_135) when the token lacks the "Delete Records" right or the
-# "API Import/Update" right a delete also needs: "Insufficient user privileges: You must have
-# 'API Import/Update' privileges and 'Delete Records' privileges …"
-_NO_DELETE_RIGHT = "'delete records' privileges"
+# REDCap 15.7.6's answers to a delete the token may not make: HTTP 403 "You do not have Delete
+# Record privileges" (API/index.php, no "Delete Records" right), and HTTP 400 api_135
+# "Insufficient user privileges: You must have 'API Import/Update' privileges and 'Delete
+# Records' privileges …" (API/record/delete.php, the import right missing)
+_NO_DELETE_RIGHT = ("delete record privileges", "'delete records' privileges")
 
 
 def tickets_of(lease_rows: list[dict]) -> list[Ticket]:
@@ -440,7 +441,7 @@ class RedcapLease:
         try:
             self.gateway.delete_lease_records([record, *dead])
         except RedcapError as error:
-            if _NO_DELETE_RIGHT in error.reason.lower():
+            if any(text in error.reason.lower() for text in _NO_DELETE_RIGHT):
                 log.warning(
                     "lease: the AutoID token may not delete records; tickets are reused "
                     "from now on (set [lease] delete = false to skip this try)"

@@ -1,6 +1,7 @@
 """The second line of defence: before the transfers, are this run's patients still its own?
 
-The lease keeps two runs from writing at once; this check catches what it cannot (a writer
+The lease keeps two writers (runs, ``repair --apply``) from writing at once; this check catches
+what it cannot (a writer
 without the lease: an older kit, a hand edit, a lease setting switched off). Just before the
 transfer import, the run re-reads the AutoID table and compares, for every (project, pseudonym)
 it is about to send, the patients (hashes) REDCap now holds with the ones the run expects: those
@@ -16,19 +17,26 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from autoid_lib.hashing import normalise_hash
-from autoid_lib.plan import Plan
+from autoid_lib.plan import NewAutoId, TransferRequest
 from autoid_lib.snapshot import AutoIdRow
 
 
-def foreign_rows(plan: Plan, read: Iterable[AutoIdRow], now: Iterable[AutoIdRow]) -> list[str]:
-    """Problems with the AutoID rows of the patients ``plan`` serves, comparing the rows the
-    run ``read`` (plus what it wrote) with the rows REDCap holds ``now``."""
+def foreign_rows(
+    new_ids: Iterable[NewAutoId],
+    transfers: Iterable[TransferRequest],
+    read: Iterable[AutoIdRow],
+    now: Iterable[AutoIdRow],
+) -> list[str]:
+    """Problems with the AutoID rows of the patients about to be sent (``transfers``),
+    comparing the rows the writer ``read`` (plus ``new_ids``, what it wrote) with the rows
+    REDCap holds ``now``. A run passes its plan's; ``repair`` its new rows and the requests it
+    sends again, with the rows it retired left out of ``read``."""
     _, expected = id_index(read)
-    for new in plan.new_ids:
+    for new in new_ids:
         expected[(new.project_name, new.value)].add(new.hash)
     values_of, actual = id_index(now)
     problems = []
-    for key in sorted({(t.project_name, t.pseudonym) for t in plan.transfers}):
+    for key in sorted({(t.project_name, t.pseudonym) for t in transfers}):
         project, value = key
         want, have = expected.get(key, set()), actual.get(key, set())
         if not want:

@@ -1,12 +1,19 @@
 """``autoid repair`` step by step: lock, read all history, plan, (write, re-read), record.
 
 Under the run lock, so no run plans from a half-repaired table. Reads come first and completely
-(Projects, all of Incoming with the forwarder's fields, the whole AutoID table) and the hash
+(the whole AutoID table, Projects, all of Incoming with the forwarder's fields) and the hash
 scheme recorded in AutoID is checked: a failed read or a changed scheme ends the repair before
-any write. Writes go in the order that makes a cut-off repair safe and completable: retire rows,
-then create rows, then (``resend``) new transfer requests; the plan is derived from state, so
-the next ``repair --apply`` finishes whatever was cut off. After writing, everything is read
-again and planned again: a repair that is not a fixed point is reported as failed.
+any write. An ``--apply`` with something to write takes the REDCap lease, as a run's writes do
+(docs/run.md, "Two installations, one REDCap"): its ticket, then everything read again (AutoID
+first: the decisive read) and planned again; another installation's live run makes the repair
+back off (``LeaseHeld``, exit 3) before any write. A repair with nothing to write leaves no
+trace in REDCap. Before it sends studies again it reads AutoID once more, as a run does
+(``second_look``).
+
+Writes go in the order that makes a cut-off repair safe and completable: retire rows, then
+create rows, then (``resend``) new transfer requests; the plan is derived from state, so the
+next ``repair --apply`` finishes whatever was cut off. After writing, everything is read again
+and planned again: a repair that is not a fixed point is reported as failed.
 
 The record is a folder ``<reports_dir>/<UTC time>-repair/`` with ``repair.html``,
 ``worksheet.csv`` and ``summary.json`` (files 0600, folder 0700), listed in ``index.html``.
@@ -23,14 +30,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from autoid_lib.config import Settings
-from autoid_lib.errors import AutoIdError
+from autoid_lib.errors import AutoIdError, ConcurrentWriter, LeaseHeld
 from autoid_lib.hash_scheme import fingerprint_to_record
 from autoid_lib.lock import run_lock
 from autoid_lib.package_data import templates_dir
 from autoid_lib.redcap.gateway import RedcapGateway
+from autoid_lib.redcap.second_look import foreign_rows
 from autoid_lib.repair.plan import RepairPlan, RepairSettings, plan_repair
 from autoid_lib.repair.report import Ending, repair_html, status, worksheet_csv
-from autoid_lib.run import server_time
+from autoid_lib.run import redcap_lease, release_lease, server_time
 from autoid_lib.snapshot import Snapshot
 
 log = logging.getLogger("autoid.repair")
@@ -70,6 +78,7 @@ def repair(
     clock = time.perf_counter()
     with run_lock(settings.run.lock_file):
         gateway = RedcapGateway(settings.redcap)
+        lease = None
         plan, error = None, ""
         problems: list[str] = []
         step = "read"
@@ -83,18 +92,33 @@ def repair(
             )
             fingerprint_to_record(snapshot.autoid_rows, repair_settings.hasher)  # raises if unsafe
             plan = plan_repair(snapshot, repair_settings)
+            if apply and not plan.is_empty(resend=resend):
+                # something to write: under the lease, from a read made after its ticket
+                lease = redcap_lease(settings, gateway)
+                if lease is not None:
+                    step = "lease"
+                    snapshot = _read(gateway, started, settings, lease)
+                    step = "plan"
+                    fingerprint_to_record(snapshot.autoid_rows, repair_settings.hasher)
+                    plan = plan_repair(snapshot, repair_settings)
             log.info("repair plan: %s", plan.describe())
             if apply and not plan.is_empty(resend=resend):
                 step = "write"
-                _write(plan, gateway, resend)
+                _write(plan, gateway, resend, snapshot.autoid_rows)
                 step = "verify"
                 problems = _verify(gateway, started, settings, repair_settings, resend)
+        except LeaseHeld:
+            raise  # another installation writes: nothing was done, exit 3 as for the lock
         except AutoIdError as failure:
             error = f"{step}: {failure}"
             log.error("repair failed at %s", error)
         except Exception as failure:  # recorded by type only: its text may quote data
             error = f"{step}: internal error ({type(failure).__name__}); see the log"
             log.exception("repair failed at %s", step)
+        finally:
+            if lease is not None:
+                gateway.write_guard = None
+                release_lease(lease)
         ending = Ending(
             applied=apply and plan is not None and not error,
             resend=resend,
@@ -107,21 +131,45 @@ def repair(
     return _record(folder, plan, ending, started, time.perf_counter() - clock)
 
 
-def _read(gateway: RedcapGateway, started: datetime, settings: Settings) -> Snapshot:
+def _read(gateway: RedcapGateway, started: datetime, settings: Settings, lease=None) -> Snapshot:
+    """AutoID first: with the lease it is the decisive read, and every other read after it."""
+    if lease is not None:
+        lease.take()
+    rows, lease_rows = gateway.autoid_table()
+    if lease is not None:
+        again: list = []
+        if lease.settle(lease_rows, lambda: _reread(gateway, again)):
+            rows = again[0]
+        gateway.write_guard = lease.check
     projects = gateway.project_records()
     studies = gateway.incoming_studies(None, None, history=True)
-    rows = gateway.autoid_rows()
     moment = server_time(started, settings.run.server_timezone)
     return Snapshot(tuple(projects), tuple(studies), tuple(rows), moment, moment)
 
 
-def _write(plan: RepairPlan, gateway: RedcapGateway, resend: bool) -> None:
-    """Retire, then create, then send again: each step only what the state still lacks."""
+def _reread(gateway: RedcapGateway, into: list) -> list[dict]:
+    rows, leases = gateway.autoid_table()
+    into.append(rows)
+    return leases
+
+
+def _write(plan: RepairPlan, gateway: RedcapGateway, resend: bool, read: tuple) -> None:
+    """Retire, then create, then send again: each step only what the state still lacks. Before
+    the transfers, AutoID is read again: another writer's rows for the patients about to be
+    sent again stop the repair (``second_look``), as they stop a run."""
     if plan.retirements:
         gateway.rename_autoid_rows({r.record_id: r.retired_name for r in plan.retirements})
     if plan.new_rows:
         gateway.create_autoid_rows(plan.new_rows)
     if resend and plan.resend:
+        retired = {r.record_id for r in plan.retirements}
+        expected = [row for row in read if row.record_id not in retired]
+        problems = foreign_rows(plan.new_rows, plan.resend, expected, gateway.autoid_rows())
+        if problems:
+            raise ConcurrentWriter(
+                f"another writer changed AutoID during this repair: {'; '.join(problems[:3])}; "
+                "no transfer request was written — stop the other writer, then repair again"
+            )
         gateway.create_transfers(plan.resend)
     log.info(
         "repair wrote %d renamed row(s), %d new row(s), %d transfer request(s)",
@@ -185,13 +233,11 @@ def _summary(plan: RepairPlan | None, ending: Ending, started: datetime, duratio
 
 
 def _new_folder(reports_dir: Path, started: datetime) -> Path:
-    reports_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    moment = datetime.now(UTC)
-    path = reports_dir / f"{moment:%Y%m%dT%H%M%S}Z-{MODE}"
-    if path.exists():
-        path = reports_dir / f"{moment:%Y%m%dT%H%M%S}.{moment.microsecond // 1000:03d}Z-{MODE}"
-    path.mkdir(mode=0o700)
-    return path
+    """A run folder numbered in the run history like every other (``new_run_folder``), so the
+    index lists a repair in the order it happened among the runs."""
+    from autoid_lib.records.folders import new_run_folder
+
+    return new_run_folder(reports_dir, MODE, datetime.now(UTC))
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -12,10 +12,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .api import CREATOR_RIGHTS, RIGHTS
     from .seed import build_demo, seed_patient_identifiers
     from .server import Sandbox
 
-__all__ = ["Sandbox", "build_demo", "seed_patient_identifiers"]
+__all__ = ["CREATOR_RIGHTS", "RIGHTS", "Sandbox", "build_demo", "seed_patient_identifiers"]
 
 
 def __getattr__(name: str) -> Any:
@@ -23,6 +24,10 @@ def __getattr__(name: str) -> Any:
         from .server import Sandbox
 
         return Sandbox
+    if name in {"CREATOR_RIGHTS", "RIGHTS"}:
+        from . import api
+
+        return getattr(api, name)
     if name in {"build_demo", "seed_patient_identifiers"}:
         from . import seed
 

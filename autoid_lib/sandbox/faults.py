@@ -10,8 +10,9 @@ done. Kinds, each what a real REDCap or its web server has done:
 ``lost_answer`` the request is carried out (an import is written), then the server sleeps
                ``delay_s`` seconds and answers HTTP 504: the client cannot know it worked
 ``truncated``  HTTP 200 with the real JSON answer cut off half way (dropped connection)
-``oom``        HTTP 200 with PHP's HTML "Allowed memory size exhausted" block followed by
-               REDCap's JSON error, as REDCap answers when it runs out of memory
+``oom``        HTTP 500 with REDCap's error "REDCap ran out of server memory…" in the request's
+               return format (JSON ``{"error": …}``), as REDCap 15.7.6 answers an API request
+               that passes its 2 GB memory limit (System.php)
 ``dropped_rows`` HTTP 200 with valid JSON, but the rows of some records left out (every third
                record, at least one): large exports have come back like this, silently
 
@@ -28,7 +29,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .protocol import JSON_TYPE, TEXT_TYPE, Response
+from .protocol import JSON_TYPE, TEXT_TYPE, ApiError, Response, render_error
 
 FAULT_KINDS = ("http500", "timeout", "truncated", "oom", "lost_answer", "dropped_rows")
 
@@ -54,11 +55,6 @@ _HTTP504 = """<html>
 </html>
 """
 
-_OOM_HTML = (
-    "<br />\n<b>Fatal error</b>:  Allowed memory size of 268435456 bytes exhausted "
-    "(tried to allocate 20480 bytes) in <b>/var/www/html/redcap/redcap_v14.5.0/Classes/"
-    "Records.php</b> on line <b>4785</b><br />\n"
-)
 OOM_MESSAGE = (
     "REDCap ran out of server memory. The request cannot be processed. Please try "
     "importing/exporting a smaller amount of data."
@@ -157,9 +153,9 @@ def gateway_timeout() -> Response:
     return 504, TEXT_TYPE, _HTTP504.encode()
 
 
-def out_of_memory() -> Response:
-    body = _OOM_HTML + json.dumps({"error": OOM_MESSAGE})
-    return 200, TEXT_TYPE, body.encode()
+def out_of_memory(fmt: str = "json") -> Response:
+    """REDCap's answer past its memory limit: RestUtility::sendResponse(500, …)."""
+    return render_error(ApiError(OOM_MESSAGE, 500), fmt)
 
 
 def truncated(real: Response) -> Response:

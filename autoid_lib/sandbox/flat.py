@@ -12,8 +12,17 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
-from .protocol import ApiError
+from .protocol import (
+    DUPLICATE_RECORDS,
+    INVALID_DATE,
+    INVALID_DATETIME,
+    NOT_A_CATEGORY,
+    NOT_A_CHECKBOX_VALUE,
+    NOT_VALIDATED,
+    ApiError,
+)
 from .schema import (
     COMPLETE_CHOICES,
     NON_IMPORTABLE_TYPES,
@@ -22,15 +31,30 @@ from .schema import (
     Field,
     Schema,
 )
-from .store import BASE, RecordData, Slot
+from .store import BASE, RecordData, Slot, fold
 
-_VALIDATORS = {
-    "integer": re.compile(r"-?\d+"),
-    "date_ymd": re.compile(r"\d{4}-\d{2}-\d{2}"),
-    "datetime_ymd": re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}"),
-    "datetime_seconds_ymd": re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}"),
-    "mrn_11d": re.compile(r"\d{11}"),
+# REDCap's validation types the three dictionaries use: the shape, the strptime pattern that
+# makes a date a real calendar value (REDCap's regular expressions check months, days and leap
+# years), and REDCap's text when a value fails (Records::saveData)
+_VALIDATORS: dict[str, tuple[re.Pattern[str], str, str]] = {
+    "integer": (re.compile(r"[-+]?\d+"), "", NOT_VALIDATED),
+    "date_ymd": (re.compile(r"\d{4}-\d{2}-\d{2}"), "%Y-%m-%d", INVALID_DATE),
+    "datetime_ymd": (
+        re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}"),
+        "%Y-%m-%d %H:%M",
+        INVALID_DATETIME,
+    ),
+    "datetime_seconds_ymd": (
+        re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}"),
+        "%Y-%m-%d %H:%M:%S",
+        INVALID_DATETIME,
+    ),
+    "mrn_11d": (re.compile(r"\d{11}"), "", NOT_VALIDATED),
 }
+# PHP's trim(): what REDCap strips from a record name (values are stored as given)
+PHP_SPACE = " \t\n\r\0\x0b"
+# REDCap's classic projects have one event; its unique name is part of an import row's key
+FIRST_EVENT = "event_1_arm_1"
 
 
 # -- export -----------------------------------------------------------------------------
@@ -146,18 +170,25 @@ def plan_import(
     """
     columns = schema.columns()
     rid = schema.record_id
+    duplicates = _duplicate_rows(schema, rows)
+    if duplicates:
+        raise ApiError(f"{DUPLICATE_RECORDS} {', '.join(duplicates)}")
     _check_columns(schema, rows, columns)
     errors: list[str] = []
     plan = ImportPlan()
     renamed: dict[str, str] = {}
     next_number = highest_number + 1
     next_instance: dict[tuple[str, str], int] = {}
+    # a name differing only in case from a stored one (or an earlier row's) is that record,
+    # under the name first stored (Records::checkRecordNamesCaseSensitive)
+    known = {fold(n): n for n in existing}
     for number, row in enumerate(rows, start=1):
-        old = row.get(rid, "").strip()
+        old = record_name(row.get(rid, ""))
         if not old:
             raise ApiError(
                 f"The record ID field ({rid}) is blank in row {number}; every row needs a record ID"
             )
+        _check_name(old)
         if force_auto_number:
             if old not in renamed:
                 renamed[old] = str(next_number)
@@ -165,7 +196,7 @@ def plan_import(
                 plan.auto_ids.append(f"{renamed[old]},{old}")
             name = renamed[old]
         else:
-            name = old
+            name = known.setdefault(fold(old), old)
             if name not in plan.changes:
                 plan.auto_ids.append(f"{name},{name}")
         if name not in plan.changes:
@@ -182,7 +213,7 @@ def plan_import(
                 if value.strip():
                     errors.append(_error_line(name, col, value, _misplaced(schema, form, slot)))
                 continue
-            problem = _invalid(spec, col, value)
+            problem = invalid_value(spec, col, value)
             if problem:
                 errors.append(_error_line(name, col, value, problem))
             values[col] = value
@@ -190,6 +221,44 @@ def plan_import(
         raise ApiError("\n".join(errors))
     _default_form_status(schema, plan.changes, existing, renamed)
     return plan
+
+
+def record_name(raw: str) -> str:
+    """A record name as REDCap stores it: PHP's ``trim`` applied."""
+    return raw.strip(PHP_SPACE)
+
+
+def _check_name(name: str) -> None:
+    """Record names REDCap refuses (data_import_tool_215/216, 233)."""
+    if any(char in name for char in "+'&#"):
+        raise ApiError(
+            f"The record name ({name}) cannot contain a plus sign (+), ampersand (&), pound sign "
+            "(#), or apostrophe."
+        )
+    if len(name) > 100:
+        raise ApiError(
+            "Record names must be 100 characters or less in length. The following record name "
+            f"is too long and thus cannot be imported: {name}"
+        )
+
+
+def _duplicate_rows(schema: Schema, rows: list[dict[str, str]]) -> list[str]:
+    """REDCap refuses two rows for the same record (case ignored) in one import into a project
+    without repeating instruments, forceAutoNumber or not; it names each repeat by its row key
+    (record-event-instrument-instance)."""
+    if schema.repeating:
+        return []
+    seen: set[str] = set()
+    repeats: list[str] = []
+    for row in rows:
+        name = record_name(row.get(schema.record_id, ""))
+        instrument = row.get(REPEAT_INSTRUMENT, "") if row.get(REPEAT_INSTANCE, "") else ""
+        instance = row.get(REPEAT_INSTANCE, "")
+        key = f"{name}-{FIRST_EVENT}-{instrument}-{instance}"
+        if fold(key) in seen and key not in repeats:
+            repeats.append(key)
+        seen.add(fold(key))
+    return repeats
 
 
 def _check_columns(schema: Schema, rows, columns) -> None:
@@ -254,31 +323,36 @@ def _misplaced(schema: Schema, form: str, slot: Slot) -> str:
     return f"The field belongs to the non-repeating instrument {form}, not to {slot[0]}"
 
 
-def _invalid(spec: Field | None, col: str, value: str) -> str:
+def invalid_value(spec: Field | None, col: str, value: str) -> str:
+    """REDCap's text for a value it refuses, or "" (a value below a field's minimum is only a
+    warning in REDCap: stored)."""
     value = value.strip()
     if not value:
         return ""
-    if spec is None:
-        ok = value in dict(COMPLETE_CHOICES)
-    elif spec.type == "checkbox":
-        ok = value in {"0", "1"}
-    elif spec.type in {"dropdown", "radio", "yesno"}:
-        ok = value in spec.choice_codes()
-    else:
-        pattern = _VALIDATORS.get(spec.validation)
-        ok = pattern is None or bool(pattern.fullmatch(value))
-        if ok and spec.validation == "integer" and spec.validation_min:
-            ok = int(value) >= int(spec.validation_min)
-        if not ok:
-            return (
-                f"The value you provided could not be validated because it does not follow the "
-                f"expected format ({spec.validation}). Please try again."
-            )
-    return "" if ok else f"The value is not a valid category for {col}"
+    if spec is None:  # a form status: a dropdown 0/1/2
+        return "" if value in dict(COMPLETE_CHOICES) else f"{NOT_A_CATEGORY} {col}"
+    if spec.type == "checkbox":
+        return "" if value in {"0", "1"} else f"{col} {NOT_A_CHECKBOX_VALUE}"
+    if spec.type in {"dropdown", "radio", "yesno"}:
+        return "" if value in spec.choice_codes() else f"{NOT_A_CATEGORY} {col}"
+    rule = _VALIDATORS.get(spec.validation)
+    if rule is None:
+        return ""
+    shape, calendar, message = rule
+    if not shape.fullmatch(value):
+        return message
+    if calendar:
+        try:
+            datetime.strptime(value, calendar)
+        except ValueError:
+            return message
+    return ""
 
 
 def _error_line(record: str, col: str, value: str, message: str) -> str:
-    return f'"{record}","{col}","{value}","{message}"'
+    """One line of REDCap's import error list: CSV, quotes doubled."""
+    quoted = [text.replace('"', '""') for text in (record, col, value, message)]
+    return ",".join(f'"{text}"' for text in quoted)
 
 
 def _default_form_status(schema, changes, existing, renamed) -> None:

@@ -34,6 +34,45 @@ RECORDS_EMPTY = (
     "The 'records' parameter is an empty array. The parameter must be an array containing one "
     "or more record names to delete."
 )
+# API/index.php checks the token's rights before any method runs: HTTP 403 with these texts
+NO_EXPORT_RIGHT = "You do not have API Export privileges"
+NO_IMPORT_RIGHT = "You do not have API Import/Update privileges"
+NO_DELETE_RIGHT = "You do not have Delete Record privileges"
+NO_RENAME_RIGHT = "You do not have Rename Record privileges"
+# Records::saveData (English.ini data_import_tool_217, system_config_947, data_import_tool_190,
+# data_import_tool_193, config_functions_77, data_import_tool_222, data_import_tool_227)
+DUPLICATE_RECORDS = (
+    "The records listed below occur more than once. Please remove any duplicates and try again:"
+)
+DEVELOPMENT_LIMIT = (
+    "NOTICE: No new records can be created since this project has already met the limit of "
+    "{limit} records while in Development status. If you have questions regarding this, please "
+    "contact your REDCap Administrator."
+)
+INVALID_DATE = (
+    "Invalid date format. (NOTE: Dates must be imported here only in Y-M-D format, regardless "
+    "of the specific date format designated for this field.)"
+)
+INVALID_DATETIME = (
+    "Invalid date format. (NOTE: Dates must be imported here only in Y-M-D H:M[:S] format, "
+    "regardless of the specific date format designated for this field.)"
+)
+NOT_VALIDATED = (
+    "The value you provided could not be validated because it does not follow the expected "
+    "format. Please try again."
+)
+NOT_A_CATEGORY = "The value is not a valid category for"
+NOT_A_CHECKBOX_VALUE = (
+    "is a checkbox field and thus can only have a value of '1' (checked) or '0' (unchecked)."
+)
+# REDCap::renameRecord (api_187, api_189, api_188; data_entry_318/319)
+RENAME_NO_RECORD = "Current record name must be provided."
+RENAME_NO_NEW_NAME = "New record name must be provided."
+RENAME_UNKNOWN = "Current Record does not exists."
+RENAME_TAKEN = (
+    '{label} "{old}" could not be changed to "{new}" because that record already exists! Please '
+    "try again."
+)
 
 
 class ApiError(Exception):
@@ -90,13 +129,17 @@ def array_param(params: dict[str, str], name: str) -> list[str] | None:
 
 def flag(value: str | None) -> bool:
     """REDCap's booleans arrive as ``true``/``1`` (PyCap sends Python's ``True``)."""
-    return (value or "").strip().lower() in {"true", "1", "yes"}
+    return (value or "").strip().lower() in {"true", "1"}
 
 
-def error_format(params: dict[str, str]) -> str:
-    """Errors follow ``returnFormat``, else ``format``, else REDCap's default, XML."""
+def return_format(params: dict[str, str]) -> str:
+    """REDCap's ``$returnFormat`` (API/index.php): ``returnFormat``, else ``format``, else
+    XML. Errors and plain answers are rendered in it."""
     fmt = (params.get("returnFormat") or params.get("format") or "xml").lower()
     return fmt if fmt in {"json", "csv", "xml"} else "xml"
+
+
+error_format = return_format
 
 
 def render_error(error: ApiError, fmt: str) -> Response:
@@ -104,19 +147,20 @@ def render_error(error: ApiError, fmt: str) -> Response:
         return error.status, JSON_TYPE, json.dumps({"error": error.message}).encode()
     if fmt == "csv":
         return error.status, CSV_TYPE, f"ERROR: {error.message}".encode()
-    body = (
-        '<?xml version="1.0" encoding="UTF-8" ?>\n<hash>\n  <error>'
-        f"{_xml_escape(error.message)}</error>\n</hash>"
-    )
+    # RestUtility::sendResponse: one line, the message not escaped
+    body = f'<?xml version="1.0" encoding="UTF-8" ?><hash><error>{error.message}</error></hash>'
     return error.status, XML_TYPE, body.encode()
-
-
-def _xml_escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def render_json(value: Any, status: int = 200) -> Response:
     return status, JSON_TYPE, json.dumps(value, ensure_ascii=False).encode("utf-8")
+
+
+def render_plain(text: str, fmt: str) -> Response:
+    """A bare value (a version, a record name) as RestUtility::sendResponse sends it: the
+    body as is, the content type of ``fmt``."""
+    content_type = {"json": JSON_TYPE, "csv": CSV_TYPE}.get(fmt, XML_TYPE)
+    return 200, content_type, text.encode("utf-8")
 
 
 def render_text(text: str, status: int = 200) -> Response:

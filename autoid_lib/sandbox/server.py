@@ -20,14 +20,14 @@ import os
 import secrets
 import threading
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from zoneinfo import ZoneInfo
 
-from .api import RedcapApp
+from .api import CREATOR_RIGHTS, RIGHTS, RedcapApp
 from .faults import Fault
 from .protocol import decode_rows
 from .schema import DATABASES
@@ -35,6 +35,7 @@ from .seed import DEFAULT_STUDIES, SeedSummary, build_demo
 from .store import Store
 
 SEEDS = ("demo", "empty")
+__all__ = ["CREATOR_RIGHTS", "RIGHTS", "SEEDS", "Sandbox", "new_token"]
 
 
 def new_token() -> str:
@@ -93,6 +94,11 @@ class Sandbox:
     record times and the ``dateRangeBegin``/``End`` filter are on that clock, as on a real
     REDCap. ``import_row_cost_s`` makes every imported row take that long (REDCap 15.7.6
     measured about 0.008 s a row on 2 vCPU), so tests and benchmarks see slow writes.
+    ``status`` maps a database to ``"development"`` or ``"production"`` (the default for all):
+    in development REDCap refuses an import that would take it past 50 records, and project
+    info's ``in_production`` is 0. ``rights`` maps a database to its token's rights, a subset
+    of ``RIGHTS`` (``export``, ``import``, ``delete``, ``rename``; default all four);
+    ``CREATOR_RIGHTS`` is what REDCap gives a project's creator.
     """
 
     def __init__(
@@ -107,6 +113,8 @@ class Sandbox:
         n_studies: int = DEFAULT_STUDIES,
         timezone: str = "",
         import_row_cost_s: float = 0.0,
+        status: Mapping[str, str] | None = None,
+        rights: Mapping[str, Iterable[str]] | None = None,
     ):
         if seed not in SEEDS:
             raise ValueError(f"unknown seed {seed!r}; choose one of {SEEDS}")
@@ -124,7 +132,12 @@ class Sandbox:
             self.store.set_meta("seed", seed)
             self.store.set_meta("created", self._clock().strftime("%Y-%m-%d %H:%M:%S"))
         self.app = RedcapApp(
-            self.store, self.tokens, self._clock, created=self.store.get_meta("created") or ""
+            self.store,
+            self.tokens,
+            self._clock,
+            created=self.store.get_meta("created") or "",
+            rights=rights,
+            status=status,
         )
         self.app.import_row_cost_s = import_row_cost_s
         self._server: _ThreadingServer | None = None
@@ -241,14 +254,33 @@ class Sandbox:
     def clear_faults(self) -> None:
         self.app.faults.clear()
 
-    def add_token(self, database: str, *, delete: bool = True) -> str:
-        """A second API token on ``database`` (another REDCap user); ``delete=False`` lacks the
-        Delete Record right. Not kept in the database file."""
+    def add_token(
+        self,
+        database: str,
+        *,
+        delete: bool = True,
+        import_: bool = True,
+        export: bool = True,
+        rename: bool = True,
+        rights: Iterable[str] | None = None,
+    ) -> str:
+        """A second API token on ``database`` (another REDCap user), with the rights switched
+        off by the flags, or exactly ``rights`` (e.g. ``CREATOR_RIGHTS``: no delete, no
+        rename). Not kept in the database file."""
         if database not in DATABASES:
             raise ValueError(f"unknown database {database!r}; choose one of {DATABASES}")
+        if rights is None:
+            flags = {"delete": delete, "import": import_, "export": export, "rename": rename}
+            rights = {right for right, on in flags.items() if on}
         token = new_token()
-        self.app.add_token(database, token, delete=delete)
+        self.app.add_token(database, token, rights)
         return token
+
+    def set_status(self, database: str, status: str) -> None:
+        """Move ``database`` to ``"development"`` or ``"production"``."""
+        if database not in DATABASES or status not in ("development", "production"):
+            raise ValueError(f"unknown database or status: {database!r}, {status!r}")
+        self.app.status[database] = status
 
     # -- data ---------------------------------------------------------------------------
     def rows(self, database: str, **export_options) -> list[dict[str, object]]:

@@ -6,6 +6,10 @@ stored) and one ``records`` row per record with its creation and last-modificati
 server local time (``YYYY-MM-DD HH:MM:SS``, so that text order is time order). A store is a
 file or, for tests, in memory; one lock serialises every access, and every write is one
 transaction, so an import is all-or-nothing.
+
+Record names compare without regard to (ASCII) case, as in REDCap's MySQL tables (a ``_ci``
+collation): the ``record`` columns are ``COLLATE NOCASE``, so a lookup, a delete or a record
+list by ``ABC`` finds the stored ``abc`` and answers with the stored name.
 """
 
 from __future__ import annotations
@@ -30,18 +34,27 @@ _IN_LIST = "record IN (SELECT value FROM json_each(?))"
 _SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS records (
-    db TEXT NOT NULL, record TEXT NOT NULL,
+    db TEXT NOT NULL, record TEXT NOT NULL COLLATE NOCASE,
     created TEXT NOT NULL, modified TEXT NOT NULL,
     PRIMARY KEY (db, record)
 );
 CREATE TABLE IF NOT EXISTS data (
-    db TEXT NOT NULL, record TEXT NOT NULL, form TEXT NOT NULL, instance INTEGER NOT NULL,
+    db TEXT NOT NULL, record TEXT NOT NULL COLLATE NOCASE, form TEXT NOT NULL,
+    instance INTEGER NOT NULL,
     col TEXT NOT NULL, value TEXT NOT NULL,
     PRIMARY KEY (db, record, form, instance, col)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS records_created ON records (db, created);
 CREATE INDEX IF NOT EXISTS records_modified ON records (db, modified);
 """
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def fold(name: str) -> str:
+    """A record name as REDCap's database compares it: ASCII case ignored (SQLite NOCASE)."""
+    return name.translate(_ASCII_LOWER)
 
 
 def record_sort_key(name: str) -> tuple[int, int, str]:
@@ -212,6 +225,24 @@ class Store:
                     "DELETE FROM data WHERE db = ? AND record = ? AND form = ? AND instance = ? "
                     "AND col = ?",
                     deletes,
+                )
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            cur.execute("COMMIT")
+
+    def rename(self, db: str, old: str, new: str, now: str) -> None:
+        """Give record ``old`` the name ``new``, marked modified at ``now`` (one transaction)."""
+        with self.lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN")
+            try:
+                cur.execute(
+                    "UPDATE records SET record = ?, modified = ? WHERE db = ? AND record = ?",
+                    (new, now, db, old),
+                )
+                cur.execute(
+                    "UPDATE data SET record = ? WHERE db = ? AND record = ?", (new, db, old)
                 )
             except BaseException:
                 cur.execute("ROLLBACK")
