@@ -44,7 +44,9 @@ th,td{border-bottom:1px solid #d8dde2;padding:4px 8px;text-align:left;white-spac
 th{background:#f3f5f7;white-space:normal;vertical-align:bottom}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 td.err{white-space:normal;color:#5b6670;min-width:10em}
 td.files{white-space:normal;min-width:9em}
-td.err .todo{font-size:12px}
+td.err .todo{font-size:12px}td.err .msg{font-size:12px;color:#1d2329;margin:2px 0}
+td.err details summary{cursor:pointer;font-size:12px}
+.wide{overflow-x:auto;width:100%}
 .s{font-weight:600;border-radius:3px;padding:0 5px}
 .s-ok{color:#1e7b34;background:#edf7ef}.s-attention{color:#9a5b00;background:#fff6e5}
 .s-failed{color:#b3261e;background:#fdeceb}.s-unknown{color:#5b6670;background:#f3f5f7}
@@ -83,12 +85,12 @@ def rebuild_index(reports_dir: Path | str) -> Path:
         + _charts(folders)
         + f"<p>{len(rows)} run(s), newest first. Updated {generated:%Y-%m-%d %H:%M} UTC. "
         "Times are UTC; counts of a dry run are what it would have created.</p>"
-        "<table><thead><tr><th>started (UTC)</th><th>mode</th><th>status</th>"
+        '<div class="wide"><table><thead><tr><th>started (UTC)</th><th>mode</th><th>status</th>'
         '<th class="num">transfers</th><th class="num">new IDs</th>'
         '<th class="num">reused IDs</th><th class="num">skipped</th>'
         '<th class="num">anomalies</th><th class="num">duration (whole command)</th>'
         "<th>files</th>"
-        "<th>error</th></tr></thead><tbody>\n" + "\n".join(rows) + "\n</tbody></table>"
+        "<th>error</th></tr></thead><tbody>\n" + "\n".join(rows) + "\n</tbody></table></div>"
         "</main></body></html>\n"
     )
     path = reports_dir / INDEX_FILE
@@ -115,9 +117,13 @@ def _row(folder: Path, started: datetime, mode: RunMode) -> str:
     error_cell = ""
     if error:
         cause = cause_of(error.get("kind"), error.get("type", ""))
+        # one line a row; the message and the advice one click away, the message first, so
+        # an advice that points at "REDCap's message above" has it above
         error_cell = (
             f"{_e(error.get('step', ''))}: <b>{_e(error.get('cause') or cause.label)}</b>"
-            f'<div class="todo">{_e(error.get("action") or cause.action)}</div>'
+            "<details><summary>details</summary>"
+            f'<div class="msg">{_e(error.get("message", ""))}</div>'
+            f'<div class="todo">{_e(error.get("action") or cause.action)}</div></details>'
         )
     error_cell += "".join(
         f'lease: <b>ticket not given back</b><div class="todo">{_e(entry.get("action", ""))}</div>'
