@@ -125,8 +125,10 @@ def _row(folder: Path, started: datetime, mode: RunMode) -> str:
             f'<div class="msg">{_e(error.get("message", ""))}</div>'
             f'<div class="todo">{_e(error.get("action") or cause.action)}</div></details>'
         )
-    error_cell += "".join(
-        f'lease: <b>ticket not given back</b><div class="todo">{_e(entry.get("action", ""))}</div>'
+    error_cell += "".join(  # a ticket left in REDCap: not an error, but others wait for it
+        "<div>lease: <b>ticket not given back</b><details><summary>details</summary>"
+        f'<div class="msg">{_e(entry.get("message", ""))}</div>'
+        f'<div class="todo">{_e(entry.get("action", ""))}</div></details></div>'
         for entry in _lease_not_released(summary)
     )
     skipped, anomalies = summary.get("skipped"), summary.get("anomalies")
