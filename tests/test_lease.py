@@ -687,7 +687,8 @@ def test_a_killed_runs_ticket_recorded_by_this_installation_does_not_block_the_n
     assert result.lease == {"ticket": result.lease["ticket"], "renewals": 0, "released": True}
     assert lease_rows(sandbox) == []  # its own ticket and the killed run's: one delete
     assert sandbox.request_counts()[("autoid", "record", "delete")] == 1
-    assert LeaseState(state_path(settings.run.lock_file)).runs == {}
+    state = state_path(settings.run.lock_file)
+    assert LeaseState(state).runs == {} and state.stat().st_mode & 0o777 == 0o600
 
 
 def test_a_ticket_of_this_machine_whose_process_is_gone_is_waited_for_only_until_quiet(
@@ -799,6 +800,7 @@ def test_refused_lease_ticket_advice_names_the_token_rights_and_the_setting(sand
     sandbox.inject_fault("http500", database="autoid", content="record", action="import")
     result = run_autoid(settings)
     assert result.error.step == "lease" and result.error.kind == FailureKind.LEASE_REFUSED
+    assert result.lease == {"ticket": None, "renewals": 0, "released": False}
     entry = result.error.as_entry()
     assert "[redcap.tokens] autoid" in entry["action"]
     assert "'Delete Records'" in entry["action"] and "[lease] delete = false" in entry["action"]

@@ -484,9 +484,10 @@ class RedcapLease:
         return next((t.run_id for t in self.seen if t.record == record), "")
 
     def summary(self) -> dict[str, Any]:
-        """summary.json's ``lease``: the ticket, its renewals, whether it was given back."""
+        """summary.json's ``lease``: the ticket (None: none was written), its renewals, whether
+        it was given back."""
         return {
-            "ticket": self._last_record or self.record,
+            "ticket": self._last_record or self.record or None,
             "renewals": self.renewals,
             "released": self.released,
         }
