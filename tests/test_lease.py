@@ -747,6 +747,58 @@ def test_without_the_delete_right_a_killed_runs_numbered_ticket_is_marked_releas
     assert again.error is None and len(lease_rows(sandbox)) == 2
 
 
+def test_without_the_delete_right_a_killed_runs_slot_is_not_overwritten_while_it_may_write(
+    sandbox, tmp_path
+):
+    """Without the delete right each run reuses its slot record; had the next run simply
+    overwritten the slot of a run killed a moment ago, a write of that run still under way
+    would have gone unseen. The run takes a new slot, waits until the killed run's last request
+    can no longer land, and marks the old slot released."""
+    from autoid_lib.redcap.lease import LeaseState, state_path
+
+    knee(sandbox)
+    settings = kit(sandbox, tmp_path, lease={**FAST, "expiry_s": 600, "delete": False})
+    weak = sandbox.add_token("autoid", delete=False)
+    (tmp_path / "tokens" / "autoid.token").write_text(weak)
+    settings = load_settings(settings.path)
+    assert run_autoid(settings).error is None  # creates and releases its slot
+    state = LeaseState(state_path(settings.run.lock_file))
+    (slot,) = [r["record_id"] for r in lease_rows(sandbox)]
+    assert state.slot == slot
+    chosen = lease_settings(settings.lease, timeout_s=settings.redcap.timeout_s)
+    _overwrite_slot(sandbox, slot, chosen.installation)
+    just_now = datetime.now(UTC).isoformat()
+    state.note_run("killed-run", record=slot, pid=gone_pid(), node=_node(), sent=just_now)
+    knee(sandbox, first=1)
+    result = run_autoid(settings)
+    assert result.error is None and len(result.plan.transfers) == 1
+    assert result.timings["read"] >= 0.5  # waited for the killed run's last request
+    states = {r["record_id"]: r["autoid_hash"] for r in lease_rows(sandbox)}
+    assert len(states) == 2 and set(states.values()) == {RELEASED} and states[slot] == RELEASED
+
+
+def _node() -> str:
+    from autoid_lib.redcap.lease import node_id
+
+    return node_id()
+
+
+def _overwrite_slot(sb, slot: str, installation: str) -> None:
+    """The slot as a run killed while holding it leaves it: live, its process gone."""
+    import socket
+
+    fields = ticket_fields(
+        run_id="killed-run",
+        installation=installation,
+        host=socket.gethostname(),
+        pid=gone_pid(),
+        started=datetime.now(UTC) - timedelta(seconds=1),
+        expiry_s=600,
+        node=_node(),
+    )
+    sb.add_rows("autoid", [{"record_id": slot, **fields}], overwrite=True)
+
+
 def test_a_failed_release_is_an_anomaly_and_the_next_run_clears_the_ticket(sandbox, tmp_path):
     """Until now one stderr line: the release's failure is a `lease_not_released` anomaly
     with REDCap's cause (no token), the run needs attention, and the next run of this

@@ -246,6 +246,10 @@ class RedcapLease:
             node=self.node,
         )
         reuse = self.state.slot if not self._may_delete() else ""
+        if reuse and any(entry.get("record") == reuse for entry in self.state.runs.values()):
+            # the slot's last run never gave it back (killed): overwriting its ticket would hide
+            # a run that may still be writing; it is judged as any ticket, this run takes a new
+            reuse = ""
         if not reuse and self._may_delete() is False:
             reuse = f"lease-{secrets.token_hex(6)}"  # never an auto-number: only ours
             self.state.save(slot=reuse)
@@ -494,7 +498,8 @@ class RedcapLease:
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="seconds")
+    """Full precision: a last send rounded down would let the next run stop waiting early."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def _who(ticket: Ticket | None) -> str:
