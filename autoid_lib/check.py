@@ -1,8 +1,12 @@
 """``autoid check``: is the configuration usable, and what would the run work on?
 
-Validates the config, reaches each database with its own token, and lists the auto-ID projects
+Validates the config, reaches each database with its own token (and says which is still in
+Development status), probes the site's REDCap for what the kit needs — its version, the AutoID
+token's delete right (a harmless delete of a name that cannot exist), REDCap's clock (measured
+with the kit's probe record against ``[run] server_timezone``) — and lists the auto-ID projects
 with their patterns, capacity and exhaustion forecast, so an operator can fix a setup before
-the first run.
+the first run. It writes only the probe record (deleted again when the token may) and the
+clock's confirmation in the local copy.
 """
 
 from __future__ import annotations
@@ -20,11 +24,19 @@ from autoid_lib.hash_scheme import describe as describe_hash_scheme
 from autoid_lib.plan import PlanSettings, plan
 from autoid_lib.private_files import private_folder
 from autoid_lib.records.history import recorded_capacity
+from autoid_lib.redcap import clock as redcap_clock
 from autoid_lib.redcap.gateway import RedcapGateway
 from autoid_lib.redcap.lease import installations_seen
 from autoid_lib.redcap.table_cache import LocalCopy
 from autoid_lib.run import server_time
 from autoid_lib.safe_text import printable
+from autoid_lib.server_clock import (
+    CLOCK_RECORD,
+    Confirmation,
+    confirmation_key,
+    judge,
+    zone_offset,
+)
 from autoid_lib.snapshot import Snapshot
 from autoid_lib.status import ExitStatus
 
@@ -72,10 +84,22 @@ def check_setup(settings: Settings) -> CheckReport:
     gateway = RedcapGateway(settings.redcap)
     for database in DATABASES:
         try:
-            report.checks[f"REDCap {database}"] = f"ok ({gateway.project_title(database)!r})"
+            info = gateway.project_info(database)
         except AutoIdError as error:
             report.checks[f"REDCap {database}"] = f"FAILED: {error}"
             report.ok = False
+            continue
+        title = str(info.get("project_title", ""))
+        report.checks[f"REDCap {database}"] = f"ok ({title!r}, {_status(info)})"
+        if not _in_production(info):
+            report.warnings.append(
+                f"REDCap {database} is in Development status: REDCap refuses imports that would "
+                "make it hold more than 50 records (the kit adds AutoID records for every new "
+                "patient); move the project to Production"
+            )
+    if not report.ok:
+        return report
+    _probe_site(settings, gateway, report)
     if not report.ok:
         return report
     try:
@@ -113,6 +137,84 @@ def check_setup(settings: Settings) -> CheckReport:
             report.warnings.append(anomaly.message)
     report.leases = installations_seen(lease_rows, datetime.now(UTC))
     return report
+
+
+def _status(info: dict) -> str:
+    return "production" if _in_production(info) else "development: at most 50 records"
+
+
+def _in_production(info: dict) -> bool:
+    return str(info.get("in_production", "")).strip() == "1"
+
+
+def _probe_site(settings: Settings, gateway: RedcapGateway, report: CheckReport) -> None:
+    """REDCap's version, the AutoID token's delete right (asked without harm) and REDCap's
+    clock (measured with the kit's probe record; docs/run.md, "REDCap's clock")."""
+    try:
+        report.checks["REDCap version"] = gateway.redcap_version("autoid")
+        deletes = redcap_clock.may_delete(gateway)
+    except AutoIdError as error:
+        report.checks["REDCap AutoID rights"] = f"FAILED: {error}"
+        report.ok = False
+        return
+    report.checks["AutoID token may delete records"] = _delete_right(settings, deletes, report)
+    try:
+        measured = redcap_clock.probe(gateway, may_delete=deletes)
+    except AutoIdError as error:
+        report.checks["REDCap's clock"] = f"FAILED: {error}"
+        report.ok = False
+        return
+    now = datetime.now(UTC)
+    zone = settings.run.server_timezone
+    verdict = judge(measured, zone, now, settings.cache.overlap_minutes)
+    kept = "" if deletes else f" (probe record {CLOCK_RECORD} kept: no delete right)"
+    if verdict.within:
+        report.checks["REDCap's clock"] = f"ok: {verdict.message}{kept}"
+        if verdict.ahead:
+            report.warnings.append(f"REDCap's clock: {verdict.message}")
+    else:
+        report.checks["REDCap's clock"] = (
+            f"FAILED: {verdict.message}{kept}; until it is fixed every run reads AutoID and "
+            "Projects whole"
+        )
+        report.ok = False
+    _keep_confirmation(settings, zone, now, verdict.within)
+
+
+def _delete_right(settings: Settings, deletes: bool, report: CheckReport) -> str:
+    """The delete right's line, and a warning when ``[lease] delete`` says otherwise."""
+    setting = settings.lease.get("delete")
+    if settings.lease.get("enabled") is False:  # no tickets: only check's probe record
+        return "yes" if deletes else "no (check's probe record is kept and rewritten)"
+    if deletes:
+        if setting is False:
+            report.warnings.append(
+                "[lease] delete = false, but the AutoID token may delete records: remove the "
+                "setting so that lease tickets are deleted after each run"
+            )
+        return "yes (lease tickets are deleted after each run)"
+    if setting is not False:
+        report.warnings.append(
+            "the AutoID token lacks REDCap's 'Delete Records' right (with 'API Import/Update'): "
+            "set [lease] delete = false, or grant the right; lease tickets are then kept and "
+            "rewritten"
+        )
+    return "no ('Delete Records' right missing: lease tickets are kept and rewritten)"
+
+
+def _keep_confirmation(settings: Settings, zone: str, now: datetime, within: bool) -> None:
+    """A clock ``check`` confirmed lets runs that write nothing trust the local copy."""
+    if not settings.cache.enabled:
+        return
+    copy = LocalCopy(settings.cache.dir)
+    key = confirmation_key(settings.redcap.urls["autoid"], zone)
+    try:
+        if within:
+            copy.save_clock(key, Confirmation(now, zone_offset(zone, now)))
+        elif copy.path.exists():
+            copy.save_clock(key, None)
+    except Exception:  # a cache: the next run then reads whole, nothing worse
+        return
 
 
 def _forecasts(settings: Settings, gateway: RedcapGateway, projects, moment) -> dict[str, Forecast]:

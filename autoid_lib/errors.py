@@ -13,7 +13,8 @@ token or a patient identifier::
     ├── LockHeld               another run holds the lock
     │   └── LeaseHeld          another installation holds the REDCap lease (docs/run.md)
     ├── LeaseExpired           this run outlived its lease: it writes nothing more
-    └── ConcurrentWriter       AutoID rows of this run's patients changed under it
+    ├── ConcurrentWriter       AutoID rows of this run's patients changed under it
+    └── RunFailed              a run recorded from the notebook failed (its report says where)
 """
 
 from __future__ import annotations
@@ -100,3 +101,8 @@ class LeaseExpired(AutoIdError):
 
 class ConcurrentWriter(AutoIdError):
     """Just before the transfers, AutoID showed rows this run did not write for its patients."""
+
+
+class RunFailed(AutoIdError):
+    """A run recorded from the run notebook (a scheduler executed it) failed; its report says
+    where. Raised in the notebook so that papermill and schedulers count the run as failed."""

@@ -7,10 +7,15 @@ the report template styles (``autoid_lib/templates/report/report.css``); the sta
 carries inline styles so it reads the same in Jupyter and in a mail client.
 
 Nothing here shows a patient ID or name: the result's tables never hold them.
+
+A result of ``None`` shows nothing: the notebook was executed by someone other than the kit (a
+scheduler, papermill), its run cell recorded the run by a nested ``autoid run`` and has shown
+that run's report already (``notebook_run.run_in_kernel``).
 """
 
 from __future__ import annotations
 
+import functools
 import html
 import io
 from collections import Counter, defaultdict
@@ -41,9 +46,20 @@ _BAR_COLOURS = {"ok": "#4c9a5e", "warn": "#e0a030", "bad": "#c8453b", "none": "#
 _MAX_BAR_DATES = 45  # more study dates than this: lines instead of stacked bars
 
 
+def _shown_by_the_run_cell(show: Callable[..., Any]) -> Callable[..., Any]:
+    """The display helper, showing nothing for ``result=None`` (a run recorded elsewhere)."""
+
+    @functools.wraps(show)
+    def shown(result: RunResult | None, *args: Any, **kwargs: Any) -> Any:
+        return None if result is None else show(result, *args, **kwargs)
+
+    return shown
+
+
 # -- status ------------------------------------------------------------------------------------
 
 
+@_shown_by_the_run_cell
 def status_banner(result: RunResult) -> HTML:
     """The first thing a reader sees: status, mode, window, duration and the plan sentence."""
     status = result.status
@@ -120,6 +136,7 @@ def _outcome_sentence(result: RunResult) -> str:
     return text + "."
 
 
+@_shown_by_the_run_cell
 def error_box(result: RunResult) -> HTML | None:
     """What failed and what to do, or nothing when the run did not fail."""
     if result.error is None and not result.problems:
@@ -163,6 +180,7 @@ def _written_after(step: str, mode: str) -> str:
 NOT_PLANNED = "Nothing to show: the run stopped before planning."
 
 
+@_shown_by_the_run_cell
 def projects_table(result: RunResult) -> HTML:
     """One row per auto-ID project: what arrived, what the run did, how full the ID space is."""
     if result.plan is None:
@@ -228,6 +246,7 @@ def _sum(column: pd.Series) -> int | None:
     return int(sum(values)) if len(values) == len(column) else None
 
 
+@_shown_by_the_run_cell
 def anomalies_table(result: RunResult) -> HTML:
     """What a human should look at, each with what to do about it."""
     if result.plan is None and not result.run_anomalies:
@@ -253,6 +272,7 @@ def _kind_label(kind: str) -> str:
     return " ".join(words.get(w, w) for w in kind.split("_"))
 
 
+@_shown_by_the_run_cell
 def studies_table(result: RunResult, detail: str = "summary") -> HTML:
     """Study-level rows (``detail == "full"`` only); a count by action otherwise."""
     if result.plan is None:
@@ -279,6 +299,7 @@ def studies_table(result: RunResult, detail: str = "summary") -> HTML:
     return HTML(html_table(header, rows, mono={2, 3, 4}, nowrap={1, 5}))
 
 
+@_shown_by_the_run_cell
 def run_details(result: RunResult, command_started: str = "") -> HTML:
     """API requests, where the time went (the run's and the whole command's), the re-read
     after writing, and which kit, REDCap host and config produced the report."""
@@ -348,6 +369,7 @@ def _studies_in_window(result: RunResult) -> str:
 # -- charts ------------------------------------------------------------------------------------
 
 
+@_shown_by_the_run_cell
 def incoming_chart(result: RunResult) -> Image | HTML:
     """Studies addressed to each auto-ID project, per study date."""
     if result.plan is None:
@@ -377,6 +399,7 @@ def incoming_chart(result: RunResult) -> Image | HTML:
     return _figure(draw, height=2.6, alt="Incoming studies per study date and project")
 
 
+@_shown_by_the_run_cell
 def capacity_chart(result: RunResult) -> Image | HTML:
     """How much of each project's ID space is used, after this run."""
     if result.plan is None:
@@ -414,6 +437,7 @@ def _forecast_mark(forecast: Forecast | None) -> str:
     return f" · full ≈ {forecast.full_on:%Y-%m-%d}"
 
 
+@_shown_by_the_run_cell
 def forecast_notes(result: RunResult) -> HTML | None:
     """Each project's exhaustion forecast in words, with the rate and where it comes from."""
     if not result.forecasts:

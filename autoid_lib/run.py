@@ -14,7 +14,7 @@ import time
 import traceback
 from collections.abc import Iterable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -32,10 +32,13 @@ from autoid_lib.lock import run_lock
 from autoid_lib.plan import Anomaly, PlanSettings, plan
 from autoid_lib.records.anomaly_log import remember_run
 from autoid_lib.records.last_success import read_last_success, record_success
+from autoid_lib.redcap import clock as redcap_clock
 from autoid_lib.redcap.gateway import RedcapGateway
 from autoid_lib.redcap.table_read import TableReader
 from autoid_lib.result import RunError, RunResult
+from autoid_lib.server_clock import confirmation_key, judge, tolerance, zone_offset
 from autoid_lib.snapshot import Snapshot
+from autoid_lib.vocab import AnomalyKind
 from autoid_lib.window import gap_anomaly, run_window
 
 log = logging.getLogger("autoid.run")
@@ -87,16 +90,24 @@ def run_autoid(
             window=window,
         )
         gateway = RedcapGateway(settings.redcap)
+        zone = settings.run.server_timezone
+        # the run's clock against the machine's: 0, unless a caller passed ``now``
+        shift = started - datetime.now(UTC) if now is not None else timedelta(0)
         tables = TableReader(
             gateway,
             settings.cache,
             now=started,
-            server_now=server_time(started, settings.run.server_timezone),
+            server_now=server_time(started, zone),
             full_read=full_read,
+            clock_key=confirmation_key(settings.redcap.urls["autoid"], zone),
+            kit_offset=zone_offset(zone, started),
         )
         lease = None if dry_run else redcap_lease(settings, gateway)
+        checked = _ClockCheck(settings, gateway, tables, shift)
         try:
-            _steps(result, settings, gateway, tables, dry_run, projects, rng, lease, recorded)
+            _steps(
+                result, settings, gateway, tables, dry_run, projects, rng, lease, recorded, checked
+            )
         finally:
             result.api_requests = gateway.requests
             result.api_bytes = gateway.bytes_received
@@ -112,7 +123,16 @@ def run_autoid(
 
 
 def _steps(
-    result, settings, gateway, tables, dry_run, projects, rng, lease=None, recorded=()
+    result,
+    settings,
+    gateway,
+    tables,
+    dry_run,
+    projects,
+    rng,
+    lease=None,
+    recorded=(),
+    clock_check=None,
 ) -> None:
     step = "read"
     try:
@@ -120,6 +140,9 @@ def _steps(
             if lease is not None:
                 step = "lease"
                 lease.take()
+                if clock_check is not None:  # before any read: they depend on REDCap's clock
+                    step = "read AutoID (REDCap's clock)"
+                    clock_check.check(lease)
             # AutoID first: with a lease it is the decisive read, and every other read must
             # come after it (docs/run.md, "Two installations, one REDCap")
             step = "read AutoID table"
@@ -152,8 +175,10 @@ def _steps(
         with _timed(result, "plan"):
             result.plan = plan(snapshot, _plan_settings(settings, result, projects, rng))
             gap = gap_anomaly(result.window) if result.window else None
-            if gap is not None:
-                result.plan = replace(result.plan, anomalies=(*result.plan.anomalies, gap))
+            late = clock_check.anomaly if clock_check else None
+            found = [a for a in (gap, late) if a is not None]
+            if found:
+                result.plan = replace(result.plan, anomalies=(*result.plan.anomalies, *found))
             _forecast(result, settings, snapshot, recorded)
         log.info("plan: %s", result.plan.describe())
         if dry_run or result.plan.is_empty:
@@ -202,6 +227,42 @@ def redcap_lease(settings: Settings, gateway: RedcapGateway):
         return None
     state = LeaseState(state_path(settings.run.lock_file))
     return RedcapLease(gateway, chosen, state, timeout_s=settings.redcap.timeout_s)
+
+
+class _ClockCheck:
+    """Every live run's check of REDCap's clock (docs/run.md, "REDCap's clock"): its own
+    lease ticket, written a moment ago, must be among REDCap's changes since the kit's idea
+    of REDCap's time when it was sent, minus the tolerance. 1 request; when it is missing,
+    6-7 more measure the offset, and the run reads whole with an anomaly naming the setting."""
+
+    def __init__(self, settings: Settings, gateway: RedcapGateway, tables: TableReader, shift):
+        self.settings, self.gateway, self.tables, self.shift = settings, gateway, tables, shift
+        self.anomaly: Anomaly | None = None
+
+    def check(self, lease) -> None:
+        sent = getattr(lease, "sent_utc", None)
+        if sent is None or not lease.record:
+            return
+        zone, overlap = self.settings.run.server_timezone, self.settings.cache.overlap_minutes
+        bound = server_time(sent + self.shift, zone) - tolerance(overlap)
+        if redcap_clock.confirm(self.gateway, lease.record, bound):
+            self.tables.confirm_clock(True)
+            return
+        measured = redcap_clock.measure(self.gateway, lease.record, sent)
+        verdict = judge(measured, zone, sent, overlap, shift=self.shift)
+        why = "REDCap's clock is not confirmed (this run's lease ticket was not among its changes)"
+        self.tables.confirm_clock(False, why)
+        log.warning("%s: %s", why, verdict.message)
+        if verdict.within:  # one answer lacked the ticket, seven agree on the clock: read whole
+            return
+        self.anomaly = Anomaly(
+            AnomalyKind.REDCAP_CLOCK,
+            "",
+            f"this run's own lease ticket was missing from REDCap's changes since it was "
+            f"written: {verdict.message}. This run read AutoID and Projects whole",
+            "Set [run] server_timezone to REDCap's PHP date.timezone (autoid check measures "
+            "it); until then every run reads whole",
+        )
 
 
 def _reread(tables: TableReader, into: list) -> list[dict]:

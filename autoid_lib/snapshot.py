@@ -14,13 +14,15 @@ from datetime import datetime
 # with this prefix. No auto-ID project may be named so; readers of patient rows skip them.
 KIT_PROJECT_PREFIX = "autoid-kit:"
 LEASE_PROJECT = "[autoid-kit:lease]"  # the REDCap lease's tickets (autoid_lib.lease)
+CLOCK_PROJECT = "[autoid-kit:clock]"  # the clock's probe record (autoid_lib.server_clock)
 
 
 def is_kit_project_name(name: str) -> bool:
     """Whether a project name is one of the kit's own (never an auto-ID project's), ignoring
     case as the planner matches project names."""
     name = name.strip().casefold()
-    return name.startswith(KIT_PROJECT_PREFIX) or name == LEASE_PROJECT.casefold()
+    reserved = (LEASE_PROJECT.casefold(), CLOCK_PROJECT.casefold())
+    return name.startswith(KIT_PROJECT_PREFIX) or name in reserved
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,7 @@ class AnomalyKind(StrEnum):
     CAPACITY_WARNING = "capacity_warning"
     FORECAST_WARNING = "forecast_warning"  # autoid_lib.forecast: the space fills up soon
     WINDOW_GAP = "window_gap"  # autoid_lib.window: an outage longer than the catch-up
+    REDCAP_CLOCK = "redcap_clock"  # autoid_lib.server_clock: server_timezone runs ahead of REDCap
     LEASE_NOT_RELEASED = "lease_not_released"  # autoid_lib.lease: a ticket left in REDCap
 
 

@@ -3,8 +3,9 @@
 Each case is one ``run_autoid`` against a fresh sandbox, set up as the case says; the sandbox
 counts every API request by kind. Without the lease (``[lease] enabled = false``) a run makes
 6 requests when nothing is new and at most 11 (docs/run.md: each table read is a names-only
-export and one record-list chunk per read_chunk_records); the lease adds its ticket and its
-release, one more read when two runs meet, and the second line of defence reads AutoID once
+export and one record-list chunk per read_chunk_records); the lease adds its ticket, the check
+of REDCap's clock on that ticket (docs/run.md, "REDCap's clock") and its release, one more read
+when two runs meet, and the second line of defence reads AutoID once
 before the transfers (the verify step then reuses that read).
 
 Then the long write: 10,000 new transfer requests (5,000 studies of known patients, 5,000 of new

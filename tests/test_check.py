@@ -16,9 +16,12 @@ def test_check_lists_projects_with_capacity_and_problems(demo_sandbox, tmp_path,
     assert "  ! AE title CARDIO is used by 2 auto-ID projects" in out
     assert "\n    runs out around " in out  # each project's forecast under its line
     assert "\n    no forecast: 0 new IDs" in out  # CardioB: nothing requested lately
-    # project info x4; projects, AutoID table and the look-back window's transfer requests,
-    # each a names-only export and one chunk
-    assert demo_sandbox.total_requests() == 4 + 2 * 3
+    # project info x4; version, the delete right, REDCap's clock (probe written, measured,
+    # deleted); projects, AutoID table and the look-back window's transfer requests, each a
+    # names-only export and one chunk
+    # (the bisection takes 6 or 7 requests, by the offset)
+    assert demo_sandbox.total_requests() - (4 + 2 + 2 + 2 * 3) in (6, 7)
+    assert "REDCap's clock: ok" in out and "AutoID token may delete records: yes" in out
 
 
 def test_check_names_a_refused_database_without_its_token(demo_sandbox, tmp_path, capsys):
@@ -93,3 +96,83 @@ def test_check_names_a_misspelt_key_in_every_table(demo_sandbox, tmp_path, capsy
         assert main(["check", "--config", str(config)]) == ExitStatus.CONFIG, where
         err = capsys.readouterr().err
         assert "misspelt_key; known keys: " in err, (where, err)
+
+
+def _zone(config, zone: str) -> None:
+    """Set (or change) ``[run] server_timezone`` in a sandbox-written config."""
+    lines = [line for line in config.read_text().splitlines() if "server_timezone" not in line]
+    at = lines.index("[run]") + 1
+    config.write_text("\n".join([*lines[:at], f'server_timezone = "{zone}"', *lines[at:]]) + "\n")
+
+
+def test_check_fails_on_a_server_timezone_8_hours_ahead_and_names_the_right_one(
+    sandbox_factory, tmp_path, capsys
+):
+    sb = sandbox_factory(seed="demo", timezone="Europe/Paris")  # REDCap's PHP date.timezone
+    config = sb.write_kit_files(tmp_path)
+    _zone(config, "Asia/Tokyo")  # 8 hours ahead of Paris in winter, 7 in summer
+    rows = sb.rows("autoid")
+    assert main(["check", "--config", str(config)]) == ExitStatus.FAILED
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("REDCap's clock:"))
+    assert line.startswith("REDCap's clock: FAILED: REDCap's clock is UTC+0")
+    assert "server_timezone (Asia/Tokyo)" in line and '"Europe/Paris"' in line
+    assert sb.rows("autoid") == rows  # the probe record is deleted again
+
+    _zone(config, "Europe/Paris")  # the advice, followed
+    assert main(["check", "--config", str(config)]) == ExitStatus.OK
+    assert "REDCap's clock: ok: REDCap's clock is UTC+0" in capsys.readouterr().out
+
+
+def test_check_behind_redcaps_clock_passes_with_a_warning(sandbox_factory, tmp_path, capsys):
+    sb = sandbox_factory(seed="demo", timezone="Asia/Tokyo")
+    config = sb.write_kit_files(tmp_path)
+    _zone(config, "UTC")  # behind: reads only get wider, so it is not a failure
+    assert main(["check", "--config", str(config)]) == ExitStatus.OK
+    out = capsys.readouterr().out
+    assert "REDCap's clock: ok: REDCap's clock is UTC+09:00 but [run] server_timezone" in out
+    assert "9 h behind" in out and '"Asia/Tokyo"' in out
+
+
+def test_check_finds_a_token_without_the_delete_right_and_keeps_one_probe_record(
+    demo_sandbox, tmp_path, capsys
+):
+    config = demo_sandbox.write_kit_files(tmp_path)
+    (tmp_path / "tokens" / "autoid.token").write_text(
+        demo_sandbox.add_token("autoid", delete=False)
+    )
+    rows = demo_sandbox.rows("autoid")
+    for _ in range(2):  # the probe record is rewritten under its one name, never a second one
+        assert main(["check", "--config", str(config)]) == ExitStatus.OK
+    out = capsys.readouterr().out
+    assert "AutoID token may delete records: no" in out and "[lease] delete = false" in out
+    kept = [r for r in demo_sandbox.rows("autoid") if r not in rows]
+    assert [r["record_id"] for r in kept] == ["autoid-kit-clock"]
+    assert kept[0]["autoid_project_name"] == "[autoid-kit:clock]"
+    assert "auto-ID projects: 6" in out  # the probe's reserved name is never a project
+
+
+def test_check_names_a_database_in_development_status(demo_sandbox, tmp_path, capsys):
+    from autoid_lib.check import _status
+
+    assert _status({"in_production": 1}) == "production"
+    assert "50 records" in _status({"in_production": 0})
+    config = demo_sandbox.write_kit_files(tmp_path)
+    assert main(["check", "--config", str(config)]) == ExitStatus.OK
+    out = capsys.readouterr().out
+    assert "REDCap autoid: ok ('" in out and ", production)" in out
+    assert "REDCap version: " in out
+
+
+def test_check_warns_about_a_database_redcap_keeps_in_development(
+    sandbox_factory, tmp_path, capsys
+):
+    """REDCap 15.7.6 refuses imports past 50 records in Development status: check says so for
+    the database the sandbox keeps in development, as REDCap's project info reports it."""
+    sb = sandbox_factory(seed="demo", status={"autoid": "development"})
+    config = sb.write_kit_files(tmp_path)
+    main(["check", "--config", str(config)])
+    out = capsys.readouterr().out
+    assert "REDCap autoid is in Development status" in out and "50 records" in out
+    (incoming,) = [line for line in out.splitlines() if line.startswith("REDCap incoming:")]
+    assert incoming.endswith(", production)")

@@ -43,7 +43,9 @@ def test_explore_prints_the_installed_notebooks_path():
     assert done.returncode == 0 and done.stderr == ""
     path = Path(done.stdout.strip())
     assert path.is_absolute() and path.name == "explore.ipynb"
-    assert path.parent.parent == Path(autoid_lib.__file__).parent
+    # the tests run from an editable checkout: its top-level notebooks/ (.ci/wheel-smoke checks
+    # the installed wheel's)
+    assert path.parent == Path(__file__).resolve().parent.parent / "notebooks"
     assert "explore_app" in nbformat.read(path, as_version=4).cells[-1].source
 
 
@@ -79,3 +81,14 @@ def test_the_reports_folder_has_one_name_and_the_old_one_still_works():
         assert args.reports_dir == "/tmp/r"
         args = parser.parse_args(["prune", "--keep-days", "3", flag, "/tmp/r"])
         assert args.reports_dir == "/tmp/r"
+
+
+def test_print_path_names_the_run_notebook_for_papermill():
+    done = subprocess.run(
+        [sys.executable, "-m", "autoid_lib.cli", "explore", "--print-path", NOTEBOOKS[0]],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0 and done.stderr == ""
+    assert NOTEBOOKS[0] == "populate_autoid.ipynb"
+    assert Path(done.stdout.strip()) == notebook_path("populate_autoid.ipynb")

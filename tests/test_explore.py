@@ -22,7 +22,7 @@ from autoid_lib.hashing import PatientHasher, sha512_hex
 from autoid_lib.plan import PlanSettings
 from autoid_lib.snapshot import AutoIdRow, ExistingTransfer, IncomingStudy, ProjectRecord, Snapshot
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "autoid_lib" / "notebooks" / "explore.ipynb"
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "explore.ipynb"
 NOW = datetime(2026, 11, 28, 8, 0)
 SETTINGS = PlanSettings(
     hasher=PatientHasher(), requested_at="2026-11-28 08:00", rng=random.Random(3)

@@ -27,7 +27,7 @@ from scenarios import PATIENTS, PID, autoid, clean_history, study, transfer
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-NOTEBOOK = Path(__file__).resolve().parent.parent / "autoid_lib" / "notebooks" / "explore.ipynb"
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "explore.ipynb"
 
 pytestmark = [
     pytest.mark.browser,

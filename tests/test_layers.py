@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import autoid_lib
+from autoid_lib.package_data import notebooks_dir
 
 PACKAGE = Path(autoid_lib.__file__).resolve().parent
 CLI = "autoid_lib.cli"
@@ -53,7 +54,7 @@ def graph() -> dict[str, set[str]]:
 
 def notebook_imports() -> dict[str, set[str]]:
     found = {}
-    for path in sorted((PACKAGE / "notebooks").glob("*.ipynb")):
+    for path in sorted(notebooks_dir().glob("*.ipynb")):
         cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
         source = "\n".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "code")
         found[path.name] = imported(ast.parse(source), "autoid_lib.notebooks")

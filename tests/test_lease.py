@@ -460,7 +460,8 @@ def test_a_held_lease_stops_the_run_before_any_read_and_names_the_holder(demo_sa
     demo_sandbox.reset_counts()
     blocked = run_autoid(settings)
     assert blocked.error.type == "LeaseHeld" and "old-server" in blocked.error.message
-    assert demo_sandbox.total_requests() == 4  # ticket, AutoID (names, chunk), give it back
+    # ticket, REDCap's clock, AutoID (names, chunk), give it back
+    assert demo_sandbox.total_requests() == 5
     assert demo_sandbox.rows("incoming") == incoming and demo_sandbox.rows("autoid") == autoid
 
 
@@ -482,7 +483,8 @@ def test_a_later_ticket_is_waited_for_once_then_given_way_to(demo_sandbox, tmp_p
     demo_sandbox.reset_counts()
     result = run_autoid(settings)
     assert result.error.type == "LeaseHeld" and "newer" in result.error.message
-    assert demo_sandbox.total_requests() == 6  # ticket, AutoID, AutoID again (2 each), give back
+    # ticket, REDCap's clock, AutoID, AutoID again (2 each), give back
+    assert demo_sandbox.total_requests() == 7
 
 
 def test_live_runs_in_a_row_each_give_the_lease_back_redcap_15_7_6(demo_sandbox, tmp_path):
@@ -515,7 +517,7 @@ def test_without_the_delete_right_runs_work_and_the_lease_table_stays_bounded(
         demo_sandbox.reset_counts()
         again = run_autoid(settings)
         assert again.error is None and again.problems == [] and len(again.plan.transfers) == 1
-        assert demo_sandbox.total_requests() <= 12 + 2  # the lease: 2 more, as with delete
+        assert demo_sandbox.total_requests() <= 12 + 3  # the lease: 3 more, as with delete
     rows = lease_rows(demo_sandbox)
     assert len(rows) <= 2 and all(r["autoid_hash"] == RELEASED for r in rows)
     # the released tickets never count as IDs

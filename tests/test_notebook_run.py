@@ -72,7 +72,7 @@ def assert_lean_self_contained(page: str) -> None:
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page, re.IGNORECASE)
     assert "@import" not in page and "<link" not in page.lower()
     assert "jp-" not in page  # none of JupyterLab's CSS
-    for code in ("run_in_kernel", "config_path", "import report", "report.status_banner"):
+    for code in ("run_cell", "config_path", "import report", "report.status_banner"):
         assert code not in page, f"code cell text {code!r} leaked into the report"
 
 
@@ -89,7 +89,7 @@ def test_shipped_notebook_has_no_outputs_and_runs_without_a_kernel_option():
     names = {line.split(":")[0] for line in params.source.splitlines()}
     assert names == {
         "config_path", "lookback_days", "dry_run", "full_read", "projects", "now", "detail",
-        "output_dir", "command_started",
+        "email", "reports_dir", "output_dir", "command_started",
     }  # fmt: skip
     assert not re.search(r"token|key|secret|password", _code_only(params.source), re.I)
     for cell in code:  # one library call per cell, no logic
@@ -170,15 +170,16 @@ def test_failing_redcap_exits_1_with_a_report_that_shows_the_error(demo_sandbox,
 
     assert status == ExitStatus.FAILED
     err = capsys.readouterr().err
-    assert "failed at read AutoID table" in err and len(err.strip().splitlines()) == 1
+    # the first AutoID read is the check of REDCap's clock on the run's lease ticket
+    assert "failed at read AutoID (REDCap's clock)" in err and len(err.strip().splitlines()) == 1
     (folder,) = run_folders(tmp_path / "reports")
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["status"] == "failed"
-    assert summary["error"]["step"] == "read AutoID table"
+    assert summary["error"]["step"] == "read AutoID (REDCap's clock)"
     assert summary["error"]["type"] == "RedcapError"
     assert demo_sandbox.rows("incoming") == before
     page = (folder / "report.html").read_text()
-    assert "Failed" in page and "read AutoID table" in page
+    assert "Failed" in page and "read AutoID (REDCap" in page
     assert (folder / "run.ipynb").is_file()
     assert "FAILED" in (tmp_path / "reports" / "index.html").read_text()
 

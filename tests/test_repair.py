@@ -218,7 +218,7 @@ def test_the_repair_record_is_private_and_carries_no_patient_data(sandbox, tmp_p
     folder = outcome.folder
     assert folder.name.endswith("-repair") and stat.S_IMODE(folder.stat().st_mode) == 0o700
     files = sorted(p.name for p in folder.iterdir())
-    assert files == ["repair.html", "summary.json", "worksheet.csv"]
+    assert files == ["repair.html", "sequence", "summary.json", "worksheet.csv"]
     for path in folder.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         text = path.read_text(encoding="utf-8")
@@ -386,3 +386,19 @@ def test_the_index_lists_a_repair_in_the_order_it_happened(sandbox, tmp_path):
     modes = [name.rsplit("-", 1)[1] for name in dict.fromkeys(order)]
     assert modes == ["dry", "repair", "dry"]
     assert (done.folder / "sequence").read_text().strip().isdigit()
+
+
+def test_a_dry_repair_report_names_itself_links_back_and_says_how_to_apply(sandbox, tmp_path):
+    """Issue 24, item 12: the repair report's title has its status and date, it links to the
+    index like every report, and a dry one says the command that writes it."""
+    import re
+
+    seed_legacy_damage(sandbox)
+    settings = settings_for(sandbox, tmp_path)
+    page = (repair(settings).folder / "repair.html").read_text()
+    title = re.search(r"<title>(.*?)</title>", page)[1]
+    assert title.startswith("Auto-ID repair: Needs attention (dry run) — 20")
+    assert '<a href="../index.html">all runs</a>' in page
+    assert f"autoid repair --config {settings.path} --apply" in page
+    applied = repair(settings, apply=True, resend=True, rng=random.Random(1))
+    assert "To write this repair" not in (applied.folder / "repair.html").read_text()

@@ -32,6 +32,12 @@ from autoid_lib.sandbox.protocol import MAX_INPUT_VARS
 # which form each action may use.
 SHAPES = {
     ("project", "", "format"): "API/project/export.php",
+    ("version", "", ""): "API/version/export.php (autoid check)",
+    (
+        "record",
+        "export",
+        "dateRangeBegin eventName fields format rawOrLabel rawOrLabelHeaders records type",
+    ): "API/record/export.php (did these records change since: REDCap's clock)",
     (
         "record",
         "export",

@@ -85,8 +85,9 @@ def test_live_run_serves_every_study_once_and_a_second_run_changes_nothing(demo_
     created = after - before
     assert sum(created.values()) == len(first.plan.transfers) > 0
     assert max(after.values()) == max(before.values(), default=1) == 1
-    # each table read is a names-only export and one chunk; + the lease: ticket and release
-    assert first.api_requests <= 11 + 2  # (docs/run.md)
+    # each table read is a names-only export and one chunk; + the lease: ticket, REDCap's
+    # clock (the ticket among the changes) and release
+    assert first.api_requests <= 11 + 3  # (docs/run.md)
     assert_one_to_one(demo_sandbox)
 
     rows_before = demo_sandbox.rows("autoid")
@@ -95,7 +96,7 @@ def test_live_run_serves_every_study_once_and_a_second_run_changes_nothing(demo_
     assert second.plan.is_empty
     assert demo_sandbox.rows("autoid") == rows_before
     assert transfer_requests(demo_sandbox) == after
-    assert second.api_requests == demo_sandbox.total_requests() == 6 + 2  # + ticket, release
+    assert second.api_requests == demo_sandbox.total_requests() == 6 + 3  # + ticket, clock, release
     assert not demo_sandbox.rows(
         "autoid", filter_logic="[autoid_project_name] = '[autoid-kit:lease]'"
     )
@@ -110,7 +111,7 @@ def test_dry_run_reads_and_plans_but_writes_nothing(demo_sandbox, tmp_path):  # 
     assert result.api_requests == 6  # three tables: record names, then one chunk each
 
 
-def test_500_new_studies_across_many_projects_take_at_most_13_requests(sandbox, tmp_path):
+def test_500_new_studies_across_many_projects_take_at_most_14_requests(sandbox, tmp_path):
     # legacy defect 9: one round trip per ID and per transfer
     for p in range(20):
         add_project(sandbox, f"PRJ{p}", f"AE{p}", rf"P{p}_\d{{4}}", record_id=str(p + 1))
@@ -119,7 +120,7 @@ def test_500_new_studies_across_many_projects_take_at_most_13_requests(sandbox, 
     result = run_autoid(load_settings(sandbox.write_kit_files(tmp_path)))
     assert result.error is None and result.problems == []
     assert len(result.plan.transfers) == 500 and len(result.plan.new_ids) == 250
-    assert sandbox.total_requests() == result.api_requests <= 11 + 2  # + the lease
+    assert sandbox.total_requests() == result.api_requests <= 11 + 3  # + the lease, the clock
     assert len(patient_rows(sandbox)) == 250
 
 
@@ -164,19 +165,21 @@ def test_a_failed_autoid_read_writes_nothing(sandbox, tmp_path, fault):  # legac
     settings = settings_for(sandbox, tmp_path, timeout_s=0.5, read_retries=1)
     sandbox.inject_fault(fault, database="autoid", action="export", times=10, delay_s=2)
     result = run_autoid(settings)
-    assert result.status == "failed" and result.error.step == "read AutoID table"
+    # the first AutoID read is the clock's check on the run's own lease ticket
+    assert result.status == "failed" and result.error.step.startswith("read AutoID")
     assert "autoid" in result.error.message
     assert len(sandbox.rows("autoid")) == 1
     assert not transfer_requests(sandbox)
     assert sandbox.tokens["autoid"] not in result.error.message
 
 
-@pytest.mark.parametrize("nth", range(1, 14))
+@pytest.mark.parametrize("nth", range(1, 15))
 def test_fault_at_any_request_fails_closed_and_the_next_run_completes(
     sandbox_factory, tmp_path, nth
 ):
-    # 1 ticket, 2-3 AutoID (names, chunk), 4-5 projects, 6-7 incoming, 8 AutoID import,
-    # 9-10 AutoID re-read, 11 transfers import, 12 transfers re-read, 13 release
+    # 1 ticket, 2 REDCap's clock (the ticket among the changes), 3-4 AutoID (names, chunk),
+    # 5-6 projects, 7-8 incoming, 9 AutoID import, 10-11 AutoID re-read, 12 transfers import,
+    # 13 transfers re-read, 14 release
     sb = sandbox_factory(seed="demo")
     settings = settings_for(sb, tmp_path, timeout_s=1, read_retries=0)
     settings = replace(settings, lease={"expiry_s": 2.5, "clock_skew_s": 0, "wait_s": 0})
@@ -187,12 +190,12 @@ def test_fault_at_any_request_fails_closed_and_the_next_run_completes(
     sb.inject_fault("http500", nth=nth)
     failed = run_autoid(settings)
     sb.clear_faults()
-    released = 1 < nth < 13  # nothing after the fault but giving the lease back
+    released = 1 < nth < 14  # nothing after the fault but giving the lease back
     assert sb.total_requests() == nth + released
-    assert (failed.status == "failed") == (nth < 13)  # a lost release: the work is done
-    if nth < 13 and failed.error.step.startswith(("read", "lease")):
+    assert (failed.status == "failed") == (nth < 14)  # a lost release: the work is done
+    if nth < 14 and failed.error.step.startswith(("read", "lease")):
         assert transfer_requests(sb) == before and len(sb.rows("autoid")) == stored
-    if nth == 13:  # the ticket was not given back: an anomaly, and the next run of this
+    if nth == 14:  # the ticket was not given back: an anomaly, and the next run of this
         # installation recognises it as its own (recorded, process gone) and removes it
         assert [a.kind for a in failed.run_anomalies] == ["lease_not_released"]
     final = run_autoid(settings)
@@ -273,7 +276,8 @@ def test_transfers_in_their_own_database_are_read_and_written_there(demo_sandbox
     result = run_autoid(settings)
     assert result.error is None and result.problems == []
     assert len(result.plan.transfers) == len(expected.transfers) > 0
-    assert demo_sandbox.total_requests() == 12 + 2  # one more read: the window's transfers; + lease
+    # one more read: the window's transfers; + lease (ticket, release) and REDCap's clock
+    assert demo_sandbox.total_requests() == 12 + 3
     assert run_autoid(settings).plan.is_empty
 
     chunked = replace(settings, redcap=replace(settings.redcap, chunk_size=20))

@@ -17,6 +17,7 @@ from stamped import unstamped
 from autoid_lib.cli import run as run_cli
 from autoid_lib.config import load_settings
 from autoid_lib.errors import ConfigError
+from autoid_lib.records.recorded_run import email_hook
 from autoid_lib.sandbox import seed_patient_identifiers
 from autoid_lib.status import ExitStatus
 
@@ -163,4 +164,4 @@ def test_the_email_table_is_checked_by_the_hook_not_by_the_config_loader(sandbox
     settings = load_settings(config)
     assert settings.email == {"smtp_port": "not a port"}
     with pytest.raises(ConfigError, match="smtp_port must be a port number"):
-        run_cli.email_hook(settings)
+        email_hook(settings)

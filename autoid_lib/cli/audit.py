@@ -1,9 +1,9 @@
 """``autoid audit``: the full-history audit (``audit.job.execute_audit``) from the command line.
 
-``--email`` works as for ``autoid run`` (``cli.run.email_hook``): the config's ``[email]`` table
-is checked before anything runs (missing or bad: exit 2), and the audit's summary is mailed once
-summary.json is written; the mail's outcome is summary.json's ``email`` entry and never changes
-the exit status. ``on-change`` compares with the previous audit.
+``--email`` works as for ``autoid run`` (``records.recorded_run.email_hook``): the config's
+``[email]`` table is checked before anything runs (missing or bad: exit 2), and the audit's
+summary is mailed once summary.json is written; the mail's outcome is summary.json's ``email``
+entry and never changes the exit status. ``on-change`` compares with the previous audit.
 
 Exit statuses: 0 the audit ran (its report may list findings), 1 it failed (REDCap or notebook
 error; the report says where), 2 bad configuration or command line.
@@ -30,15 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from autoid_lib.audit.job import execute_audit
-    from autoid_lib.cli.run import (
-        command_monitor,
-        configure_logging,
-        email_hook,
-        print_outcome,
-        say,
-    )
+    from autoid_lib.cli.run import configure_logging, print_outcome, say
     from autoid_lib.config import load_settings
     from autoid_lib.errors import ConfigError
+    from autoid_lib.records.recorded_run import command_monitor, email_hook
 
     configure_logging(args.quiet)
     try:

@@ -14,6 +14,10 @@ from importlib import metadata
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "init": (
+        "autoid_lib.cli.init",
+        "write a commented autoid.toml for a new site (and, with --deploy, the deploy files)",
+    ),
     "run": ("autoid_lib.cli.run", "run the job once as a recorded notebook: report, summary.json"),
     "check": ("autoid_lib.check", "validate the config, reach each database, list projects"),
     "audit": ("autoid_lib.cli.audit", "check all Incoming/AutoID history; write an audit report"),
@@ -30,7 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prune": ("autoid_lib.cli.prune", "remove run reports older than N days, rebuild index.html"),
     "explore": (
         "autoid_lib.cli.explore",
-        "find the installed explore notebook (ask REDCap questions)",
+        "open a copy of the explore notebook in JupyterLab (ask REDCap questions)",
     ),
 }
 

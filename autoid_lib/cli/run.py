@@ -25,9 +25,7 @@ from autoid_lib.safe_text import printable
 from autoid_lib.status import ExitStatus
 
 if TYPE_CHECKING:
-    from autoid_lib.config import Settings
-    from autoid_lib.monitoring import Monitor
-    from autoid_lib.records.notebook_run import Notify, RunRecord
+    from autoid_lib.records.notebook_run import RunRecord
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,26 +71,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from autoid_lib.config import load_settings
     from autoid_lib.errors import ConfigError, LockHeld
-    from autoid_lib.records.notebook_run import execute_run
+    from autoid_lib.records.recorded_run import record_run
 
     configure_logging(args.quiet)
-    monitor = None
     try:
         settings = load_settings(args.config)
-        notify = email_hook(settings) if args.email else None
-        monitor = command_monitor(settings, args.reports_dir, pings=not args.dry_run)
-        monitor.started()
-        record = execute_run(
+        record = record_run(
             settings,
+            email=args.email,
             dry_run=args.dry_run,
             full_read=args.full_read,
             lookback_days=args.lookback_days,
             projects=args.projects,
             detail=args.detail,
             now=args.now,
-            output_dir=args.reports_dir,
+            reports_dir=args.reports_dir,
             progress=options.show_progress(args),
-            notify=notify,
         )
     except ConfigError as error:
         say(f"autoid run: {error}")
@@ -101,25 +95,9 @@ def run(args: argparse.Namespace) -> int:
         say(f"autoid run: {error}")
         return ExitStatus.LOCKED
     except OSError as error:  # the lock file or the report folder cannot be written
-        if monitor is not None:
-            monitor.finished(False, "the run could not be recorded")
         say(f"autoid run: cannot record the run: {error.strerror}: {error.filename}")
         return ExitStatus.FAILED
-    monitor.finished(record.exit_status == ExitStatus.OK, record.summary.get("headline") or "")
     return print_outcome("autoid run", record, quiet=args.quiet)
-
-
-def command_monitor(settings: Settings, output_dir: str | None, *, pings: bool) -> Monitor:
-    """The ``[monitoring]`` table checked now (a bad one is exit 2, before anything runs)."""
-    from pathlib import Path
-
-    from autoid_lib.monitoring import Monitor, monitoring_settings
-
-    base = settings.path.parent if settings.path else Path.cwd()
-    reports_dir = Path(output_dir) if output_dir else Path(settings.run.reports_dir)
-    return Monitor(
-        monitoring_settings(settings.monitoring, base), reports_dir=reports_dir, pings=pings
-    )
 
 
 def print_outcome(command: str, record: RunRecord, *, quiet: bool) -> ExitStatus:
@@ -140,25 +118,6 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 
 def _now_stamp() -> str:
     return datetime.now().astimezone().strftime(TIME_FORMAT)
-
-
-def email_hook(settings: Settings) -> Notify:
-    """The ``notify`` hook that mails a run's summary; checks ``[email]`` now, not after the run.
-
-    Raises ``ConfigError`` if the config has no ``[email]`` table or a bad setting in it
-    (including a password reference that does not resolve).
-    """
-    from autoid_lib.errors import ConfigError
-    from autoid_lib.mail.send import notify
-    from autoid_lib.mail.settings import email_settings_from_config
-
-    if not settings.email:
-        raise ConfigError(
-            "--email needs an [email] table in the config (smtp_host, sender, recipients, …); "
-            "see docs/operations.md"
-        )
-    email_settings = email_settings_from_config(settings.email)
-    return lambda summary, run_dir: notify(summary, run_dir, email_settings)
 
 
 def configure_logging(quiet: bool) -> None:

@@ -178,7 +178,7 @@ def table_html(frame: pd.DataFrame) -> str:
     """
     align = ["right" if pd.api.types.is_numeric_dtype(frame[c]) else "left" for c in frame.columns]
     head = "".join(
-        f'<th style="text-align: {a}">{html.escape(str(c))}</th>'
+        f'<th style="text-align: {a}">{html.escape(heading(str(c)))}</th>'
         for c, a in zip(frame.columns, align, strict=True)
     )
     body = "".join(
@@ -191,6 +191,15 @@ def table_html(frame: pd.DataFrame) -> str:
         for row in frame.itertuples(index=False)
     )
     return f'<table class="dataframe"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+_HEADINGS = {"study_ref": "study", "study_uid": "study UID", "autoid_records": "AutoID records"}
+
+
+def heading(column: str) -> str:
+    """A column's name as a person reads it (``study_date`` → "study date"), as the run
+    report writes its headings."""
+    return _HEADINGS.get(column, column.replace("_", " "))
 
 
 def _cell(value: object) -> str:

@@ -36,7 +36,7 @@ from autoid_lib.vocab import AnomalyKind, RunMode, Status, plural, verified_coun
 
 _CSS = """
 body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;
-color:#1d2329}
+color:#1d2329;overflow-wrap:break-word}
 main{max-width:1100px;margin:0 auto;padding:20px 24px}
 h1{font-size:21px;margin:4px 0 4px}p{color:#5b6670;margin:0 0 12px}
 table{border-collapse:collapse;font-size:13px;width:100%}

@@ -14,10 +14,12 @@ then calls the ``notify`` hook (the e-mail step) and rewrites ``<reports_dir>/in
 failed run (REDCap error, or a notebook cell raising) still leaves all of these, with the error
 in the report and ``status: failed``.
 
-The kernel side is ``run_in_kernel``: the notebook's one call that loads the config, runs the job
-and writes ``summary.json``. Tracebacks in the executed notebook are reduced to code locations
-plus, for the kit's own errors, their message (which never holds patient data); any other
-exception text is withheld, since it may quote data.
+The kernel side is ``run_in_kernel``: the call that loads the config, runs the job and writes
+``summary.json`` (the notebook reaches it through ``recorded_run.run_cell``, which records the
+whole run as ``autoid run`` does when someone other than the kit executed the notebook).
+Tracebacks in the executed notebook are reduced to code locations plus, for the kit's own
+errors, their message (which never holds patient data); any other exception text is withheld,
+since it may quote data.
 """
 
 from __future__ import annotations
@@ -317,7 +319,8 @@ def run_in_kernel(
     now: str = "",
     output_dir: str = "",
 ) -> RunResult:
-    """The notebook's run cell: load the config, run the job, write summary.json (if asked)."""
+    """The run cell when the kit executes the notebook: load the config, run the job, write
+    summary.json into ``output_dir`` (if given)."""
     from autoid_lib.config import load_settings
     from autoid_lib.environment import environment
     from autoid_lib.run import run_autoid

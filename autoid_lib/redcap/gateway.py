@@ -37,6 +37,7 @@ from autoid_lib.redcap.read_check import (
 )
 from autoid_lib.safe_text import printable
 from autoid_lib.secret import redact
+from autoid_lib.server_clock import CLOCK_PROJECT
 from autoid_lib.snapshot import AutoIdRow, ExistingTransfer, IncomingStudy, ProjectRecord
 
 _T = TypeVar("_T")
@@ -254,10 +255,51 @@ class RedcapGateway:
 
     def project_title(self, database: str) -> str:
         """The database's REDCap project title: proves the URL and token work."""
+        return str(self.project_info(database).get("project_title", ""))
+
+    def project_info(self, database: str) -> dict:
+        """REDCap's project info (title, ``in_production``, ...): one request."""
         answer = self._call(database, "export project info", "export_project_info")
         if not isinstance(answer, dict):
             raise RedcapError(database, "export project info", "answer is not a JSON object")
-        return str(answer.get("project_title", ""))
+        return answer
+
+    # -- what autoid check probes, and REDCap's clock (autoid_lib.redcap.clock) ---------------
+
+    def redcap_version(self, database: str) -> str:
+        """REDCap's version (``content=version``), as REDCap spells it."""
+        answer = self._retried(
+            database,
+            "export version",
+            lambda: self._call(database, "export version", "export_version"),
+        )
+        return printable(str(answer or "unknown"))[:40]
+
+    def changed_since(self, database: str, names: Sequence[str], begin: datetime) -> list[str]:
+        """Which of ``names`` REDCap counts as created or modified at or after ``begin`` (its
+        own clock, to the second): one names-only export, ``YYYY-MM-DD HH:MM:SS`` only
+        (REDCap 15.7.6 drops the time part of any other spelling)."""
+        id_field = RECORD_ID_FIELD[database]
+        operation = f"export records changed since {begin:%Y-%m-%d %H:%M:%S}"
+        rows = self._export(
+            database, operation, fields=[id_field], records=list(names), date_begin=begin
+        )
+        _require_fields(rows, [id_field], database, operation)
+        return record_names(rows, id_field)
+
+    def write_kit_record(self, database: str, row: dict[str, str], operation: str) -> None:
+        """Write one of the kit's own records under its fixed name (not the lease's guard)."""
+        answer = self._import(database, operation, [row], guarded=False, return_content="count")
+        count = answer.get("count") if isinstance(answer, dict) else None
+        if str(count) != "1":
+            raise RedcapError(database, operation, f"REDCap confirmed {count} of 1 record")
+
+    def delete_kit_records(self, database: str, names: Sequence[str], operation: str) -> None:
+        """Delete records (``records[i]``, as REDCap's delete requires); one request."""
+        try:
+            self._call(database, operation, "delete_records", list(names))
+        except _Transient as error:
+            raise RedcapError(database, operation, str(error), error.kind) from None
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -692,6 +734,19 @@ def _host(url: str) -> str:
     return urlsplit(url).netloc or url
 
 
+# REDCap 15.7.6's answers to a delete the token may not make: HTTP 403 "You do not have Delete
+# Record privileges" (API/index.php, no "Delete Records" right), and HTTP 400 api_135
+# "Insufficient user privileges: You must have 'API Import/Update' privileges and 'Delete
+# Records' privileges …" (API/record/delete.php, the import right missing)
+_NO_DELETE_RIGHT = ("delete record privileges", "'delete records' privileges")
+
+
+def lacks_delete_right(error: RedcapError) -> bool:
+    """Whether REDCap refused a delete for the token's rights (either of its two answers)."""
+    reason = error.reason.lower()
+    return any(text in reason for text in _NO_DELETE_RIGHT)
+
+
 def _token_refused(error: Exception, reason: str) -> bool:
     """REDCap's answer to a wrong, expired or rights-less token: HTTP 403 or its text. A 403
     about one right ("You do not have Delete Record privileges") is not a refused token: the
@@ -762,8 +817,9 @@ def projects_from_rows(rows: list[dict]) -> list[ProjectRecord]:
 
 def autoid_from_rows(rows: list[dict]) -> tuple[list[AutoIdRow], list[dict]]:
     """AutoID rows as (ID rows, lease records). Lease records are split off here, where rows
-    are built, so no reader ever counts them as IDs."""
+    are built, so no reader ever counts them as IDs; the clock's probe record is dropped."""
     _require_fields(rows, AUTOID_FIELDS[:-1], "autoid", "export AutoID table")
+    rows = [row for row in rows if not is_clock_probe_row(row)]
     leases = [row for row in rows if is_lease_row(row)]
     return [
         AutoIdRow(
@@ -780,6 +836,17 @@ def autoid_from_rows(rows: list[dict]) -> tuple[list[AutoIdRow], list[dict]]:
 
 def is_lease_row(row: Mapping[str, str]) -> bool:
     return row.get("autoid_project_name", "").strip() == LEASE_PROJECT
+
+
+def is_clock_probe_row(row: Mapping[str, str]) -> bool:
+    """The record ``autoid check`` writes to measure REDCap's clock (``server_clock``)."""
+    return row.get("autoid_project_name", "").strip() == CLOCK_PROJECT
+
+
+def is_kit_row(row: Mapping[str, str]) -> bool:
+    """Lease tickets and the clock's probe: the kit's own AutoID records, deleted routinely
+    and never an ID."""
+    return is_lease_row(row) or is_clock_probe_row(row)
 
 
 def _checked_rows(answer: Any, database: str, operation: str) -> list[dict]:

@@ -55,14 +55,9 @@ from autoid_lib.lease import (
     renewal_due,
     ticket_fields,
 )
+from autoid_lib.redcap.gateway import lacks_delete_right
 
 log = logging.getLogger("autoid.lease")
-
-# REDCap 15.7.6's answers to a delete the token may not make: HTTP 403 "You do not have Delete
-# Record privileges" (API/index.php, no "Delete Records" right), and HTTP 400 api_135
-# "Insufficient user privileges: You must have 'API Import/Update' privileges and 'Delete
-# Records' privileges …" (API/record/delete.php, the import right missing)
-_NO_DELETE_RIGHT = ("delete record privileges", "'delete records' privileges")
 
 
 def tickets_of(lease_rows: list[dict]) -> list[Ticket]:
@@ -257,6 +252,7 @@ class RedcapLease:
             self.run_id, record=reuse, pid=os.getpid(), node=self.node, sent=_iso(self.sent_utc)
         )
         self._sent_at = self.monotonic()
+        self.sent_utc = self.clock()  # for REDCap's clock: as late as possible before the send
         self.record = self.gateway.write_lease(self._fields, reuse or None)
         self.state.note_run(self.run_id, record=self.record)
         self._read_at = self.clock()  # the decisive read starts after this
@@ -445,7 +441,7 @@ class RedcapLease:
         try:
             self.gateway.delete_lease_records([record, *dead])
         except RedcapError as error:
-            if any(text in error.reason.lower() for text in _NO_DELETE_RIGHT):
+            if lacks_delete_right(error):
                 log.warning(
                     "lease: the AutoID token may not delete records; tickets are reused "
                     "from now on (set [lease] delete = false to skip this try)"

@@ -1,14 +1,16 @@
 """The local copy of the AutoID and Projects tables: one SQLite file, private to its user.
 
-It holds what those tables hold (hashes, pseudonyms, project settings, lease tickets), never a
-patient ID, and only as a cache: REDCap stays the source of truth, and deleting the file is
-always safe (the next run reads the tables whole). A file that is unreadable, fails SQLite's
-own check, was written by another format, belongs to another REDCap project, or whose rows no
-longer match the checksum stored with them is *damaged*: it is removed, and the run reads
-whole and writes it anew. Each save is one SQLite transaction, so a run killed while saving
-leaves the previous copy (SQLite rolls the journal back at the next open).
+It holds what those tables hold (hashes, pseudonyms, project settings, lease tickets) and when
+REDCap's clock was last confirmed (``server_clock``), never a patient ID, and only as a cache:
+REDCap stays the source of truth, and deleting the file is always safe (the next run reads the
+tables whole). A file that is unreadable, fails SQLite's own check, was written by another
+format, belongs to another REDCap project, or whose rows no longer match the checksum stored
+with them is *damaged*: it is removed, and the run reads whole and writes it anew. Each save is
+one SQLite transaction, so a run killed while saving leaves the previous copy (SQLite rolls the
+journal back at the next open).
 
-Only the run touches it, under its run lock (``lock.run_lock``): two runs never race on it.
+Only the run touches the tables, under its run lock (``lock.run_lock``): two runs never race
+on them. ``autoid check`` writes one row besides, the clock's confirmation, in a transaction.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ import os
 import sqlite3
 import stat
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from autoid_lib.private_files import private_folder
 from autoid_lib.redcap.table_merge import CopyState, Row
+from autoid_lib.server_clock import Confirmation
 from autoid_lib.vocab import plural
 
 log = logging.getLogger("autoid.cache")
@@ -108,6 +111,41 @@ class LocalCopy:
             }
             db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta.items())
 
+    def clock_confirmation(self, key: str) -> Confirmation | None:
+        """When REDCap's clock was last confirmed for ``key`` (``server_clock.confirmation_key``),
+        or None: none kept, or the file cannot be read (then the run reads whole)."""
+        if not self.path.exists():
+            return None
+        try:
+            db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            try:
+                found = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            finally:
+                db.close()
+            if found is None:
+                return None
+            data = json.loads(found[0])
+            return Confirmation(
+                at_utc=datetime.fromisoformat(data["at"]),
+                kit_offset=timedelta(seconds=int(data["kit_offset_s"])),
+            )
+        except (sqlite3.Error, ValueError, KeyError, TypeError):
+            return None
+
+    def save_clock(self, key: str, confirmation: Confirmation | None) -> None:
+        """Keep (or, with None, forget) REDCap's clock confirmation, in one transaction."""
+        private_folder(self.path.parent)
+        with self._connection() as db, db:
+            if confirmation is None:
+                db.execute("DELETE FROM meta WHERE key = ?", (key,))
+                return
+            value = {
+                "at": confirmation.at_utc.isoformat(),
+                "kit_offset_s": int(confirmation.kit_offset.total_seconds()),
+            }
+            rows = {key: json.dumps(value), "format": FORMAT}
+            db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", rows.items())
+
     def describe(self) -> str:
         """One line for ``autoid check``, read-only: what the copy holds and from when."""
         if not self.path.exists():
@@ -121,6 +159,8 @@ class LocalCopy:
                 db.close()
         except sqlite3.Error:
             return f"unreadable ({self.path}); the next run reads the tables whole and rebuilds it"
+        if not any(name.startswith("key:") for name in meta):  # only the clock's confirmation
+            return f"none yet ({self.path}); the next run reads the tables whole"
         tables = " and ".join(
             f"{label} {plural(counts.get(name, 0), 'record')}"
             for name, label in (("autoid", "AutoID"), ("projects", "Projects"))
@@ -167,7 +207,8 @@ def _table(
 ) -> tuple[CopyState | None, str]:
     """One table's copy from an open, checked file."""
     if f"key:{database}" not in meta:
-        return None, "no local copy of this table yet"
+        kept = any(name.startswith("key:") for name in meta)  # else only the clock's row
+        return None, "no local copy of this table yet" if kept else "no local copy yet"
     if meta[f"key:{database}"] != key:
         return None, "the local copy is of another REDCap project (address or token changed)"
     texts = db.execute("SELECT record, data FROM rows WHERE db = ?", (database,))

@@ -48,12 +48,16 @@ def choose_read(
     one_request: int,
     forced: bool = False,
     missing_because: str = "no local copy yet",
+    clock_unconfirmed: str = "",
 ) -> tuple[ReadKind, str]:
     """Full or changes-only, and why (a phrase for the run's details). A table that fits
     ``one_request`` records is read whole: that costs no more requests than the record list
-    and the changes, and proves more."""
+    and the changes, and proves more. ``clock_unconfirmed`` (why REDCap's clock is not
+    confirmed, ``server_clock``) also reads whole: "changes since" needs that clock."""
     if forced:
         return ReadKind.FULL, "asked for (--full-read)"
+    if clock_unconfirmed:
+        return ReadKind.FULL, clock_unconfirmed
     if copy is None:
         return ReadKind.FULL, missing_because
     if len(copy.rows) <= one_request:

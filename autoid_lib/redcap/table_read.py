@@ -6,8 +6,10 @@ changed since its last read (``table_merge``), then saves the result as the new 
 check disagrees, or with ``--full-read``, it reads the table whole and checks that against the
 copy too: a record the copy holds that the whole read lacks is asked for by name, and the
 read fails closed if REDCap still has it. The second look before the transfers reads only what
-changed since this run's own read began. Reads that fail raise ``RedcapError`` as before; the
-copy is saved only after both tables were read completely.
+changed since this run's own read began. All of that needs REDCap's clock: on a clock neither
+this run (``confirm_clock``) nor a recent run or check confirmed, every read is whole.
+Reads that fail raise ``RedcapError`` as before; the copy is saved only after both tables were
+read completely.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from autoid_lib.redcap.gateway import (
     RECORD_ID_FIELD,
     RedcapGateway,
     autoid_from_rows,
-    is_lease_row,
+    is_kit_row,
     projects_from_rows,
 )
 from autoid_lib.redcap.read_check import IncompleteRead, record_names
@@ -39,6 +41,7 @@ from autoid_lib.redcap.table_merge import (
     without_deleted,
     witnesses,
 )
+from autoid_lib.server_clock import Confirmation, still_holds
 from autoid_lib.snapshot import AutoIdRow, ProjectRecord
 from autoid_lib.vocab import plural
 
@@ -73,10 +76,15 @@ class TableReader:
         now: datetime,
         server_now: datetime,
         full_read: bool = False,
+        clock_key: str = "",
+        kit_offset: timedelta = timedelta(0),
     ):
         self.gateway, self.settings = gateway, settings
         self.now, self.server_now, self.full_read = now, server_now, full_read
         self.copy = LocalCopy(settings.dir) if settings.enabled else None
+        # REDCap's clock (server_clock): confirmed by this run, or by a recent run or check
+        self.clock_key, self.kit_offset = clock_key, kit_offset
+        self._clock_doubt: str | None = None  # None: not decided yet; "": trusted
         self.reads: dict[str, TableRead] = {}
         self._rows: dict[str, dict[str, Row]] = {}
         self._loaded: dict[str, tuple[CopyState | None, str]] = {}
@@ -93,13 +101,43 @@ class TableReader:
 
     def autoid_rows_now(self) -> list[AutoIdRow]:
         """AutoID as REDCap holds it now, for the second look and verification: this run's
-        read, updated by what was created or modified since it began (not deletions)."""
-        if self.copy is None or "autoid" not in self._rows:
+        read, updated by what was created or modified since it began (not deletions) — or
+        the whole table when REDCap's clock is not confirmed."""
+        if self.copy is None or "autoid" not in self._rows or self.clock_doubt():
             return self.gateway.autoid_rows()
         since = self.server_now - _overlap(self.settings)
         changed = self.gateway.table_rows("autoid", since=since)
         rows = {**self._rows["autoid"], **{row["record_id"]: row for row in changed}}
         return autoid_from_rows(list(rows.values()))[0]
+
+    def confirm_clock(self, confirmed: bool, why: str = "") -> None:
+        """This run's own check of REDCap's clock (its lease ticket among the changes since
+        it was written): trusted or not for this run, and kept in the copy for runs that
+        write nothing. Call before the first read."""
+        self._clock_doubt = "" if confirmed else why or "REDCap's clock is not confirmed"
+        if self.copy is None or not self.clock_key:
+            return
+        kept = Confirmation(self.now, self.kit_offset) if confirmed else None
+        try:
+            self.copy.save_clock(self.clock_key, kept)
+        except Exception as error:  # a cache: unconfirmed it is read whole anyway
+            log.warning("could not keep REDCap's clock confirmation: %s", type(error).__name__)
+            if not confirmed:
+                self.copy.remove()
+
+    def clock_doubt(self) -> str:
+        """Why "changes since" reads may not be trusted on REDCap's clock, or "" (trusted):
+        this run's own check, else a confirmation a recent run or ``autoid check`` kept."""
+        if self._clock_doubt is None:
+            if self.copy is None or not self.clock_key:
+                self._clock_doubt = ""  # no copy: every read is whole anyway
+            else:
+                held = self.copy.clock_confirmation(self.clock_key)
+                ok, why = still_holds(
+                    held, self.now, self.kit_offset, self.settings.full_read_hours
+                )
+                self._clock_doubt = "" if ok else why
+        return self._clock_doubt
 
     def save(self) -> None:
         """Keep this run's reads as the copy. A save that fails is rolled back, and the copy
@@ -148,6 +186,7 @@ class TableReader:
             one_request=self.gateway.settings.read_chunk_records,
             forced=self.full_read,
             missing_because=missing_because,
+            clock_unconfirmed=self.clock_doubt(),
         )
         found = self._changes(database, copy) if kind == ReadKind.CHANGES and copy else None
         if found is None and kind == ReadKind.CHANGES:
@@ -213,8 +252,8 @@ def _overlap(settings: CacheSettings) -> timedelta:
 
 
 def _routine(database: str):
-    """Rows whose deletion is routine: the lease's tickets (AutoID)."""
-    return is_lease_row if database == "autoid" else (lambda row: False)
+    """Rows whose deletion is routine: the kit's own (lease tickets, the clock's probe)."""
+    return is_kit_row if database == "autoid" else (lambda row: False)
 
 
 def _rows_of(state: CopyState | None) -> Mapping[str, Row] | None:

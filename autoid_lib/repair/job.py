@@ -126,6 +126,7 @@ def repair(
             problems=tuple(problems),
             api_requests=gateway.requests,
             started=f"{started:%Y-%m-%d %H:%M} UTC",
+            config=str(settings.path or ""),
         )
     folder = Path(reports_dir) if reports_dir else Path(settings.run.reports_dir)
     return _record(folder, plan, ending, started, time.perf_counter() - clock)

@@ -56,6 +56,7 @@ class Ending:
     problems: tuple[str, ...] = ()  # differences found by the re-read after writing
     api_requests: int = 0
     started: str = ""
+    config: str = ""  # the config file, for the command that applies a dry repair
 
 
 def status(plan: RepairPlan | None, ending: Ending) -> str:
@@ -118,11 +119,15 @@ def _sorted_copies(plan: RepairPlan):
 def repair_html(plan: RepairPlan | None, ending: Ending, css: str) -> str:
     """The PI's page: what changes in AutoID, what is sent again, what the PACS must delete."""
     state = status(plan, ending)
+    when = f" — {ending.started}" if ending.started else ""
+    title = f"Auto-ID repair: {_LABEL[state]}{' (dry run)' if not ending.applied else ''}{when}"
     parts = [
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>Auto-ID repair report</title><style>{css}</style></head><body>"
-        '<main class="report"><h1>Auto-ID repair report</h1>',
+        f"<title>{_e(title)}</title><style>{css}</style></head><body>"
+        '<main class="report"><nav class="runs"><a href="../index.html">all runs</a> · '
+        '<a href="worksheet.csv">worksheet.csv</a> · <a href="summary.json">summary.json</a>'
+        "</nav><h1>Auto-ID repair report</h1>",
         _status_box(plan, ending, state),
     ]
     if plan is not None:
@@ -160,6 +165,13 @@ def _status_box(plan: RepairPlan | None, ending: Ending, state: str) -> str:
         done = _applied_text(plan, ending) if ending.applied else None
         lines.append(f"<span>{_e(done or 'would write: ' + plan.describe())}</span>")
     lines.append(f'<div class="facts">{_e(" · ".join(facts))}</div></div>')
+    if plan is not None and not ending.applied and not plan.is_empty(resend=True):
+        apply = f"autoid repair --config {ending.config} --apply" if ending.config else ""
+        lines.append(
+            f"<p>To write this repair: <code>{_e(apply or 'autoid repair --apply')}</code>, "
+            "and with <code>--resend</code> also request again each study sent under a wrong "
+            "ID (new IDs marked <em>example</em> are drawn again).</p>"
+        )
     if ending.error:
         lines.append(f'<p class="note">The repair stopped at {_e(ending.error)}.</p>')
     for problem in ending.problems:
