@@ -85,12 +85,14 @@ class HashSchemeChanged(ConfigError):
 class LeaseHeld(LockHeld):
     """Another run, maybe on another machine, holds the REDCap lease; this run wrote nothing."""
 
-    def __init__(self, holder: str):
+    def __init__(self, holder: str, *, known: bool = True):
         self.lock_file = ""
         self.holder = holder
-        AutoIdError.__init__(
-            self, f"another run holds the REDCap lease: {holder}; nothing was written"
+        self.known = known  # False: no other run's live ticket is known (this one's was lost)
+        what = (
+            "another run holds the REDCap lease" if known else "the REDCap lease is not confirmed"
         )
+        AutoIdError.__init__(self, f"{what}: {holder}; nothing was written")
 
 
 class LeaseExpired(AutoIdError):

@@ -22,6 +22,7 @@ class FailureKind(StrEnum):
     REDCAP_ERROR = "redcap_error"
     LOCK_HELD = "lock_held"
     LEASE = "lease"
+    LEASE_REFUSED = "lease_refused"
     HASH_SCHEME = "hash_scheme_changed"
     CONCURRENT_WRITER = "concurrent_writer"
     GENERATOR = "external_generator"
@@ -73,8 +74,17 @@ CAUSES: dict[FailureKind, Cause] = {
     ),
     FailureKind.LEASE: Cause(
         "the REDCap lease is held or expired",
-        "Another installation writes to the same REDCap; make sure only one is scheduled "
-        "(docs/run.md, 'Two installations, one REDCap').",
+        "If the message names another installation, make sure only one is scheduled against "
+        "this REDCap (docs/run.md, 'Two installations, one REDCap'); a run of this machine "
+        "that was killed holds nobody up. If this run outlived its lease, the next run "
+        "completes the work; raise [lease] expiry_s if it recurs.",
+    ),
+    FailureKind.LEASE_REFUSED: Cause(
+        "REDCap refused the lease ticket",
+        "The AutoID token ([redcap.tokens] autoid) writes a ticket record and deletes it "
+        "after the run: give its REDCap user 'API Import/Update' and 'Delete Records' on "
+        "the AutoID project (User Rights), or set [lease] delete = false (tickets are then "
+        "marked released, not deleted); the message says what REDCap refused.",
     ),
     FailureKind.HASH_SCHEME: Cause(
         "the hash scheme changed",
@@ -118,8 +128,15 @@ _BY_ERROR_TYPE: dict[str, FailureKind] = {
 }
 
 
-def failure_kind(error_type: str, redcap_kind: str | None = None) -> FailureKind:
-    """The kind of a failure from its exception's class name (and a RedcapError's own kind)."""
+def failure_kind(
+    error_type: str, redcap_kind: str | None = None, *, lease_request: bool = False
+) -> FailureKind:
+    """The kind of a failure from its exception's class name (and a RedcapError's own kind);
+    REDCap's refusal of a lease request (``lease_request``: writing or removing a ticket) is
+    about the AutoID token's rights for the lease, not about the data's fields."""
+    refused = error_type == "RedcapError" and redcap_kind in (None, "redcap_error")
+    if lease_request and refused:
+        return FailureKind.LEASE_REFUSED
     if redcap_kind:
         try:
             return FailureKind(redcap_kind)

@@ -78,6 +78,11 @@ def status_banner(result: RunResult) -> HTML:
         what = _e(_outcome_sentence(result))
     else:
         what = ""
+    for anomaly in result.run_anomalies:  # e.g. the lease not given back: said at the top
+        what += (
+            f'<div class="run-anomaly" style="color:#9a5b00;margin-top:2px">'
+            f"{_e(_sentence(anomaly.message.partition(':')[0]))} See “Needs a human”.</div>"
+        )
     changes = ""
     if result.changes is not None:
         changes = (
@@ -162,6 +167,8 @@ def error_box(result: RunResult) -> HTML | None:
 def _written_after(step: str, mode: str) -> str:
     if mode == "dry":
         return "nothing (dry run)"
+    if step == "lease":
+        return "nothing but this run's lease ticket (given back unless “Needs a human” says not)"
     if step.startswith("read") or step in ("plan", "config"):
         return "nothing: the run stops before any write when a read or the plan fails"
     return "possibly part of the plan; the next run completes it without duplicates"
@@ -242,7 +249,7 @@ def _sum(column: pd.Series) -> int | None:
 @_shown_by_the_run_cell
 def anomalies_table(result: RunResult) -> HTML:
     """What a human should look at, each with what to do about it."""
-    if result.plan is None:
+    if result.plan is None and not result.run_anomalies:
         return _note(NOT_PLANNED)
     frame = result.anomalies()
     if frame.empty:
@@ -255,7 +262,8 @@ def anomalies_table(result: RunResult) -> HTML:
     if "seen" in frame.columns:  # compared with the recorded anomalies (anomaly_memory)
         rows = [[*row, seen] for row, seen in zip(rows, frame["seen"], strict=True)]
         header.append("since")
-    return HTML(html_table(header, rows, numeric={2}))
+    note = _p("The run stopped before planning: the data's own anomalies are not known.")
+    return HTML(html_table(header, rows, numeric={2}) + (note if result.plan is None else ""))
 
 
 def _kind_label(kind: str) -> str:

@@ -22,6 +22,7 @@ from autoid_lib.plan import (
     KNOWN_ID_SOURCES,
     SKIPPED,
     TRANSFER,
+    Anomaly,
     Plan,
 )
 from autoid_lib.vocab import Detail, RunMode, Status
@@ -83,6 +84,9 @@ class RunResult:
     forecasts: dict[str, Forecast] = field(default_factory=dict)  # by project (forecast.py)
     changes: Changes | None = None  # against the recorded anomalies (None: not compared)
     environment: dict[str, str] | None = None  # environment.Environment: kit, REDCap host, config
+    # anomalies of the run itself rather than of the data (a lease ticket not given back)
+    run_anomalies: list[Anomaly] = field(default_factory=list)
+    lease: dict[str, Any] | None = None  # the REDCap lease: ticket, renewals, released
 
     # -- status ------------------------------------------------------------------------------
 
@@ -91,9 +95,15 @@ class RunResult:
         """ok, attention (a human should look) or failed (the run did not finish cleanly)."""
         if self.error is not None or self.problems:
             return Status.FAILED
+        if self.run_anomalies:
+            return Status.ATTENTION
         if self.plan is not None and (self.plan.anomalies or self.plan.skipped_by_reason()):
             return Status.ATTENTION
         return Status.OK
+
+    def all_anomalies(self) -> tuple[Anomaly, ...]:
+        """The plan's anomalies, then the run's own (in the order summary.json lists them)."""
+        return (*(self.plan.anomalies if self.plan else ()), *self.run_anomalies)
 
     def verified(self) -> dict[str, Any] | None:
         """The re-read after writing: how many AutoID rows and transfer requests it compared
@@ -124,6 +134,8 @@ class RunResult:
         elif self.plan is not None:
             verb = "would create" if self.mode == "dry" else "created"
             text += f" — {verb} {self.plan.describe()}"
+        for anomaly in self.run_anomalies:  # "the REDCap lease ticket 37 was not given back"
+            text += f"; {anomaly.message.partition(':')[0]}"
         return text
 
     # -- tables ------------------------------------------------------------------------------
@@ -158,7 +170,7 @@ class RunResult:
         return pd.DataFrame(rows, columns=ID_COLUMNS)
 
     def anomalies(self) -> pd.DataFrame:
-        rows = [a.__dict__ for a in self.plan.anomalies] if self.plan else []
+        rows = [a.__dict__ for a in self.all_anomalies()]
         frame = pd.DataFrame(rows, columns=ANOMALY_COLUMNS)
         marks = self.changes.marks if self.changes is not None else ()
         if len(marks) == len(frame) and len(frame):  # new or open since when (anomaly_memory)

@@ -117,7 +117,7 @@ def run_autoid(
         if not dry_run and result.status != "failed" and not projects:
             record_success(history_dir, window.end)
         if result.status != "failed" and not projects:  # a partial view resolves nothing
-            anomalies = [a.__dict__ for a in result.plan.anomalies] if result.plan else []
+            anomalies = [a.__dict__ for a in result.all_anomalies()]
             result.changes = remember_run(history_dir, anomalies, started, save=not dry_run)
     log.info("%s", result.headline)
     return result
@@ -204,7 +204,10 @@ def _steps(
             )
         _renew_mark(tables)
     except AutoIdError as error:
-        kind = failure_kind(type(error).__name__, getattr(error, "kind", None))
+        lease_request = " lease " in f" {getattr(error, 'operation', '')} "  # the gateway's
+        kind = failure_kind(
+            type(error).__name__, getattr(error, "kind", None), lease_request=lease_request
+        )
         result.error = RunError(step, type(error).__name__, str(error), kind)
         log.error("run failed at %s: %s", step, error)
     except Exception as error:  # recorded by type only: see module docstring
@@ -327,19 +330,43 @@ def _reread(tables: TableReader, into: list) -> list[dict]:
 
 
 def _release(result: RunResult, lease) -> None:
-    """Give the lease back; a failed release is logged (the ticket expires on its own)."""
+    """Give the lease back. A failed release is an anomaly of the run (``lease_not_released``,
+    with REDCap's cause and what to change): the ticket stays in REDCap until it expires or
+    this installation's next run removes it."""
     release_lease(lease)
+    try:
+        result.lease = lease.summary()
+        anomaly = release_anomaly(lease)
+        if anomaly is not None:
+            result.run_anomalies.append(anomaly)
+    except Exception as error:  # never hide the run's own outcome behind the release's
+        log.warning("could not report the REDCap lease's release: %s", type(error).__name__)
 
 
 def release_lease(lease) -> None:
-    """Give the lease back, for every writer (run, repair); a failed release is logged (the
-    ticket expires on its own) and never hides the writer's own outcome."""
+    """Give the lease back, for every writer (run, repair); never hides the writer's own
+    outcome: a failure is kept in ``lease.release_failure`` (``release_anomaly``)."""
     try:
         lease.release()
-    except AutoIdError as error:
-        log.warning("could not release the REDCap lease (it expires on its own): %s", error)
-    except Exception as error:  # never hide the run's own outcome behind the release's
+    except Exception as error:  # release() keeps REDCap's failures itself; anything else
         log.warning("could not release the REDCap lease: %s", type(error).__name__)
+
+
+def release_anomaly(lease) -> Anomaly | None:
+    """The ``lease_not_released`` anomaly of a release that failed, or None."""
+    from autoid_lib.lease import not_released_anomaly
+
+    failure = lease.release_failure
+    if failure is None:
+        return None
+    return not_released_anomaly(
+        failure.record,
+        failure.cause,
+        failure.expires,
+        kind=failure.kind,
+        token=lease.gateway.settings.tokens["autoid"].source,
+        tried_delete=failure.tried_delete,
+    )
 
 
 def _forecast(result: RunResult, settings: Settings, snapshot: Snapshot, recorded) -> None:

@@ -97,6 +97,7 @@ class AnomalyKind(StrEnum):
     REDCAP_CLOCK = "redcap_clock"  # autoid_lib.server_clock: server_timezone runs ahead of REDCap
     REDCAP_WENT_BACK = "redcap_went_back"  # redcap.copy_mark: REDCap restored from a backup
     AUTOID_ROWS_DELETED = "autoid_rows_deleted"  # AutoID rows deleted since the last read
+    LEASE_NOT_RELEASED = "lease_not_released"  # autoid_lib.lease: a ticket left in REDCap
 
 
 def as_utc(moment: datetime) -> datetime:

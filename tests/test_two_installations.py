@@ -3,9 +3,15 @@
 Each installation has its own config, token files, lock file and reports folder, as on two
 machines; both run ``autoid run`` (a real notebook kernel) against one sandbox while new
 studies arrive, and either run is SIGKILLed at a random moment or while its ticket is in
-REDCap; each reads AutoID through its own local copy once the table outgrows one read chunk.
-After every round: no patient with two IDs in a project, no ID for two patients, no
-study with two transfer requests; after a final clean run every servable study is served once.
+REDCap (mostly with its notebook kernel, as systemd stops a unit; sometimes `autoid run` alone,
+whose kernel then lives on for a moment: the lease, not the lock file, keeps it apart); each
+reads AutoID through its own local copy once the table outgrows one read chunk. Both run on
+this machine, so each also recognises a killed run's ticket by its process, the other
+installation's too (docs/run.md, "A run that was killed"); across machines such a ticket blocks
+the other installation until it expires (``test_lease.py``).
+
+After every round: no patient with two IDs in a project, no ID for two patients, no study with
+two transfer requests; after a final clean run every servable study is served once.
 
 ``make test`` runs a short version; ``.ci/run`` runs the long one (``-m installations``).
 """
@@ -56,13 +62,30 @@ def start(config: Path) -> subprocess.Popen:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        start_new_session=True,  # its own process group: the kill takes the kernel too
+        start_new_session=True,  # its own process group (the kernel has a session of its own)
     )
 
 
-def kill(run: subprocess.Popen) -> None:
+def kill(run: subprocess.Popen, *, kernel: bool) -> None:
+    """SIGKILL ``autoid run``'s process group; with ``kernel`` its notebook kernel too (a
+    session of its own), as systemd stops a unit's control group. Without, the kernel lives on
+    for about a second, still sending, as after `kill -9` of the autoid process alone."""
+    if kernel:
+        for child in children(run.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(run.pid, signal.SIGKILL)
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rpartition(")")[2].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
 
 
 def live_tickets(sb) -> list[dict]:
@@ -123,16 +146,17 @@ def play(sb, tmp_path: Path, rounds: int, seed: int) -> dict[str, Counter]:
         runs = [start(config) for config in configs]
         victim = None if round_no == 0 else rng.choice([None, 0, 1, 0, 1])  # 0: both finish
         how = rng.choice(["random", "holding"])
+        kernel = rng.random() < 0.7  # mostly the whole unit; sometimes autoid alone
         if victim is not None and how == "random":
             time.sleep(rng.uniform(0.5, 5.0))
-            kill(runs[victim])
+            kill(runs[victim], kernel=kernel)
         elif victim is not None:  # the moment its ticket is in REDCap
             deadline = time.monotonic() + 15
             label = "AB"[victim]
             while time.monotonic() < deadline and runs[victim].poll() is None:
                 if any(f"installation={label};" in t["autoid_value"] for t in live_tickets(sb)):
                     time.sleep(rng.uniform(0, 0.3))
-                    kill(runs[victim])
+                    kill(runs[victim], kernel=kernel)
                     break
                 time.sleep(0.02)
         for name, run in zip("AB", runs, strict=True):

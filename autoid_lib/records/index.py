@@ -32,7 +32,7 @@ from autoid_lib.records.folders import (
     run_folders,
 )
 from autoid_lib.records.summary import Summary
-from autoid_lib.vocab import RunMode, Status, plural, verified_counts
+from autoid_lib.vocab import AnomalyKind, RunMode, Status, plural, verified_counts
 
 _CSS = """
 body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;
@@ -125,9 +125,17 @@ def _row(folder: Path, started: datetime, mode: RunMode) -> str:
             f'<div class="msg">{_e(error.get("message", ""))}</div>'
             f'<div class="todo">{_e(error.get("action") or cause.action)}</div></details>'
         )
+    error_cell += "".join(  # a ticket left in REDCap: not an error, but others wait for it
+        "<div>lease: <b>ticket not given back</b><details><summary>details</summary>"
+        f'<div class="msg">{_e(entry.get("message", ""))}</div>'
+        f'<div class="todo">{_e(entry.get("action", ""))}</div></details></div>'
+        for entry in _lease_not_released(summary)
+    )
     skipped, anomalies = summary.get("skipped"), summary.get("anomalies")
-    # a run that stopped before planning knows no skipped studies or anomalies: "—", not 0
+    # a run that stopped before planning knows no skipped studies and only the run's own
+    # anomalies (a lease not given back): "—", not 0, unless it has one of those
     planned = summary.get("status") != Status.FAILED or bool(summary.get("studies_in_window"))
+    known_anomalies = planned or bool(_lease_not_released(summary))
     cells = [
         f"<td>{started:%Y-%m-%d %H:%M:%S}</td>",
         f"<td>{_e(summary.get('mode') or mode)}</td>",
@@ -136,7 +144,7 @@ def _row(folder: Path, started: datetime, mode: RunMode) -> str:
         _num(summary.get("ids_created") if planned else None),
         _num(summary.get("ids_reused") if planned else None),
         _num(sum(skipped.values()) if isinstance(skipped, dict) and planned else None),
-        _num(len(anomalies) if isinstance(anomalies, list) and planned else None),
+        _num(len(anomalies) if isinstance(anomalies, list) and known_anomalies else None),
         _duration(summary),
         f'<td class="files">{link}</td>',
         f'<td class="err">{error_cell}</td>',
@@ -201,6 +209,9 @@ def _state_box(folders: list[tuple[Path, RunFolder]]) -> str:
     verified = _verification(summaries)
     if verified:
         facts.append(verified)
+    for entry in _lease_not_released(newest):
+        clause, action = _first_clause(entry.get("message", "")), entry.get("action", "")
+        facts.append(f"<b>{_e(clause)}</b> by the last run: {_e(action)}")
     produced_by = describe(newest.get("environment"))
     if produced_by:
         facts.append(f"Produced by: {_e(produced_by)}")
@@ -209,6 +220,22 @@ def _state_box(folders: list[tuple[Path, RunFolder]]) -> str:
         f'<div class="state state-{status}"><span class="big s-{status}">{_e(label)}</span>'
         f"<ul>{items}</ul></div>"
     )
+
+
+def _lease_not_released(summary: Summary) -> list[dict[str, Any]]:
+    """The summary's ``lease_not_released`` anomalies: a ticket left in REDCap."""
+    anomalies = summary.get("anomalies")
+    return [
+        a
+        for a in (anomalies if isinstance(anomalies, list) else [])
+        if isinstance(a, dict) and a.get("kind") == AnomalyKind.LEASE_NOT_RELEASED
+    ]
+
+
+def _first_clause(message: object) -> str:
+    """``The REDCap lease ticket 37 was not given back`` from its anomaly's message."""
+    text = str(message).partition(":")[0]
+    return text[:1].upper() + text[1:]
 
 
 def _link(path: Path, parsed: RunFolder) -> str:

@@ -97,6 +97,7 @@ class Summary(TypedDict, total=False):
     seq: int | None  # the run's sequence number: its place in the run history
     environment: dict[str, str] | None  # environment.Environment: kit, REDCap host, config
     verified: dict[str, Any] | None  # the re-read after writing: autoid_rows, transfers, matched
+    lease: dict[str, Any] | None  # the REDCap lease: ticket, renewals, released (None: no lease)
     # an audit's
     studies: int
     autoid_rows: int
@@ -159,6 +160,7 @@ def run_summary(result: RunResult) -> Summary:
         ],
         "verification": list(result.problems),
         "verified": result.verified(),
+        "lease": dict(result.lease) if result.lease is not None else None,
         "environment": result.environment,
         "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
         "error": cast(ErrorEntry, result.error.as_entry()) if result.error else None,
