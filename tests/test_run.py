@@ -349,3 +349,18 @@ def test_a_request_added_between_read_and_write_is_never_overwritten(demo_sandbo
     assert ("MANUAL" in {p for _, p in held}) and (target.project_name in {p for _, p in held})
     problems = verify_plan(planned, gateway)
     assert len(problems) == 1 and "REDCap holds 2" in problems[0]
+
+
+def test_a_refused_connection_says_nothing_was_written(sandbox, tmp_path):
+    """Issue 24, item 6: a write whose connection REDCap refused said "it may have been written
+    in part"; a request that never left was certainly not written."""
+    from autoid_lib.errors import RedcapError
+    from autoid_lib.redcap.gateway import RedcapGateway
+
+    settings = settings_for(sandbox, tmp_path, read_retries=0)
+    sandbox.stop()  # nothing listens on the port any more: every connection is refused
+    with pytest.raises(RedcapError) as refused:
+        RedcapGateway(settings.redcap).rename_autoid_rows({"1": "KNEE"})
+    assert str(refused.value).endswith("could not connect to the REDCap server "
+        f"{settings.redcap.urls['autoid'].split('/')[2]}; nothing was written")  # fmt: skip
+    assert "written in part" not in str(refused.value)

@@ -609,6 +609,10 @@ class RedcapGateway:
         try:
             return self._call(database, operation, "import_records", rows, **options)
         except _Transient as error:
+            if not error.sent:  # refused before a byte was sent: certainly not written
+                raise RedcapError(
+                    database, operation, f"{error}; nothing was written", error.kind
+                ) from None
             raise RedcapError(
                 database,
                 operation,
@@ -666,9 +670,11 @@ class RedcapGateway:
             raise _Transient(
                 f"timed out (timeout_s = {self.settings.timeout_s:g} s)", "timeout"
             ) from None
-        except requests.ConnectionError:
+        except requests.ConnectionError as error:
             raise _Transient(
-                f"could not connect to the REDCap server {_host(project.url)}", "unreachable"
+                f"could not connect to the REDCap server {_host(project.url)}",
+                "unreachable",
+                sent=not _never_connected(error),
             ) from None
         except requests.RequestException as error:
             reason = self._reason(error)
@@ -722,9 +728,27 @@ class _Progress:
 class _Transient(Exception):
     """A failure worth retrying for a read: timeout, connection, unparsable answer."""
 
-    def __init__(self, message: str, kind: str = "redcap_error"):
+    def __init__(self, message: str, kind: str = "redcap_error", *, sent: bool = True):
         super().__init__(message)
         self.kind = kind  # a failures.FailureKind
+        self.sent = sent  # False: the request never left (the connection was refused)
+
+
+def _never_connected(error: Exception) -> bool:
+    """Whether a connection error came before any of the request was sent: urllib3 could not
+    open the connection (refused, no route, name not resolved)."""
+    from urllib3.exceptions import NewConnectionError
+
+    seen: BaseException | None = error
+    for _ in range(6):  # requests wraps urllib3's MaxRetryError, which holds the reason
+        if seen is None:
+            return False
+        if isinstance(seen, NewConnectionError):
+            return True
+        seen = getattr(seen, "reason", None) or (seen.args[0] if seen.args else None)
+        if not isinstance(seen, BaseException):
+            return False
+    return False
 
 
 def _host(url: str) -> str:
