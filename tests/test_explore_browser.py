@@ -13,7 +13,6 @@ import base64
 import json
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -23,19 +22,12 @@ from pathlib import Path
 import nbformat
 import pytest
 import requests
+from headless import MARKS, chrome
 from scenarios import PATIENTS, PID, autoid, clean_history, study, transfer
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "explore.ipynb"
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
-        reason="needs chromium and chromedriver (apt-get install chromium chromium-driver)",
-    ),
-]
+pytestmark = MARKS
 webdriver = pytest.importorskip("selenium.webdriver", reason="needs the browser extra")
 pytest.importorskip("jupyterlab", reason="needs the browser extra")
 
@@ -103,16 +95,11 @@ def jupyter_lab(sandbox, tmp_path):
 
 @pytest.fixture
 def browser(tmp_path):
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless", "--no-sandbox", "--disable-gpu",
-                     "--disable-background-networking", "--disable-component-update",
-                     "--disable-sync", "--no-first-run", "--window-size=1400,1400",
-                     f"--user-data-dir={tmp_path / 'chromium'}"):  # fmt: skip
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    service = webdriver.ChromeService(executable_path=CHROMEDRIVER)
-    driver = webdriver.Chrome(service=service, options=options)
+    def log_frames(options):
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+
+    extra = ("--window-size=1400,1400", f"--user-data-dir={tmp_path / 'chromium'}")
+    driver = chrome(webdriver, *extra, configure=log_frames)
     try:
         yield driver
     finally:

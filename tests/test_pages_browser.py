@@ -9,37 +9,21 @@ and a failed run write. Needs Debian's ``chromium`` and ``chromium-driver`` and 
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
+from headless import MARKS, chrome
 
 from autoid_lib.config import load_settings
 from autoid_lib.mail.compose import compose_message
 from autoid_lib.mail.settings import email_settings_from_config
 from autoid_lib.records.notebook_run import execute_run
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
-        reason="needs chromium and chromedriver (apt-get install chromium chromium-driver)",
-    ),
-]
+pytestmark = MARKS
 webdriver = pytest.importorskip("selenium.webdriver", reason="needs the browser extra")
 
 
 @pytest.fixture(scope="module")
 def browser():
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"):  # fmt: skip
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=webdriver.ChromeService(CHROMEDRIVER), options=options)
+    driver = chrome(webdriver)
     yield driver
     driver.quit()
 
