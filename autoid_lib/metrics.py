@@ -86,7 +86,7 @@ def registry_from_summaries(
         kinds: dict[str, int] = {}
         for anomaly in summary.get("anomalies") or ():
             kind = str(anomaly.get("kind", "unknown"))
-            kinds[kind] = kinds.get(kind, 0) + int(anomaly.get("count") or 1)
+            kinds[kind] = kinds.get(kind, 0) + 1  # anomalies, not what each one counts
         for kind, count in kinds.items():
             anomalies.labels(mode, kind).set(count)
     for mode, summary in succeeded.items():

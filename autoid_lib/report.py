@@ -31,7 +31,7 @@ from autoid_lib.failures import cause_of
 from autoid_lib.forecast import Forecast
 from autoid_lib.plan import ALREADY_TRANSFERRED, SKIPPED, TRANSFER
 from autoid_lib.result import RunResult
-from autoid_lib.vocab import STATUS_LABELS, Status, verified_counts
+from autoid_lib.vocab import STATUS_LABELS, Status, anomaly_count, verified_counts
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -255,7 +255,13 @@ def anomalies_table(result: RunResult) -> HTML:
     if frame.empty:
         return _note("Nothing needs a human.")
     rows = [
-        [r["project"], _kind_label(r["kind"]), r["count"], r["message"], r["action"]]
+        [
+            r["project"],
+            _kind_label(r["kind"]),
+            anomaly_count(r["kind"], int(r["count"] or 1)),
+            r["message"],
+            r["action"],
+        ]
         for r in frame.to_dict("records")
     ]
     header = ["project", "what", "count", "details", "what to do"]
@@ -263,7 +269,7 @@ def anomalies_table(result: RunResult) -> HTML:
         rows = [[*row, seen] for row, seen in zip(rows, frame["seen"], strict=True)]
         header.append("since")
     note = _p("The run stopped before planning: the data's own anomalies are not known.")
-    return HTML(html_table(header, rows, numeric={2}) + (note if result.plan is None else ""))
+    return HTML(html_table(header, rows) + (note if result.plan is None else ""))
 
 
 def _kind_label(kind: str) -> str:

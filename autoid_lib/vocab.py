@@ -132,3 +132,26 @@ def verified_counts(raw: Mapping[str, Any]) -> str:
         parts.append(plural(count("kit_records"), "kit record") + " (the hash scheme's)")
     parts.append(plural(count("transfers"), "transfer request"))
     return ", ".join(parts[:-1]) + f" and {parts[-1]}"
+
+
+# What an anomaly's ``count`` counts, by kind (``plan``): a count names its unit on every screen.
+_COUNT_UNITS: dict[str, tuple[str, str]] = {
+    "ambiguous_ae_title": ("study", "studies"),
+    "empty_patient_id": ("study", "studies"),
+    "transfer_mismatch": ("study", "studies"),
+    "transfer_name_conflict": ("patient", "patients"),
+    "id_space_exhausted": ("new patient", "new patients"),
+    "autoid_conflict_hash": ("patient", "patients"),
+    "autoid_conflict_value": ("ID", "IDs"),
+    "autoid_incomplete_rows": ("AutoID row", "AutoID rows"),
+    "autoid_name_variant": ("AutoID row", "AutoID rows"),
+    "autoid_pattern_mismatch": ("stored ID", "stored IDs"),
+    "autoid_rows_deleted": ("AutoID row", "AutoID rows"),
+}
+
+
+def anomaly_count(kind: str, count: int) -> str:
+    """An anomaly's count with its unit ("68 studies", "58 patients"); a kind that counts
+    nothing (a project's setting, the clock, the lease) shows its one occurrence as "—"."""
+    unit = _COUNT_UNITS.get(kind)
+    return plural(count, *unit) if unit else "—"

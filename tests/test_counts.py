@@ -57,6 +57,10 @@ def test_an_ambiguous_ae_title_counts_the_studies_it_skipped(shared):
     assert entries["Gamma"]["shares_ae_title_with"] == []
     once = sum(p["incoming"] for p in entries.values() if not p["shares_ae_title_with"])
     assert once + entries["Alpha"]["incoming"] == 5
+    # "Needs a human" names what its count counts (issue 24, item 8: 68 studies beside 58
+    # patients and 1 project, all as bare numbers)
+    needs = report.anomalies_table(result).data
+    assert cells(needs, "Alpha, Beta")[1] == "4 studies"
 
 
 @pytest.mark.slow
