@@ -151,3 +151,15 @@ def cause_of(kind: str | None, error_type: str = "") -> Cause:
         return CAUSES[FailureKind(kind)] if kind else CAUSES[failure_kind(error_type)]
     except ValueError:
         return CAUSES[failure_kind(error_type)]
+
+
+def written_after(step: str, mode: str) -> str:
+    """What a run that failed at ``step`` had written to REDCap, in the words every screen
+    uses (report, mail): one place, so they never contradict each other."""
+    if mode == "dry":
+        return "nothing (dry run)"
+    if step == "lease":
+        return "nothing but this run's lease ticket (given back unless “Needs a human” says not)"
+    if step.startswith("read") or step in ("plan", "config"):
+        return "nothing: the run stops before any write when a read or the plan fails"
+    return "possibly part of the plan; the next run completes it without duplicates"

@@ -27,7 +27,7 @@ import pandas as pd
 from IPython.display import HTML, Image
 
 from autoid_lib.environment import describe
-from autoid_lib.failures import cause_of
+from autoid_lib.failures import cause_of, written_after
 from autoid_lib.forecast import Forecast
 from autoid_lib.plan import ALREADY_TRANSFERRED, SKIPPED, TRANSFER
 from autoid_lib.result import RunResult
@@ -149,7 +149,7 @@ def error_box(result: RunResult) -> HTML | None:
             _facts(
                 [
                     ("Cause", f"{cause.label} ({e.type})"),
-                    ("What was written", _written_after(e.step, result.mode)),
+                    ("What was written", written_after(e.step, result.mode)),
                     ("What to do", cause.action),
                 ]
             )
@@ -162,16 +162,6 @@ def error_box(result: RunResult) -> HTML | None:
             "run completes what is missing but never repeats a write.</p>"
         )
     return HTML("".join(parts))
-
-
-def _written_after(step: str, mode: str) -> str:
-    if mode == "dry":
-        return "nothing (dry run)"
-    if step == "lease":
-        return "nothing but this run's lease ticket (given back unless “Needs a human” says not)"
-    if step.startswith("read") or step in ("plan", "config"):
-        return "nothing: the run stops before any write when a read or the plan fails"
-    return "possibly part of the plan; the next run completes it without duplicates"
 
 
 # -- tables ------------------------------------------------------------------------------------

@@ -1283,5 +1283,10 @@ def test_a_run_that_failed_before_planning_shows_a_dash_and_what_to_do():
     failed = summary(status="failed", error=error, studies_in_window=0, transfers_created=0)
     text, html = parts(_compose(failed))
     assert "Transfers created: —" in text and "IDs created:       —" in text
+    # issue 24, item 6: the text part said "Need attention: 0" where the HTML said "—", and
+    # "Nothing after this step was written" where the report said something else
+    assert "Need attention:    —" in text
+    written = "What was written: nothing: the run stops before any write when a read or the plan"
     for body in (text, html):
         assert "REDCap refused the API token" in body and "What to do:" in body
+        assert written in body and "Nothing after this step" not in body

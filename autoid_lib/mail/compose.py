@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
 
 from autoid_lib.environment import describe
-from autoid_lib.failures import cause_of
+from autoid_lib.failures import cause_of, written_after
 from autoid_lib.vocab import Status, plural, verified_counts
 
 if TYPE_CHECKING:
@@ -176,7 +176,7 @@ def summary_view(summary: Mapping[str, Any]) -> dict[str, Any]:
         "attention_count": len(anomalies),
         **_changes(summary.get("anomaly_changes")),
         "projects": _attention_first(projects),
-        "error": _error(summary.get("error")),
+        "error": _error(summary.get("error"), _text(summary.get("mode"))),
         "total_s": _duration(_timings(summary).get("command")),
         "produced_by": describe(summary.get("environment")),
         "verified": _verified(summary.get("verified")),
@@ -247,7 +247,7 @@ def audit_view(summary: Mapping[str, Any]) -> dict[str, Any]:
             f"{plural(problems, 'problem')}, {plural(len(findings) - problems, 'notice')}"
         ),
         "projects": [_audit_project(p) for p in _list(summary.get("projects"))],
-        "error": _error(summary.get("error")),
+        "error": _error(summary.get("error"), _text(summary.get("mode"))),
         "full_detail": summary.get("detail") == "full",
         "total_s": _duration(_timings(summary).get("command")),
         "produced_by": describe(summary.get("environment")),
@@ -446,10 +446,11 @@ def _changes(raw: Any) -> dict[str, Any]:
     }
 
 
-def _error(raw: Any) -> dict[str, str] | None:
+def _error(raw: Any, mode: str = "") -> dict[str, str] | None:
     if not isinstance(raw, Mapping):
         return None
     error = {key: _text(raw.get(key)) for key in ("step", "type", "message")}
+    error["written"] = written_after(error["step"], mode)  # the report's very words
     cause = cause_of(_text(raw.get("kind")) or None, error["type"])  # older summaries: by type
     error["cause"] = _text(raw.get("cause")) or cause.label
     error["action"] = _text(raw.get("action"), _MAX_ACTION) or cause.action
