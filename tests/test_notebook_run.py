@@ -365,3 +365,19 @@ def test_an_unwritable_reports_dir_exits_1_with_one_line(sandbox, tmp_path, caps
         and str(blocked) in err[-1]
     )
     assert sandbox.total_requests() == 0
+
+
+def test_the_kernels_log_is_kept_only_when_it_says_something_about_the_run(tmp_path):
+    """ipykernel sometimes logs being interrupted at shutdown, depending on timing: that line
+    alone must not leave a kernel.log (two runs of one job differed by it); anything else is
+    kept for whoever looks into a run."""
+    from autoid_lib.records.notebook_run import _drop_quiet_kernel_log
+
+    log = tmp_path / "kernel.log"
+    log.write_text("[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel.\n\n")
+    _drop_quiet_kernel_log(log)
+    assert not log.exists()
+    log.write_text("[IPKernelApp] ERROR | Exception in message handler:\nTraceback …\n")
+    _drop_quiet_kernel_log(log)
+    assert log.exists()
+    _drop_quiet_kernel_log(tmp_path / "absent.log")  # nothing to drop, no error

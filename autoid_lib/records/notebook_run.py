@@ -424,12 +424,26 @@ def _execute(
         log.error("notebook did not run: %s", type(error).__name__)
         failure = _failure("notebook", type(error).__name__, "the notebook kernel failed")
     total = time.perf_counter() - clock
-    kernel_log = output.parent / KERNEL_LOG_FILE
-    if kernel_log.exists() and kernel_log.stat().st_size == 0:
-        kernel_log.unlink()  # the usual case: the kernel had nothing to say
+    _drop_quiet_kernel_log(output.parent / KERNEL_LOG_FILE)
     timings = {"notebook": total, "kernel": max(0.0, total - _cells_time(output))}
     log.info("notebook executed in %.1f s", total)
     return timings, failure
+
+
+# what ipykernel says when it is shut down as the cells end: its own exit, not the run's
+_SHUTDOWN_NOISE = "[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel."
+
+
+def _drop_quiet_kernel_log(kernel_log: Path) -> None:
+    """Remove the kernel's own log when it says nothing about the run: empty (the usual case)
+    or only ipykernel's line about being interrupted at shutdown, which comes or not with the
+    timing, so that two runs of one job leave the same files."""
+    try:
+        lines = kernel_log.read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return
+    if all(not line.strip() or line.strip() == _SHUTDOWN_NOISE for line in lines):
+        kernel_log.unlink()
 
 
 def _failure(step: str, error_type: str, message: str, kind: str = "") -> dict[str, str]:
