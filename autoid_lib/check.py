@@ -11,6 +11,7 @@ clock's confirmation in the local copy.
 
 from __future__ import annotations
 
+import smtplib
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -82,6 +83,7 @@ def check_setup(settings: Settings) -> CheckReport:
     except (ConfigError, OSError) as error:
         report.checks["lock file"] = f"FAILED: {error}"
         report.ok = False
+    _check_outputs(settings, report)
     report.checks["local copy"] = (
         LocalCopy(settings.cache.dir).describe()
         if settings.cache.enabled
@@ -262,6 +264,47 @@ def security_warnings(settings: Settings) -> list[str]:
     if email.get("password") and email.get("security", "starttls") == "none":
         found.append("[email] sends its password without TLS (security = 'none')")
     return found
+
+
+def _check_outputs(settings: Settings, report: CheckReport) -> None:
+    """Where a run sends what it has to say, tried as the run would use it: the mail server
+    (connect, TLS, login; nothing sent), the metrics file's folder. The ping is not called:
+    it would tell the monitor a run started."""
+    from autoid_lib.mail.send import describe_failure, probe_server
+    from autoid_lib.mail.settings import email_settings_from_config
+    from autoid_lib.monitoring import monitoring_settings
+
+    if settings.email:
+        mail = email_settings_from_config(settings.email)
+        try:
+            report.checks["mail server"] = f"ok ({probe_server(mail)}; nothing sent)"
+        except (smtplib.SMTPException, OSError) as error:
+            report.checks["mail server"] = f"FAILED: {describe_failure(error, mail)}"
+            report.ok = False
+    base = settings.path.parent if settings.path else Path.cwd()
+    monitoring = monitoring_settings(settings.monitoring, base)
+    if monitoring.textfile is not None:
+        folder = monitoring.textfile.parent  # node_exporter's: never created or chmod-ed here
+        writable = folder.is_dir() and _can_create_in(folder)
+        state = "does not exist" if not folder.is_dir() else "cannot be written"
+        report.checks["metrics folder"] = (
+            f"ok ({folder})" if writable else f"FAILED: {folder} {state} (the run writes it there)"
+        )
+        report.ok &= writable
+    if monitoring.ping_url is not None:
+        report.checks["ping"] = (
+            f"configured ({monitoring.ping_url.source}); not called by check, which would "
+            "tell the monitor a run started"
+        )
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Whether a file can be created in an existing ``folder``, leaving it as it is."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
 
 
 def _writable(folder: Path) -> bool:

@@ -93,9 +93,11 @@ def test_check_names_a_badly_typed_email_value(demo_sandbox, tmp_path, capsys):
     assert "[email] smtp_port must be a port number" in capsys.readouterr().err
 
 
-def test_check_accepts_a_good_email_table(demo_sandbox, tmp_path, capsys):
+def test_check_accepts_a_good_email_table(demo_sandbox, smtp_server, tmp_path, capsys):
+    _, port = smtp_server()  # check now opens the mail session (nothing is sent)
     config = demo_sandbox.write_kit_files(tmp_path)
-    config.write_text(config.read_text() + EMAIL)
+    good = EMAIL.replace('"smtp.example.org"', f'"127.0.0.1"\nsmtp_port = {port}')
+    config.write_text(config.read_text() + good + 'security = "none"\n')
     assert main(["check", "--config", str(config)]) == ExitStatus.OK
 
 
@@ -212,3 +214,34 @@ def test_check_names_the_project_of_a_misconfiguration_and_an_empty_pattern(
     assert "! NOTITLE: auto-ID is on but project_autoid_aetitle is empty" in out
     assert "NOPATTERN: AE title NOPAT_AE, no pattern — project_patient_naming is empty" in out
     assert "position 0" not in out
+
+
+def test_check_tries_the_mail_server_and_the_metrics_folder_a_run_would_use(
+    demo_sandbox, smtp_server, tmp_path, capsys, monkeypatch
+):
+    """Issue 24, item 3: check did not try the SMTP server, the metrics folder or the ping a
+    run would use. It now opens the mail session as a run does (nothing is sent), checks the
+    metrics file's folder without creating it, and names the ping without calling it."""
+    inbox, port = smtp_server()
+    config = demo_sandbox.write_kit_files(tmp_path)
+    monkeypatch.setenv("AUTOID_PING_URL", "http://127.0.0.1:9/ping")
+    extra = (
+        f'\n[email]\nsmtp_host = "127.0.0.1"\nsmtp_port = {port}\nsecurity = "none"\n'
+        'sender = "autoid@example.org"\nrecipients = ["ops@example.org"]\n'
+        f'[monitoring]\ntextfile = "{tmp_path}/absent/autoid.prom"\n'
+        'ping_url = "env:AUTOID_PING_URL"\n'
+    )
+    config.write_text(config.read_text() + extra)
+    assert main(["check", "--config", str(config)]) == ExitStatus.FAILED
+    out = capsys.readouterr().out
+    assert f"mail server: ok (127.0.0.1:{port} (none); nothing sent)" in out
+    assert inbox.messages() == []
+    assert f"metrics folder: FAILED: {tmp_path}/absent does not exist" in out
+    assert not (tmp_path / "absent").exists()
+    assert "ping: configured (env:AUTOID_PING_URL); not called by check" in out
+    (tmp_path / "absent").mkdir()
+    config.write_text(config.read_text().replace(f"smtp_port = {port}", "smtp_port = 9"))
+    assert main(["check", "--config", str(config)]) == ExitStatus.FAILED
+    out = capsys.readouterr().out
+    assert "mail server: FAILED: cannot reach 127.0.0.1:9" in out
+    assert f"metrics folder: ok ({tmp_path}/absent)" in out

@@ -10,6 +10,7 @@ a mail failure is logged on ``autoid.mail`` and reported, and never fails or rep
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import smtplib
@@ -196,6 +197,25 @@ def send_message(message: EmailMessage, settings: EmailSettings) -> dict[str, tu
     Raises ``smtplib.SMTPException`` or ``OSError`` (``ssl.SSLError``, timeouts) on failure;
     ``notify`` turns these into a report. TLS always verifies the server's certificate.
     """
+    with _session(settings) as client:
+        return client.send_message(
+            message, from_addr=settings.sender, to_addrs=list(settings.recipients)
+        )
+
+
+def probe_server(settings: EmailSettings) -> str:
+    """What ``autoid check`` asks of the mail server: everything a run does before it sends
+    (connect, TLS as configured, the login), and nothing is sent. Raises like
+    ``send_message``; ``describe_failure`` says it in one line."""
+    with _session(settings):
+        pass
+    login = f", logged in as {settings.username}" if settings.username else ""
+    return f"{settings.smtp_host}:{settings.smtp_port} ({settings.security}{login})"
+
+
+@contextlib.contextmanager
+def _session(settings: EmailSettings) -> Iterator[smtplib.SMTP]:
+    """An SMTP session ready to send: the one way the kit opens one (send and check)."""
     timeout = settings.timeout_s
     context = tls_context(settings) if settings.security != "none" else None
     client: smtplib.SMTP  # SMTP_SSL is an SMTP
@@ -212,9 +232,7 @@ def send_message(message: EmailMessage, settings: EmailSettings) -> dict[str, tu
             client.ehlo()
         if settings.username and settings.password:
             client.login(settings.username, settings.password.reveal())
-        return client.send_message(
-            message, from_addr=settings.sender, to_addrs=list(settings.recipients)
-        )
+        yield client
 
 
 def tls_context(settings: EmailSettings) -> ssl.SSLContext:
@@ -275,7 +293,7 @@ def notify(
         message = with_history_note(message, decision)
         refused = send_message(message, settings)
     except (smtplib.SMTPException, OSError) as error:
-        text = _describe(error, settings)
+        text = describe_failure(error, settings)
         log.warning("mail not sent (%s): %s", reason, text)
         return _undelivered(entry, decision, text)
     except Exception as error:  # a composing bug must not fail a run whose work is done
@@ -321,7 +339,7 @@ def _undelivered(entry: dict[str, Any], decision: Decision, error: str) -> dict[
     return result
 
 
-def _describe(error: BaseException, settings: EmailSettings) -> str:
+def describe_failure(error: BaseException, settings: EmailSettings) -> str:
     """One line an operator can act on; never the password."""
     where = f"{settings.smtp_host}:{settings.smtp_port}"
     if isinstance(error, smtplib.SMTPRecipientsRefused):
