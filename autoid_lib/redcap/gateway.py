@@ -594,11 +594,7 @@ class RedcapGateway:
 
     def delete_lease_records(self, records: Sequence[str]) -> None:
         """Delete lease records (one request); REDCap refuses all if one is missing."""
-        operation = f"delete {len(records)} lease record(s)"
-        try:
-            self._call("autoid", operation, "delete_records", list(records))
-        except _Transient as error:
-            raise RedcapError("autoid", operation, str(error), error.kind) from None
+        self.delete_kit_records("autoid", records, f"delete {len(records)} lease record(s)")
 
     def _import(
         self, database: str, operation: str, rows: list[dict], guarded: bool = True, **options
