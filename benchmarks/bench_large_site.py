@@ -8,7 +8,7 @@ Projects databases and Incoming (which holds the transfers), the AutoID+Projects
 share of one full read of those two tables, the largest single answer (bytes) and the most
 records in a data answer and in a names-only answer, wall time and the child's peak RSS.
 Cases: the reference full read; a first run (serves the window); a second run after 10 new
-studies; a run after the daily full re-read (``run_autoid(full_read=True)`` once the kit has
+studies; a third run with nothing new (the common case: most scheduled runs); a run after the daily full re-read (``run_autoid(full_read=True)`` once the kit has
 the local cache, else an ordinary run labelled "no cache yet"); the audit over all history.
 The counts are the sandbox's own (``Sandbox.request_counts``/``answer_bytes``): what REDCap
 saw. Then the issue's targets, each met or not.
@@ -267,6 +267,7 @@ def main() -> None:
             rows.append(("first run", measure("run", config, meter)))
             sb.add_rows("incoming", studies(10**9, 10, args.autoid, new_from=0))
             rows.append(("second run, 10 new studies", measure("run", config, meter)))
+            rows.append(("third run, nothing new", measure("run", config, meter)))
             sb.add_rows("incoming", studies(10**9 + 10, 10, args.autoid, new_from=0))
             full = "run after the daily full re-read, 10 new studies"
             rows.append((full, measure("run after full re-read", config, meter)))
