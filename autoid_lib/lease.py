@@ -339,21 +339,22 @@ def not_released_anomaly(
         action = "Run again; if it repeats, send run.log to the maintainers."
     elif kind in _NOT_ANSWERED:
         action = (
-            "Nothing, if REDCap answers again: this installation's next run removes the "
-            "ticket. Other installations wait for it until it expires."
+            "Nothing, if REDCap answers again: this installation's next run that writes "
+            "removes the ticket. Other installations wait for it until it expires."
         )
     elif kind == "token_refused" or "privileges" in cause.lower():
         action = rights[:1].upper() + rights[1:] + "."
     else:
         action = (
-            "This installation's next run removes the ticket. If it recurs, REDCap's message "
-            f"says why; for a missing right, {rights}."
+            "This installation's next run that writes removes the ticket. If it recurs, "
+            f"REDCap's message says why; for a missing right, {rights}."
         )
     return Anomaly(
         AnomalyKind.LEASE_NOT_RELEASED,
         "",
         f"the REDCap lease ticket {record} was not given back: {cause}. Other installations "
-        f"treat it as a running run{until}; this installation's next run recognises it as "
-        "its own and removes it",
+        f"treat it as a running run{until}; this installation's next run that writes "
+        "recognises it as its own and removes it (runs with nothing to write leave REDCap "
+        "alone)",
         action,
     )

@@ -37,7 +37,7 @@ from autoid_lib.redcap.gateway import RedcapGateway
 from autoid_lib.redcap.table_read import TableReader
 from autoid_lib.result import RunError, RunResult
 from autoid_lib.server_clock import confirmation_key, judge, tolerance, zone_offset
-from autoid_lib.snapshot import Snapshot
+from autoid_lib.snapshot import Snapshot, with_transfers
 from autoid_lib.vocab import AnomalyKind, plural
 from autoid_lib.window import gap_anomaly, run_window
 
@@ -135,59 +135,35 @@ def _steps(
     recorded=(),
     clock_check=None,
 ) -> None:
-    step = "read"
+    """Read, plan; then, only when the plan writes: the lease, the decisive reads again, the
+    plan again, write, verify (docs/run.md, "Quiet runs" and "Two installations, one REDCap").
+    A run whose plan writes nothing takes no lease and writes nothing to REDCap."""
+    at = _Step("read")
+    drawn = rng.getstate() if rng is not None else None  # the plan again draws as the first
     try:
         with _timed(result, "read"):
-            if lease is not None:
-                step = "lease"
-                lease.take()
-                if clock_check is not None:  # before any read: they depend on REDCap's clock
-                    step = "read AutoID (REDCap's clock)"
-                    clock_check.check(lease)
-            # AutoID first: with a lease it is the decisive read, and every other read must
-            # come after it (docs/run.md, "Two installations, one REDCap")
-            step = "read AutoID table"
-            autoid_rows, lease_rows = tables.autoid_table()
-            if lease is not None:
-                step = "lease"
-                reread: list = []
-                if lease.settle(lease_rows, lambda: _reread(tables, reread)):
-                    autoid_rows = reread[0]
-                gateway.write_guard = lease.check
-            step = "read projects"
-            project_records = tables.project_records()
-            tables.save()  # both tables read completely: the next run's local copy
-            step = "read incoming studies"
-            # open-ended: a study modified after the window's end on REDCap's clock (skew, or
-            # the hour a DST fall-back repeats) is read now, not an hour later
-            studies = gateway.incoming_studies(result.window_begin, None)
-        log.info(
-            "read %d project(s), %d study(ies) in the window, %d AutoID row(s)",
-            len(project_records), len(studies), len(autoid_rows),
-        )  # fmt: skip
-        snapshot = Snapshot(
-            projects=tuple(project_records),
-            studies=tuple(studies),
-            autoid_rows=tuple(autoid_rows),
-            window_begin=result.window_begin,
-            window_end=result.window_end,
-        )
-        step = "plan"
+            snapshot = _read(result, gateway, tables, at)
+        at.step = "plan"
         with _timed(result, "plan"):
-            result.plan = plan(snapshot, _plan_settings(settings, result, projects, rng))
-            gap = gap_anomaly(result.window) if result.window else None
-            late = clock_check.anomaly if clock_check else None
-            found = [a for a in (gap, late, *copy_anomalies(tables)) if a is not None]
-            if found:
-                result.plan = replace(result.plan, anomalies=(*result.plan.anomalies, *found))
-            _forecast(result, settings, snapshot, recorded)
+            _plan(result, settings, snapshot, projects, rng, recorded, tables)
         log.info("plan: %s", result.plan.describe())
-        if dry_run:
-            return
-        if result.plan.is_empty:
-            _renew_mark(tables)
-            return
-        step = "write"
+        if dry_run or result.plan.is_empty:
+            return  # quiet: nothing to write, so nothing to race for
+        if lease is not None:
+            with _timed(result, "lease"):
+                snapshot = _read_under_lease(
+                    result, snapshot, gateway, tables, lease, clock_check, at
+                )
+            at.step = "plan again"
+            if drawn is not None:
+                rng.setstate(drawn)
+            with _timed(result, "plan"):
+                late = clock_check.anomaly if clock_check else None
+                _plan(result, settings, snapshot, projects, rng, recorded, tables, late)
+            log.info("plan again under the lease: %s", result.plan.describe())
+            if result.plan.is_empty:
+                return  # another installation did the work meanwhile
+        at.step = "write"
         with _timed(result, "write"):
             applied = apply_plan(
                 result.plan, gateway, snapshot.autoid_rows, autoid_now=tables.autoid_rows_now
@@ -197,7 +173,7 @@ def _steps(
             len(applied.autoid_records),
             applied.transfer_studies,
         )
-        step = "verify"
+        at.step = "verify"
         with _timed(result, "verify"):
             result.problems = verify_plan(
                 result.plan, gateway, applied.autoid_rows, autoid_now=tables.autoid_rows_now
@@ -208,18 +184,103 @@ def _steps(
         kind = failure_kind(
             type(error).__name__, getattr(error, "kind", None), lease_request=lease_request
         )
-        result.error = RunError(step, type(error).__name__, str(error), kind)
-        log.error("run failed at %s: %s", step, error)
+        result.error = RunError(at.step, type(error).__name__, str(error), kind)
+        log.error("run failed at %s: %s", at.step, error)
     except Exception as error:  # recorded by type only: see module docstring
         result.error = RunError(
-            step, type(error).__name__, "internal error; see the log", FailureKind.INTERNAL
+            at.step, type(error).__name__, "internal error; see the log", FailureKind.INTERNAL
         )
         frames = "".join(traceback.format_tb(error.__traceback__))
-        log.error("run failed at %s with %s:\n%s", step, type(error).__name__, frames)
+        log.error("run failed at %s with %s:\n%s", at.step, type(error).__name__, frames)
     finally:
-        if lease is not None:
+        if lease is not None and lease.sent_utc is not None:  # taken, or tried
             gateway.write_guard = None
             _release(result, lease)
+
+
+class _Step:
+    """Where the run is, for the failure's step (the report and exit status name it)."""
+
+    def __init__(self, step: str):
+        self.step = step
+
+
+def _read(result: RunResult, gateway, tables: TableReader, at: _Step) -> Snapshot:
+    """The first look, without a lease: AutoID, Projects (both through the local copy) and the
+    window's studies."""
+    at.step = "read AutoID table"
+    autoid_rows, _ = tables.autoid_table()
+    at.step = "read projects"
+    project_records = tables.project_records()
+    tables.save()  # both tables read completely: the next run's local copy
+    at.step = "read incoming studies"
+    # open-ended: a study modified after the window's end on REDCap's clock (skew, or the hour
+    # a DST fall-back repeats) is read now, not an hour later
+    studies = gateway.incoming_studies(result.window_begin, None)
+    log.info(
+        "read %d project(s), %d study(ies) in the window, %d AutoID row(s)",
+        len(project_records), len(studies), len(autoid_rows),
+    )  # fmt: skip
+    return Snapshot(
+        projects=tuple(project_records),
+        studies=tuple(studies),
+        autoid_rows=tuple(autoid_rows),
+        window_begin=result.window_begin,
+        window_end=result.window_end,
+    )
+
+
+def _read_under_lease(
+    result: RunResult,
+    snapshot: Snapshot,
+    gateway,
+    tables: TableReader,
+    lease,
+    clock_check,
+    at: _Step,
+) -> Snapshot:
+    """The lease, then what another installation may have written since the first look, read
+    again (docs/run.md, "Two installations, one REDCap"): AutoID (the decisive read, after the
+    ticket) and the transfer requests of the studies the plan writes to. A plan made before
+    the lease is never written: the caller plans again from what this returns."""
+    at.step = "lease"
+    lease.take()
+    if clock_check is not None:  # before the reads again: they depend on REDCap's clock
+        at.step = "read AutoID (REDCap's clock)"
+        clock_check.check(lease)
+    at.step = "read AutoID table again"
+    autoid_rows, lease_rows = tables.autoid_again()
+    at.step = "lease"
+    reread: list = []
+    if lease.settle(lease_rows, lambda: _reread(tables, reread)):
+        autoid_rows = reread[0]
+    gateway.write_guard = lease.check
+    projects = snapshot.projects
+    if tables.clock_doubt():  # the first look trusted a confirmation this run disproved
+        at.step = "read projects again"
+        projects = tuple(tables.project_records_again())
+    at.step = "read transfer requests again"
+    planned = result.plan.transfers if result.plan else ()
+    touched = sorted({t.study_uid for t in planned})
+    fresh = gateway.transfers_of(touched) if touched else {}
+    return replace(
+        snapshot,
+        projects=projects,
+        autoid_rows=tuple(autoid_rows),
+        studies=with_transfers(snapshot.studies, fresh),
+    )
+
+
+def _plan(
+    result: RunResult, settings, snapshot: Snapshot, projects, rng, recorded, tables, late=None
+) -> None:
+    """The plan of ``snapshot``, with the run's own anomalies and the forecast."""
+    result.plan = plan(snapshot, _plan_settings(settings, result, projects, rng))
+    gap = gap_anomaly(result.window) if result.window else None
+    found = [a for a in (gap, late, *copy_anomalies(tables)) if a is not None]
+    if found:
+        result.plan = replace(result.plan, anomalies=(*result.plan.anomalies, *found))
+    _forecast(result, settings, snapshot, recorded)
 
 
 def _mark_settings(settings: Settings) -> dict:
@@ -324,7 +385,7 @@ class _ClockCheck:
 
 
 def _reread(tables: TableReader, into: list) -> list[dict]:
-    rows, leases = tables.autoid_table()
+    rows, leases = tables.autoid_again()
     into.append(rows)
     return leases
 

@@ -7,7 +7,8 @@ never leave memory: no ``repr`` shows them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 # AutoID records the kit keeps for itself (the hash scheme's fingerprint) carry a project name
@@ -99,3 +100,16 @@ class Snapshot:
     autoid_rows: tuple[AutoIdRow, ...]
     window_begin: datetime
     window_end: datetime
+
+
+def with_transfers(
+    studies: tuple[IncomingStudy, ...], fresh: Mapping[str, Sequence[ExistingTransfer]]
+) -> tuple[IncomingStudy, ...]:
+    """``studies`` with the transfer instances of those in ``fresh`` as REDCap holds them now
+    (read again under the lease: another installation may have requested them meanwhile)."""
+    return tuple(
+        replace(s, transfers=tuple(sorted(fresh[s.uid], key=lambda t: t.instance)))
+        if s.uid in fresh
+        else s
+        for s in studies
+    )

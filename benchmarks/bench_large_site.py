@@ -8,8 +8,9 @@ Projects databases and Incoming (which holds the transfers), the AutoID+Projects
 share of one full read of those two tables, the largest single answer (bytes) and the most
 records in a data answer and in a names-only answer, wall time and the child's peak RSS.
 Cases: the reference full read; a first run (serves the window); a second run after 10 new
-studies; a third run with nothing new (the common case: most scheduled runs); a run after the daily full re-read (``run_autoid(full_read=True)`` once the kit has
-the local cache, else an ordinary run labelled "no cache yet"); the audit over all history.
+studies; a third run with nothing new (the common case: most scheduled runs); a run after
+the daily full re-read (``run_autoid(full_read=True)`` once the kit has the local cache, else an
+ordinary run labelled "no cache yet"); the audit over all history.
 The counts are the sandbox's own (``Sandbox.request_counts``/``answer_bytes``): what REDCap
 saw. Then the issue's targets, each met or not.
 

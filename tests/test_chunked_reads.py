@@ -162,10 +162,12 @@ def test_an_out_of_memory_answer_halves_the_chunk_and_the_run_succeeds(sandbox, 
     assert result.error is None and result.problems == []
     assert ids_of(sandbox, patient) == [ids[patient]] and sent_names(sandbox) == [ids[patient]]
     assert len([r for r in sandbox.rows("autoid") if r["autoid_project_name"] == "KNEE"]) == 200
-    # REDCap's clock (the ticket); 200 + the lease ticket: names, 200 and 100 (out of memory),
-    # then 50 per request (5); the re-read before the transfers keeps the smaller size: names
-    # and 5 chunks
-    assert sandbox.request_counts()[("autoid", "record", "export")] == 1 + 1 + 2 + 5 + 1 + 5
+    # the first look: names, 200 and 100 (out of memory), then 50 per request (4); as the plan
+    # writes: REDCap's clock (the ticket), AutoID again with the ticket: names and 5 chunks
+    # (the smaller size is kept); the re-read before the transfers: names and 5 chunks
+    assert sandbox.request_counts()[("autoid", "record", "export")] == (
+        (1 + 2 + 4) + 1 + (1 + 5) + (1 + 5)
+    )
 
 
 def test_out_of_memory_at_the_smallest_chunk_fails_closed(sandbox, tmp_path):

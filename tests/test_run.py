@@ -85,9 +85,11 @@ def test_live_run_serves_every_study_once_and_a_second_run_changes_nothing(demo_
     created = after - before
     assert sum(created.values()) == len(first.plan.transfers) > 0
     assert max(after.values()) == max(before.values(), default=1) == 1
-    # each table read is a names-only export and one chunk; + the lease: ticket, REDCap's
-    # clock (the ticket among the changes) and release; + the local copy's mark
-    assert first.api_requests <= 11 + 4  # (docs/run.md)
+    # the first look with no local copy (each table: record names, one chunk: 6); the plan
+    # writes, so: ticket, REDCap's clock (the ticket among the changes), AutoID again (one
+    # request), the planned studies' transfer requests again; the writes and their re-reads
+    # (4); the local copy's mark; release (docs/run.md, "Requests per run")
+    assert first.api_requests == 16
     assert_one_to_one(demo_sandbox)
 
     rows_before = demo_sandbox.rows("autoid")
@@ -96,7 +98,10 @@ def test_live_run_serves_every_study_once_and_a_second_run_changes_nothing(demo_
     assert second.plan.is_empty
     assert demo_sandbox.rows("autoid") == rows_before  # not even a new mark: nothing taken in
     assert transfer_requests(demo_sandbox) == after
-    assert second.api_requests == demo_sandbox.total_requests() == 6 + 3  # + ticket, clock, release
+    # quiet: AutoID and Projects whole in one request each (the copy says they are small), the
+    # window's studies (names, chunk); no lease, no write
+    assert second.api_requests == demo_sandbox.total_requests() == 4
+    assert demo_sandbox.request_counts()[("autoid", "record", "import")] == 0
     assert not demo_sandbox.rows(
         "autoid", filter_logic="[autoid_project_name] = '[autoid-kit:lease]'"
     )
@@ -178,9 +183,11 @@ def test_a_failed_autoid_read_writes_nothing(sandbox, tmp_path, fault):  # legac
 def test_fault_at_any_request_fails_closed_and_the_next_run_completes(
     sandbox_factory, tmp_path, nth
 ):
-    # 1 ticket, 2 REDCap's clock (the ticket among the changes), 3-4 AutoID (names, chunk),
-    # 5-6 projects, 7-8 incoming, 9 AutoID import, 10-11 AutoID re-read, 12 transfers import,
-    # 13 transfers re-read, 14 the local copy's mark, 15 release
+    # the first look, no lease yet: 1-2 AutoID (names, chunk: no copy of it yet), 3 projects
+    # (in one request: the dry run's copy), 4-5 incoming; the plan writes: 6 ticket, 7 REDCap's
+    # clock (the ticket among the changes), 8 AutoID again (one request), 9 the planned
+    # studies' transfer requests again; 10 AutoID import, 11 AutoID re-read, 12 transfers
+    # import, 13 transfers re-read, 14 the local copy's mark, 15 release
     sb = sandbox_factory(seed="demo")
     settings = settings_for(sb, tmp_path, timeout_s=1, read_retries=0)
     settings = replace(settings, lease={"expiry_s": 2.5, "clock_skew_s": 0, "wait_s": 0})
@@ -191,7 +198,7 @@ def test_fault_at_any_request_fails_closed_and_the_next_run_completes(
     sb.inject_fault("http500", nth=nth)
     failed = run_autoid(settings)
     sb.clear_faults()
-    released = 1 < nth < 15  # nothing after the fault but giving the lease back
+    released = 6 < nth < 15  # nothing after the fault but giving the lease back
     assert sb.total_requests() == nth + released
     # a lost mark costs the next run a whole read; a lost release is an anomaly: the work is done
     assert (failed.status == "failed") == (nth < 14)
@@ -204,7 +211,10 @@ def test_fault_at_any_request_fails_closed_and_the_next_run_completes(
     assert final.error is None and final.problems == []
     assert sum((transfer_requests(sb) - before).values()) == len(expected.transfers)
     assert max(transfer_requests(sb).values()) == 1
-    assert len(stored_rows(sb)) == stored + len(expected.autoid_writes)
+    tickets = [r for r in stored_rows(sb) if r["autoid_project_name"] == "[autoid-kit:lease]"]
+    # the work was done: the final run writes nothing, not even its old ticket's removal
+    assert len(tickets) == (nth == 15)
+    assert len(stored_rows(sb)) == stored + len(expected.autoid_writes) + len(tickets)
     assert_one_to_one(sb)
     assert run_autoid(settings).plan.is_empty
 
@@ -278,15 +288,18 @@ def test_transfers_in_their_own_database_are_read_and_written_there(demo_sandbox
     result = run_autoid(settings)
     assert result.error is None and result.problems == []
     assert len(result.plan.transfers) == len(expected.transfers) > 0
-    # one more read: the window's transfers; + lease (ticket, release), REDCap's clock and
-    # the local copy's mark
-    assert demo_sandbox.total_requests() == 12 + 4
+    # the first look: AutoID (names, chunk), Projects (one request: the dry run's copy), the
+    # window (names, chunk) and its transfers; the plan writes: ticket, REDCap's clock, AutoID
+    # again, the planned studies' transfers again; the writes and their re-reads (4); the
+    # local copy's mark; release
+    assert demo_sandbox.total_requests() == 16
     assert run_autoid(settings).plan.is_empty
 
     chunked = replace(settings, redcap=replace(settings.redcap, chunk_size=20))
     demo_sandbox.reset_counts()
     again = run_autoid(chunked, dry_run=True)  # ~215 studies: their transfers in 11 reads
-    assert again.plan.is_empty and demo_sandbox.total_requests() == 6 + 11
+    # AutoID and Projects in one request each (the copy says they are small), the window
+    assert again.plan.is_empty and demo_sandbox.total_requests() == 4 + 11
 
 
 @pytest.mark.parametrize("database", ["autoid", "incoming"])

@@ -216,11 +216,30 @@ class RedcapGateway:
 
     # -- the reads of the local copy (table_read) ----------------------------------------------
 
-    def table_rows(self, database: str, since: datetime | None = None) -> list[dict]:
+    def table_rows(
+        self, database: str, since: datetime | None = None, *, in_one: bool = False
+    ) -> list[dict]:
         """Raw rows of the cached tables (AutoID, Projects), complete: all of them, or those
-        created or modified since ``since`` (server time), each read checked."""
+        created or modified since ``since`` (server time), each read checked. ``in_one``: the
+        caller knows the table is small (its local copy), so the whole table is asked for in
+        one export, not a record list and chunks; REDCap out of memory reads in chunks."""
         fields = CACHED_FIELDS[database]
         what = f"changes since {since:%Y-%m-%d %H:%M}" if since else "all records"
+        if in_one and since is None:
+            id_field = RECORD_ID_FIELD[database]
+            operation = "export all records in one request"
+            try:
+                rows = self._export(
+                    database,
+                    operation,
+                    halvable=True,
+                    fields=[id_field, *(f for f in fields if f != id_field)],
+                )
+            except _OutOfMemory:
+                log.warning("%s: REDCap ran out of memory; reading in chunks", database)
+            else:
+                _require_fields(rows, [id_field], database, operation)
+                return rows
         return self._read_records(database, f"export {what}", fields, date_begin=since)
 
     def record_list(self, database: str) -> list[str]:

@@ -56,10 +56,10 @@ def choose_read(
     confirmed, ``server_clock``) also reads whole: "changes since" needs that clock."""
     if forced:
         return ReadKind.FULL, "asked for (--full-read)"
-    if clock_unconfirmed:
-        return ReadKind.FULL, clock_unconfirmed
     if copy is None:
         return ReadKind.FULL, missing_because
+    if clock_unconfirmed:
+        return ReadKind.FULL, clock_unconfirmed
     if len(copy.rows) <= one_request:
         return ReadKind.FULL, "small enough to read whole in one request"
     age = now - copy.full_read_at

@@ -109,15 +109,31 @@ class TableReader:
     def project_records(self) -> list[ProjectRecord]:
         return projects_from_rows(list(self._read("projects").values()))
 
+    def autoid_again(self) -> tuple[list[AutoIdRow], list[dict]]:
+        """AutoID read again after the lease's ticket (the decisive read): this run's first
+        read updated by the record list and what changed since it began — or whole, when the
+        table fits one request or REDCap's clock is in doubt."""
+        return autoid_from_rows(list(self._read("autoid", again=True).values()))
+
+    def project_records_again(self) -> list[ProjectRecord]:
+        """Projects read again (whole when REDCap's clock is in doubt)."""
+        return projects_from_rows(list(self._read("projects", again=True).values()))
+
     def autoid_rows_now(self) -> list[AutoIdRow]:
         """AutoID as REDCap holds it now, for the second look and verification: this run's
         read, updated by what was created or modified since it began (not deletions) — or
         the whole table when REDCap's clock is not confirmed."""
-        if self.copy is None or "autoid" not in self._rows or self.clock_doubt():
+        if self.copy is None or "autoid" not in self._rows:
             return self.gateway.autoid_rows()
-        since = self.server_now - _overlap(self.settings)
-        changed = self.gateway.table_rows("autoid", since=since)
-        rows = {**self._rows["autoid"], **{row["record_id"]: row for row in changed}}
+        if self._small(self._rows["autoid"]):  # whole, in one request: no more than changes
+            whole = self.gateway.table_rows("autoid", in_one=True)
+            rows = {row["record_id"]: row for row in whole}
+        elif self.clock_doubt():
+            return self.gateway.autoid_rows()
+        else:
+            since = self.server_now - _overlap(self.settings)
+            changed = self.gateway.table_rows("autoid", since=since)
+            rows = {**self._rows["autoid"], **{row["record_id"]: row for row in changed}}
         if rows != self._rows["autoid"]:  # this run's own writes: the copy takes them in
             self._rows["autoid"], self._absorbed = rows, True
         return autoid_from_rows(list(rows.values()))[0]
@@ -159,10 +175,9 @@ class TableReader:
         for database, rows in self._rows.items():
             if database == "autoid" and self._absorbed and self.installation:
                 # taken-in changes are trusted only under a mark written after them: until
-                # ``renew_mark`` writes one, the copy has none (a run killed meanwhile costs
-                # the next one a whole read, never a stale row)
-                mine = copy_mark.own_marks(rows.values(), self.installation)
-                rows = {n: r for n, r in rows.items() if r not in mine}
+                # ``renew_mark`` writes one (a run that writes), the copy of AutoID stays as
+                # it was, and the next run reads the same changes again (docs/run.md)
+                continue
             full = self.reads[database].kind == ReadKind.FULL
             loaded = self._loaded[database][0]
             state = CopyState(
@@ -207,21 +222,22 @@ class TableReader:
 
     # -- how -----------------------------------------------------------------------------------
 
-    def _read(self, database: str) -> dict[str, Row]:
+    def _read(self, database: str, *, again: bool = False) -> dict[str, Row]:
         """The table now, checked (module docstring); read again from the start, up to
-        ``read_retries`` times, when the record list proves short."""
+        ``read_retries`` times, when the record list proves short. ``again``: this run read
+        it already; that read is the copy to update."""
         attempts = self.gateway.settings.read_retries + 1
         for attempt in range(1, attempts + 1):
             try:
-                rows = self._read_once(database)
+                rows = self._read_once(database, again=again)
                 self._rows[database] = rows
                 return rows
             except IncompleteRead as error:
                 self.gateway.read_again(database, "export record list", error, attempt, attempts)
         raise AssertionError("unreachable")
 
-    def _read_once(self, database: str) -> dict[str, Row]:
-        copy, missing_because = self._load(database)
+    def _read_once(self, database: str, *, again: bool = False) -> dict[str, Row]:
+        copy, missing_because = self._this_run(database) if again else self._load(database)
         kind, why = choose_read(
             copy,
             now=self.now,
@@ -233,7 +249,8 @@ class TableReader:
             clock_unconfirmed=self.clock_doubt(),
         )
         found = self._changes(database, copy) if kind == ReadKind.CHANGES and copy else None
-        doubt = self._mark_doubt(copy, found[1]) if found and copy and database == "autoid" else ""
+        checks_mark = database == "autoid" and not again
+        doubt = self._mark_doubt(copy, found[1]) if found and copy and checks_mark else ""
         if doubt:
             found, kind, why = None, ReadKind.FULL, doubt
         if found is None and kind == ReadKind.CHANGES:
@@ -247,14 +264,29 @@ class TableReader:
         table = without_deleted(merged, asked_again, RECORD_ID_FIELD[database], witnessed)
         if database == "autoid":  # anything new to the copy is trusted only under a new mark
             routine = _routine(database)
-            self._absorbed = copy is None or any(
-                copy.rows.get(name) != row for name, row in table.items() if not routine(row)
+            self._absorbed = (
+                self._absorbed
+                or copy is None
+                or any(
+                    copy.rows.get(name) != row for name, row in table.items() if not routine(row)
+                )
             )
-        self.reads[database] = TableRead(
-            kind, why, len(table), merged.changed, len(merged.vanished)
-        )
-        log.info("%s: %s", database, self.reads[database].describe())
+        read = TableRead(kind, why, len(table), merged.changed, len(merged.vanished))
+        self.reads[f"{database}, again under the lease" if again else database] = read
+        log.info("%s%s: %s", database, " again" if again else "", read.describe())
         return table
+
+    def _small(self, rows: Mapping[str, Row]) -> bool:
+        """Whether a table of ``rows`` (as last read) is asked for whole in one request: half a
+        chunk leaves room to grow, so no answer holds much more than ``read_chunk_records``."""
+        return len(rows) <= self.gateway.settings.read_chunk_records // 2
+
+    def _this_run(self, database: str) -> tuple[CopyState | None, str]:
+        """This run's own read of ``database`` as the copy a read again updates."""
+        rows = self._rows.get(database)
+        if rows is None:
+            return self._load(database)
+        return CopyState(rows=rows, read_began=self.server_now, full_read_at=self.now), ""
 
     def _changes(self, database: str, copy: CopyState) -> tuple[Merged, list[str]] | None:
         """The copy updated by the record list and the changes; None if they contradict it."""
@@ -307,7 +339,8 @@ class TableReader:
 
     def _whole(self, database: str, copy: CopyState | None) -> tuple[Merged, list[str]]:
         """The whole table, checked against the copy (if any) like the changes are."""
-        rows = self.gateway.table_rows(database)
+        small = copy is not None and self._small(copy.rows)
+        rows = self.gateway.table_rows(database, in_one=small)
         id_field = RECORD_ID_FIELD[database]
         listed = record_names(rows, id_field)
         held = copy.rows if copy is not None else {}
