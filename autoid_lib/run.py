@@ -383,8 +383,8 @@ def _forecast(result: RunResult, settings: Settings, snapshot: Snapshot, recorde
 
 
 def _forecast_steps(result: RunResult, settings: Settings, snapshot: Snapshot, recorded) -> None:
-    """The forecast over the look-back span, never the catch-up window (``forecast``'s
-    docstring): ``autoid check`` counts the same way, so both give the same date."""
+    """The forecast over the look-back span, never the catch-up window (``autoid_lib.forecast``
+    module docstring): ``autoid check`` counts the same way, so both give the same date."""
     plan = result.plan
     if plan is None:
         return
