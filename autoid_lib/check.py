@@ -26,6 +26,7 @@ from autoid_lib.lock import check_lock_file
 from autoid_lib.plan import PlanSettings, plan
 from autoid_lib.private_files import private_folder
 from autoid_lib.records.history import recorded_capacity
+from autoid_lib.records.last_success import read_last_success
 from autoid_lib.redcap import clock as redcap_clock
 from autoid_lib.redcap.gateway import RedcapGateway
 from autoid_lib.redcap.lease import installations_seen
@@ -41,6 +42,7 @@ from autoid_lib.server_clock import (
 )
 from autoid_lib.snapshot import Snapshot
 from autoid_lib.status import ExitStatus
+from autoid_lib.window import run_window
 
 
 @dataclass
@@ -130,7 +132,7 @@ def check_setup(settings: Settings) -> CheckReport:
         PlanSettings(hasher, "", settings.run.capacity_warn_at),
     )
     try:
-        forecasts = _forecasts(settings, gateway, planned.projects, moment)
+        forecasts = _forecasts(settings, gateway, records, rows, moment)
     except AutoIdError as error:
         report.checks["REDCap incoming (forecast)"] = f"FAILED: {error}"
         report.ok = False
@@ -232,21 +234,37 @@ def _keep_confirmation(settings: Settings, zone: str, now: datetime, within: boo
         return
 
 
-def _forecasts(settings: Settings, gateway: RedcapGateway, projects, moment) -> dict[str, Forecast]:
-    """The forecasts a run now would make (docs/run.md, "Forecast"): the transfer requests of
-    the studies in its look-back window (one Incoming read) and the recorded runs' capacity."""
-    begin = moment - timedelta(days=settings.run.lookback_days)
-    studies = gateway.incoming_studies(begin, moment)
+def _forecasts(
+    settings: Settings, gateway: RedcapGateway, records, rows, moment: datetime
+) -> dict[str, Forecast]:
+    """The forecasts a run now would make (docs/run.md, "Forecast"), from the same data.
+
+    The run's own window (it reaches back over an outage to the last successful run), one
+    Incoming read, and the studies waiting there planned as the run would plan them (pure:
+    nothing is written), so that IDs a catch-up is about to make count as the run counts
+    them, both in the free IDs and at their studies' arrival; then the recorded runs.
+    """
+    run = settings.run
+    window = run_window(
+        moment, run.lookback_days, read_last_success(run.reports_dir), run.max_catchup_days
+    )
+    studies = gateway.incoming_studies(window.begin, None)  # open-ended, as the run reads
+    planned = plan(
+        Snapshot(tuple(records), tuple(studies), tuple(rows), window.begin, moment),
+        PlanSettings(run.hasher(), f"{moment:%Y-%m-%d %H:%M}", run.capacity_warn_at),
+    )
     utc_now = datetime.now(UTC)
-    window_days = 7.0 * settings.run.forecast_weeks
+    window_days = 7.0 * run.forecast_weeks
     return project_forecasts(
-        projects,
-        seen_requests(studies),
-        recorded_capacity(settings.run.reports_dir, utc_now, window_days),
+        planned.projects,
+        seen_requests(studies, planned.transfers),
+        recorded_capacity(run.reports_dir, utc_now, window_days),
         now=utc_now,
-        window_begin=begin,
+        window_begin=moment - timedelta(days=run.lookback_days),
         window_end=moment,
         window_days=window_days,
+        reach_days=run.max_catchup_days,
+        since=utc_now - (moment - window.begin) if window.extended else None,
     )
 
 

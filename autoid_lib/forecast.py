@@ -10,8 +10,18 @@ Where the count comes from (docs/run.md, "Forecast"), best first, neither costs 
   summary.json within the forecast window, against the count now. Exact, and it counts IDs
   made by anyone (by hand, by another tool); it reaches back only as far as the reports kept.
 - ``transfer requests``: the transfer requests the run read anyway (its look-back window) plus
-  the ones it plans: the distinct names whose earliest request there falls in the window. An
-  upper bound: a returning patient's older ID counts as new, so the date errs early.
+  the ones it plans: the distinct names whose earliest *arrival* falls in the last
+  ``lookback_days``. An upper bound: a returning patient's older ID counts as new, so the date
+  errs early.
+
+A catch-up is not a rate (issue 24, item 9). After an outage one run serves many days of
+studies at once; counted at the moment the kit made them, N days of IDs fell into one look-back
+window, the date jumped and a warning repeated until they aged out. So an ID counts at the time
+the study that needed it arrived (``arrival``: its study date, which the run reads anyway), and
+the span is the run's ``lookback_days``, not its catch-up window: serving the same arrivals
+daily or in one catch-up gives the same count, and ``autoid check`` (which plans the waiting
+studies as the run would) gives the run's date. For recorded runs, a catch-up that reached back
+before the oldest recorded run spreads its IDs over the days it covered (``since``).
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ FULL = "full"
 NO_NEW_IDS = "no new IDs"
 NO_HISTORY = "no history"
 
+REACH_DAYS = 60  # [run] max_catchup_days' default: how far back a catch-up serves studies
 CONFIDENCE = 0.9  # the rate's interval: 5 % chance each side that the true rate is outside
 HORIZON_DAYS = 100 * 366  # dates further out are shown as "beyond" this
 WARNING = "forecast_warning"  # the anomaly kind when the date falls within the warning window
@@ -180,8 +191,14 @@ def usage_from_runs(
     used_now: int,
     now: datetime,
     window_days: float,
+    since: datetime | None = None,
 ) -> Usage | None:
-    """IDs gained since the oldest recorded run within the window (same project and pattern)."""
+    """IDs gained since the oldest recorded run within the window (same project and pattern).
+
+    ``since`` is where this run's window began when it reached back over an outage (UTC): IDs
+    it made then were needed by studies that arrived from there on, so when that is before the
+    oldest recorded run the count is spread over the longer span, not over the days since.
+    """
     begin = now - timedelta(days=window_days)
     points = [
         r
@@ -191,15 +208,16 @@ def usage_from_runs(
     if not points:
         return None
     oldest = min(points, key=lambda r: r.started)
-    days = (now - oldest.started).total_seconds() / 86400
+    start = oldest.started if since is None else min(oldest.started, since)
+    days = (now - start).total_seconds() / 86400
     return Usage(max(0, used_now - oldest.used), days, RECORDED_RUNS)
 
 
 def usage_from_requests(
-    first_requests: Iterable[datetime], window_begin: datetime, window_end: datetime
+    first_arrivals: Iterable[datetime], window_begin: datetime, window_end: datetime
 ) -> Usage:
-    """Names whose earliest request the run saw falls in its window, over the window's length."""
-    new = sum(1 for moment in first_requests if window_begin <= moment <= window_end)
+    """Names whose earliest arrival the run saw falls in the window, over the window's length."""
+    new = sum(1 for moment in first_arrivals if window_begin <= moment <= window_end)
     days = (window_end - window_begin).total_seconds() / 86400
     return Usage(new, days, TRANSFER_REQUESTS)
 
@@ -212,22 +230,24 @@ def best_usage(*candidates: Usage | None) -> Usage | None:
     return max(found, key=lambda u: (u.days, u.basis == RECORDED_RUNS))
 
 
-def first_requests(
-    requests: Iterable[tuple[str, str, str]],
+def first_arrivals(
+    requests: Iterable[tuple[str, ...]], reach_days: float = REACH_DAYS
 ) -> dict[str, list[datetime]]:
-    """Per project, the earliest request time of each name, from (project, name, date) triples.
+    """Per project, the earliest arrival of each name, from (project, name, requested date,
+    study date) tuples (``seen_requests``; without the study date, the request's time).
 
-    Dates REDCap holds as ``YYYY-MM-DD[ HH:MM[:SS]]``; one that does not parse is left out.
-    The names are used only to group and are not returned.
+    Dates REDCap holds as ``YYYY-MM-DD[ HH:MM[:SS]]``; a request date that does not parse is
+    left out. The names are used only to group and are not returned.
     """
     earliest: dict[tuple[str, str], datetime] = {}
     parsed: dict[str, datetime | None] = {}  # a run's requests share few distinct times
-    for project, name, text in requests:
+    for project, name, text, *rest in requests:
         if text not in parsed:
             parsed[text] = parse_request_date(text)
-        moment = parsed[text]
-        if not project or not name or moment is None:
+        requested = parsed[text]
+        if not project or not name or requested is None:
             continue
+        moment = arrival(requested, rest[0] if rest else "", reach_days)
         key = (project, name)
         if key not in earliest or moment < earliest[key]:
             earliest[key] = moment
@@ -235,6 +255,35 @@ def first_requests(
     for (project, _), moment in earliest.items():
         by_project.setdefault(project, []).append(moment)
     return by_project
+
+
+def arrival(requested: datetime, study_date: str, reach_days: float = REACH_DAYS) -> datetime:
+    """When the study that needed an ID arrived, as far as the data the run reads can tell.
+
+    Its study date (at noon: a DICOM date has no time, and noon is the day's middle), because a
+    catch-up requests many days' studies at one moment. The request's time instead when the
+    study date is missing or later than the request (a wrong date), or more than
+    ``reach_days`` before it: no catch-up reaches that far, so it is a prior sent long after it
+    was taken, and its ID was needed when it was requested.
+    """
+    day = parse_study_date(study_date)
+    if day is None:
+        return requested
+    noon = day + timedelta(hours=12)
+    if noon > requested or noon < requested - timedelta(days=reach_days):
+        return requested
+    return noon
+
+
+def parse_study_date(text: str) -> datetime | None:
+    """A DICOM study date (``YYYYMMDD``, or ``YYYY-MM-DD`` as some imports write it)."""
+    text = (text or "").strip()
+    for shape in ("%Y%m%d", "%Y-%m-%d"):
+        try:
+            return datetime.strptime(text, shape)
+        except ValueError:
+            continue
+    return None
 
 
 def parse_request_date(text: str) -> datetime | None:
@@ -355,36 +404,47 @@ def _iso(value: date | None) -> str | None:
 # -- one run's forecasts -----------------------------------------------------------------------
 
 
-def seen_requests(studies: Iterable, planned: Iterable = ()) -> list[tuple[str, str, str]]:
-    """(project, name, requested date) of the transfer requests read with ``studies`` (their
-    ``transfer_requests``) and of the ``planned`` transfers: ``project_forecasts``' input."""
+def seen_requests(studies: Iterable, planned: Iterable = ()) -> list[tuple[str, str, str, str]]:
+    """(project, name, requested date, study date) of the transfer requests read with
+    ``studies`` (their ``transfer_requests``) and of the ``planned`` transfers (their study's
+    date when the study is among ``studies``): ``project_forecasts``' input."""
+    studies = list(studies)
     seen = [
-        (t.project_name, t.name, t.requested_date)
+        (t.project_name, t.name, t.requested_date, study.study_date)
         for study in studies
         for t in study.transfer_requests
     ]
-    seen += [(t.project_name, t.pseudonym, t.requested_date) for t in planned]
+    dated = {study.uid: study.study_date for study in studies}
+    seen += [
+        (t.project_name, t.pseudonym, t.requested_date, dated.get(t.study_uid, "")) for t in planned
+    ]
     return seen
 
 
 def project_forecasts(
     projects: Iterable[ProjectState],
-    requests: Iterable[tuple[str, str, str]],
+    requests: Iterable[tuple[str, ...]],
     recorded: Iterable[RecordedCapacity],
     *,
     now: datetime,
     window_begin: datetime,
     window_end: datetime,
     window_days: float,
+    reach_days: float = REACH_DAYS,
+    since: datetime | None = None,
 ) -> dict[str, Forecast]:
     """Each project's forecast from the best usage available (module docstring).
 
     ``window_days`` is how far back recorded runs count (``[run] forecast_weeks``); ``now`` is
     the run's UTC clock (recorded runs' times are UTC); ``window_*`` and the request
     dates are REDCap server time, and the dates forecast count from ``window_end``'s day.
+    ``window_begin`` is ``lookback_days`` before ``window_end``, never a catch-up's begin: a
+    run and ``autoid check`` over the same data count over the same span. ``reach_days`` is
+    ``[run] max_catchup_days`` (``arrival``); ``since`` the catch-up's begin in UTC, or
+    ``None`` for an ordinary window (``usage_from_runs``).
     """
     recorded = list(recorded)
-    first = first_requests(requests)
+    first = first_arrivals(requests, reach_days)
     today = window_end.date()
     found = {}
     for project in projects:
@@ -392,7 +452,9 @@ def project_forecasts(
         if c is None:
             continue
         usage = best_usage(
-            usage_from_runs(recorded, project.name, project.pattern, c.used, now, window_days),
+            usage_from_runs(
+                recorded, project.name, project.pattern, c.used, now, window_days, since
+            ),
             usage_from_requests(first.get(project.name, ()), window_begin, window_end),
         )  # fmt: skip
         found[project.name] = forecast(c.free, usage, today)

@@ -444,17 +444,23 @@ def _forecast(result: RunResult, settings: Settings, snapshot: Snapshot, recorde
 
 
 def _forecast_steps(result: RunResult, settings: Settings, snapshot: Snapshot, recorded) -> None:
+    """The forecast over the look-back span, never the catch-up window (``autoid_lib.forecast``
+    module docstring): ``autoid check`` counts the same way, so both give the same date."""
     plan = result.plan
     if plan is None:
         return
+    window = result.window
+    caught_up = window is not None and window.extended
     result.forecasts = project_forecasts(
         plan.projects,
         seen_requests(snapshot.studies, plan.transfers),
         recorded,
         now=result.started,
-        window_begin=result.window_begin,
+        window_begin=result.window_end - timedelta(days=result.lookback_days),
         window_end=result.window_end,
         window_days=7.0 * settings.run.forecast_weeks,
+        reach_days=settings.run.max_catchup_days,
+        since=result.started - (result.window_end - result.window_begin) if caught_up else None,
     )
     warnings = forecast_anomalies(
         result.forecasts,

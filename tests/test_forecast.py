@@ -19,15 +19,21 @@ from autoid_lib.forecast import (
     TRANSFER_REQUESTS,
     RecordedCapacity,
     Usage,
+    arrival,
     best_usage,
-    first_requests,
+    first_arrivals,
     forecast,
     poisson_cdf,
     poisson_interval,
+    project_forecasts,
+    seen_requests,
     usage_from_requests,
     usage_from_runs,
 )
+from autoid_lib.ids.generate import Capacity
+from autoid_lib.plan import ProjectState, TransferRequest
 from autoid_lib.records.history import recorded_capacity
+from autoid_lib.snapshot import ExistingTransfer, IncomingStudy
 
 TODAY = date(2026, 11, 28)
 NOW = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
@@ -121,8 +127,8 @@ def test_within_uses_the_point_date():
 # -- the history sources -----------------------------------------------------------------------
 
 
-def test_first_requests_keeps_each_names_earliest_date_and_drops_the_names():
-    found = first_requests(
+def test_first_arrivals_keeps_each_names_earliest_date_and_drops_the_names():
+    found = first_arrivals(
         [
             ("A", "P001", "2026-11-20 10:00"),
             ("A", "P001", "2026-10-01 09:00"),
@@ -136,6 +142,28 @@ def test_first_requests_keeps_each_names_earliest_date_and_drops_the_names():
         "A": [datetime(2026, 10, 1, 9, 0), datetime(2026, 11, 21)],
         "B": [datetime(2026, 11, 22, 7, 0, 5)],
     }
+
+
+def test_an_id_counts_when_its_study_arrived_not_when_a_catch_up_requested_it():
+    requested = datetime(2026, 11, 28, 8, 0)
+    # a catch-up serving a study of 20 days ago: its day, at noon
+    assert arrival(requested, "20261108") == datetime(2026, 11, 8, 12, 0)
+    assert arrival(requested, "2026-11-08") == datetime(2026, 11, 8, 12, 0)
+    # dated today, requested before noon; dated later; no date: the request's time
+    for dated in ("20261128", "20270101", "", "garbage"):
+        assert arrival(requested, dated) == requested
+    # a prior taken long before any catch-up reaches: needed when it was requested
+    assert arrival(requested, "20150301") == requested
+    assert arrival(requested, "20261001", reach_days=60) == datetime(2026, 10, 1, 12, 0)
+    assert arrival(requested, "20261001", reach_days=30) == requested
+    found = first_arrivals(
+        [
+            ("A", "P001", "2026-11-28 08:00", "20261108"),
+            ("A", "P001", "2026-11-28 08:00", "20261110"),
+            ("A", "P002", "2026-11-28 08:00"),  # without a study date: the request
+        ]
+    )
+    assert found == {"A": [datetime(2026, 11, 8, 12, 0), requested]}
 
 
 def test_requests_count_only_names_first_seen_in_the_window():
@@ -159,6 +187,17 @@ def test_recorded_runs_use_the_oldest_point_in_the_window_under_the_same_pattern
     assert usage_from_runs(points, "C", r"P\d{3}", 700, NOW, 56.0) is None
     # IDs removed since: no negative count
     assert usage_from_runs(points, "A", r"P\d{3}", 600, NOW, 56.0).new_ids == 0
+
+
+def test_a_catch_up_reaching_before_the_oldest_recorded_run_spreads_over_what_it_covered():
+    """The only recorded run is 2 days old, but this run's window reached back 30 days over an
+    outage: its 90 new IDs came from 30 days of studies, not 2."""
+    points = [RecordedCapacity(NOW - timedelta(days=2), "A", r"P\d{3}", 610)]
+    usage = usage_from_runs(points, "A", r"P\d{3}", 700, NOW, 56.0, NOW - timedelta(days=30))
+    assert usage == Usage(90, 30.0, RECORDED_RUNS)
+    # an ordinary window, or one that began after the oldest point: the recorded span
+    later = usage_from_runs(points, "A", r"P\d{3}", 700, NOW, 56.0, NOW - timedelta(days=1))
+    assert usage_from_runs(points, "A", r"P\d{3}", 700, NOW, 56.0).days == 2.0 == later.days
 
 
 def test_the_longer_history_wins_and_recorded_runs_win_a_tie():
@@ -206,3 +245,68 @@ def test_the_interval_of_a_large_count_is_close_to_the_normal_one(k):
     spread = 1.645 * math.sqrt(k)
     assert low == pytest.approx(k - spread, abs=2 + 0.05 * spread)
     assert high == pytest.approx(k + spread, abs=2 + 0.05 * spread)
+
+
+# -- a catch-up is not a rate (issue 24, item 9) -----------------------------------------------
+
+RUN_AT = datetime(2026, 11, 28, 8, 0)  # REDCap server time of the run that forecasts
+LOOKBACK = 14
+
+
+def _served(arrivals, served_at):
+    """The studies and planned transfers a run at RUN_AT sees, when the study that arrived
+    ``i`` days ago (``arrivals[i]`` new patients that day) was served at ``served_at(i)``:
+    studies served in the look-back window carry their request; those served by this run are
+    its planned transfers. Each patient is new to the project."""
+    studies, planned = [], []
+    for days_ago, count in enumerate(arrivals, start=1):
+        when = served_at(days_ago)
+        if when < RUN_AT - timedelta(days=LOOKBACK):
+            continue  # not modified within the window: the run does not read it
+        for n in range(count):
+            uid, name = f"1.2.{days_ago}.{n}", f"P{days_ago:03d}{n}"
+            dated = f"{RUN_AT - timedelta(days=days_ago):%Y%m%d}"
+            requested = f"{when:%Y-%m-%d %H:%M}"
+            if when == RUN_AT:
+                studies.append(IncomingStudy(uid, "A", "", dated))
+                planned.append(TransferRequest(uid, 1, "A", name, requested))
+            else:
+                request = ExistingTransfer(1, "A", name, requested_date=requested)
+                studies.append(IncomingStudy(uid, "A", "", dated, (request,)))
+    return seen_requests(studies, planned)
+
+
+def _forecast_at_run(requests, used):
+    project = ProjectState("A", "A", r"P\d{4}", capacity=Capacity(r"P\d{4}", 10_000, used))
+    return project_forecasts(
+        [project],
+        requests,
+        (),
+        now=RUN_AT.replace(tzinfo=UTC),
+        window_begin=RUN_AT - timedelta(days=LOOKBACK),
+        window_end=RUN_AT,
+        window_days=56.0,
+    )["A"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    arrivals=st.lists(st.integers(0, 6), min_size=70, max_size=70),
+    outage=st.integers(1, 50),
+    since=st.integers(0, LOOKBACK),
+)
+def test_a_catch_up_gives_the_forecast_daily_runs_give(arrivals, outage, since):
+    """The same arrivals served by daily runs (each study the morning after its day) or, after
+    runs stopped for ``outage`` days, by one catch-up run ``since`` days before this run: the
+    same rate, the same date. On main the catch-up's backlog counted at its request time: N
+    days of IDs inside one look-back window."""
+    used = 5_000 + sum(arrivals)
+    daily = _forecast_at_run(_served(arrivals, lambda i: RUN_AT - timedelta(days=i - 1)), used)
+    catch_up_at = RUN_AT - timedelta(days=since)
+
+    def caught_up(i):
+        return catch_up_at if since < i <= since + outage else RUN_AT - timedelta(days=i - 1)
+
+    after = _forecast_at_run(_served(arrivals, caught_up), used)
+    assert after.usage == daily.usage
+    assert after.full_on == daily.full_on

@@ -124,3 +124,56 @@ def test_a_broken_forecast_never_stops_the_run(paced, tmp_path, caplog):
     result = run_autoid(settings, dry_run=True, now=NOW.replace(tzinfo=UTC), recorded=[None])
     assert result.error is None and result.plan is not None
     assert result.forecasts == {} and "forecast skipped after AttributeError" in caplog.text
+
+
+def test_after_an_outage_the_catch_up_forecasts_what_check_said_and_does_not_swing(
+    sandbox_factory, tmp_path
+):
+    """Issue 24, item 9: one new patient a day; runs stopped for 30 days (more than the
+    14-day look-back) while studies kept arriving. check just before the catch-up and the
+    catch-up run itself give the same date, and the next day's run does not swing to an early
+    date and warn (on main: check saw 0 new IDs, the next run counted 30 days of IDs in 14)."""
+    from autoid_lib.check import check_setup
+
+    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)  # check reads the real clock
+    outage, served_days = 30, 30
+    sb = sandbox_factory(seed="empty", now=now - timedelta(days=outage + served_days + 1))
+    sb.add_rows("projects", [project("1", "Pilot", "PILOT", r"P\d{3}")])
+    sb.add_rows("autoid", [autoid(n, "Pilot", f"old{n}", f"P{n:03d}") for n in range(600)])
+    for days_ago in range(outage + served_days, 0, -1):  # each day's patient, at 10:00
+        when = (now - timedelta(days=days_ago)).replace(hour=10, minute=0, second=0)
+        sb.set_now(when)
+        n, uid = 600 + days_ago, f"1.2.826.0.2.{days_ago}"
+        rows = [study(uid, "PILOT", f"new{days_ago}", date=f"{when:%Y%m%d}")]
+        if days_ago > outage:  # served the next morning by the daily runs before the outage
+            sb.add_rows("autoid", [autoid(n, "Pilot", f"new{days_ago}", f"P{n:03d}")])
+            served = when + timedelta(hours=22)
+            rows.append(
+                transfer(
+                    uid, 1, "Pilot", f"P{n:03d}", transfer_requested_date=f"{served:%Y-%m-%d %H:%M}"
+                )
+            )
+        sb.add_rows("incoming", rows)
+        if days_ago == outage + 1:  # the last successful run before the outage
+            last = when + timedelta(hours=22)
+            sb.set_now(last)
+            settings = _settings(sb, tmp_path, forecast_warn_days=250)
+            assert run_autoid(settings, now=last.replace(tzinfo=UTC)).error is None
+    sb.set_now(None)
+
+    checked = check_setup(settings)
+    said = next(text for line, text in checked.forecasts.items() if line.startswith("Pilot:"))
+    caught_up = run_autoid(settings)
+    assert caught_up.error is None and caught_up.window.extended
+    pilot = caught_up.forecasts["Pilot"]
+    assert said == pilot.describe()
+    assert pilot.usage.basis == TRANSFER_REQUESTS and pilot.usage.days == 14
+    assert 13 <= pilot.usage.new_ids <= 15  # one a day, not the 30 days served at once
+    assert pilot.earliest <= now.date() + timedelta(days=pilot.free) <= pilot.latest
+
+    sb.set_now(now + timedelta(days=1))
+    next_day = run_autoid(settings, now=(now + timedelta(days=1)).replace(tzinfo=UTC))
+    after = next_day.forecasts["Pilot"]
+    assert pilot.rate_low <= after.rate_per_week <= pilot.rate_high  # the same rate, no swing
+    assert not any(a.kind == "forecast_warning" for a in caught_up.all_anomalies())
+    assert not any(a.kind == "forecast_warning" for a in next_day.all_anomalies())
