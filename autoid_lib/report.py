@@ -382,7 +382,8 @@ def verification_text(result: RunResult) -> str:
         return "not done (dry run: nothing written)"
     verified = result.verified()
     if verified is None:
-        return "not done (nothing written)" if result.error is None else "not reached"
+        nothing = result.error is None or result.error.yields  # a yield writes nothing
+        return "not done (nothing written)" if nothing else "not reached"
     if not verified["matched"]:
         return f"{len(result.problems)} difference(s); see above"
     return f"{verified_counts(verified)} match"

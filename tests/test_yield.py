@@ -83,6 +83,7 @@ def test_a_run_that_yields_to_another_is_shown_as_a_yield_on_every_screen(
     assert "FAILED" not in report and "Failed at" not in report and "status failed" not in report
     assert nothing_to_list("lease") in report and "Nothing to show" not in report
     assert _sections_shown(report) == [] and "<h2" in report  # Run details stays
+    assert "Re-read after writing:</b> not done (nothing written)" in report
 
     # the index: its row, the state at the top and the chart's mark say yielded, never FAILED
     index = (reports / "index.html").read_text()
