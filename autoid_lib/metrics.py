@@ -1,9 +1,12 @@
 """Prometheus metrics for node_exporter's textfile collector, from the recorded summaries.
 
 After every run and audit the kit rewrites one ``.prom`` file (``[monitoring] textfile``) from
-the newest summary.json of each mode (live, dry, audit) and the newest one that did not fail,
-so a failed run never erases when the job last succeeded. ``registry_from_summaries`` is pure
-(summaries in, a ``CollectorRegistry`` out); ``write_metrics`` finds the summaries and writes.
+the newest summary.json of each mode (live, dry, audit) and the newest one that succeeded,
+so a failed run never erases when the job last succeeded. A run that yielded to another (it
+wrote nothing, exit 3) is neither: it sets only ``autoid_last_yield_timestamp_seconds``, and
+every other gauge keeps the newest run that did its work or failed. ``registry_from_summaries``
+is pure (summaries in, a ``CollectorRegistry`` out); ``write_metrics`` finds the summaries and
+writes.
 
 Labels are modes, statuses, skip reasons, anomaly kinds and project names; values are counts,
 ratios and times. summary.json carries no study UID, patient ID or token, and nothing else is
@@ -22,6 +25,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from autoid_lib.records.folders import RUN_MODES, read_summary, run_folders
+from autoid_lib.vocab import Status
 
 log = logging.getLogger("autoid.metrics")
 
@@ -30,9 +34,12 @@ MAX_READS = 200  # summaries read looking for the newest success of each mode
 
 
 def registry_from_summaries(
-    latest: Mapping[str, Mapping[str, Any]], succeeded: Mapping[str, Mapping[str, Any]]
+    latest: Mapping[str, Mapping[str, Any]],
+    succeeded: Mapping[str, Mapping[str, Any]],
+    yielded: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> CollectorRegistry:
-    """The metrics of the newest summary per mode (``latest``) and newest success per mode."""
+    """The metrics of the newest summary per mode that did not yield (``latest``), the newest
+    success per mode, and the newest yield per mode since ``latest`` (``yielded``)."""
     registry = CollectorRegistry()
 
     def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
@@ -40,12 +47,18 @@ def registry_from_summaries(
 
     last_run = gauge(
         "autoid_last_run_timestamp_seconds",
-        "When the newest run of a mode ended",
+        "When the newest run of a mode that did not yield ended",
         ("mode", "status"),
     )
     last_success = gauge(
         "autoid_last_success_timestamp_seconds",
-        "When the newest run of a mode that did not fail ended",
+        "When the newest run of a mode that succeeded (ok or attention) ended",
+        ("mode",),
+    )
+    last_yield = gauge(
+        "autoid_last_yield_timestamp_seconds",
+        "When the newest run of a mode that yielded to another run (exit 3, nothing written) "
+        "ended; absent: none since the newest run that did not yield",
         ("mode",),
     )
     duration = gauge("autoid_run_duration_seconds", "The newest run's duration", ("mode",))
@@ -89,10 +102,11 @@ def registry_from_summaries(
             kinds[kind] = kinds.get(kind, 0) + 1  # anomalies, not what each one counts
         for kind, count in kinds.items():
             anomalies.labels(mode, kind).set(count)
-    for mode, summary in succeeded.items():
-        when = _timestamp(summary)
-        if when is not None:
-            last_success.labels(mode).set(when)
+    for gauge_, chosen in ((last_success, succeeded), (last_yield, yielded or {})):
+        for mode, summary in chosen.items():
+            when = _timestamp(summary)
+            if when is not None:
+                gauge_.labels(mode).set(when)
     for project in _capacity_source(latest, succeeded).get("projects") or ():
         name = str(project.get("project"))
         _set(ratio, (name,), project.get("capacity_fraction"))
@@ -104,7 +118,7 @@ def registry_from_summaries(
 
 
 def _capacity_source(latest, succeeded) -> Mapping[str, Any]:
-    """The newest live run that did not fail (its capacity is REDCap's), else a dry one."""
+    """The newest live run that succeeded (its capacity is REDCap's), else a dry one."""
     for mode in ("live", "dry"):
         if mode in succeeded:
             return succeeded[mode]
@@ -130,10 +144,14 @@ def _timestamp(summary: Mapping[str, Any]) -> float | None:
 # -- the I/O edge ------------------------------------------------------------------------------
 
 
-def newest_summaries(reports_dir: Path | str) -> tuple[dict[str, dict], dict[str, dict]]:
-    """The newest summary per mode, and the newest one per mode that did not fail."""
+def newest_summaries(
+    reports_dir: Path | str,
+) -> tuple[dict[str, dict], dict[str, dict], dict[str, dict]]:
+    """The newest summary per mode that did not yield, the newest per mode that succeeded, and
+    the newest yield per mode newer than the first (``registry_from_summaries``' three)."""
     latest: dict[str, dict] = {}
     succeeded: dict[str, dict] = {}
+    yielded: dict[str, dict] = {}
     reads = 0
     for folder, parsed in reversed(run_folders(reports_dir)):
         if parsed.mode in latest and parsed.mode in succeeded:
@@ -146,16 +164,20 @@ def newest_summaries(reports_dir: Path | str) -> tuple[dict[str, dict], dict[str
         summary = read_summary(folder)
         if summary is None:
             continue
+        status = summary.get("status")
+        if status == Status.YIELDED:  # neither a failure nor a success: it changes nothing
+            if parsed.mode not in latest:
+                yielded.setdefault(parsed.mode, dict(summary))
+            continue
         latest.setdefault(parsed.mode, dict(summary))
-        if summary.get("status") != "failed":
+        if status != Status.FAILED:
             succeeded.setdefault(parsed.mode, dict(summary))
-    return latest, succeeded
+    return latest, succeeded, yielded
 
 
 def write_metrics(textfile: Path | str, reports_dir: Path | str) -> None:
     """Rewrite ``textfile`` from the reports folder, atomically: a scrape never sees half."""
-    latest, succeeded = newest_summaries(reports_dir)
-    write_textfile(textfile, registry_from_summaries(latest, succeeded))
+    write_textfile(textfile, registry_from_summaries(*newest_summaries(reports_dir)))
 
 
 def write_textfile(path: Path | str, registry: CollectorRegistry) -> None:

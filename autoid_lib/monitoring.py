@@ -80,7 +80,11 @@ class Monitor:
             ping(self.ping_url, START, timeout_s=self.settings.ping_timeout_s)
 
     def finished(self, ok: bool, headline: str = "") -> None:
-        """The success or fail ping (its body: the headline, data-free) and the metrics file."""
+        """The success or fail ping (its body: the headline, data-free) and the metrics file.
+
+        ``ok`` is false only for a failure: a run that yielded to another (exit 3) pings
+        success, since the job is alive and its check must not alert; the metrics keep a yield
+        apart from a success (``metrics``)."""
         if self.ping_url is not None:
             from autoid_lib.ping import FAIL, SUCCESS, ping
 

@@ -31,7 +31,16 @@ from autoid_lib.failures import cause_of, written_after
 from autoid_lib.forecast import Forecast
 from autoid_lib.plan import ALREADY_TRANSFERRED, SKIPPED, TRANSFER
 from autoid_lib.result import RunResult
-from autoid_lib.vocab import STATUS_LABELS, Status, anomaly_count, verified_counts
+from autoid_lib.vocab import (
+    STATUS_LABELS,
+    YIELD_EXIT,
+    YIELD_NEXT,
+    YIELD_TODO,
+    Status,
+    anomaly_count,
+    nothing_to_list,
+    verified_counts,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -41,6 +50,7 @@ _BANNER_STYLE = {
     "ok": "background:#edf7ef;border:1px solid #9fd0aa;color:#1e7b34",
     "attention": "background:#fff6e5;border:1px solid #f0c46e;color:#9a5b00",
     "failed": "background:#fdeceb;border:1px solid #eea29c;color:#b3261e",
+    "yielded": "background:#eef2f7;border:1px solid #b4c2d3;color:#3d5a80",  # no alarm
 }
 _BAR_COLOURS = {"ok": "#4c9a5e", "warn": "#e0a030", "bad": "#c8453b", "none": "#b9c0c7"}
 _MAX_BAR_DATES = 45  # more study dates than this: lines instead of stacked bars
@@ -70,7 +80,9 @@ def status_banner(result: RunResult) -> HTML:
         f"started {result.started:%Y-%m-%d %H:%M:%S} UTC · {result.duration_s:.1f} s · "
         f"{result.api_requests} API requests"
     )
-    if result.error is not None:
+    if result.error is not None and status == Status.YIELDED:
+        what = _e(f"{_sentence(result.error.message)} {_sentence(YIELD_NEXT)}")
+    elif result.error is not None:
         what = f"Failed at <b>{_e(result.error.step)}</b>: {_e(result.error.message)}"
     elif result.problems:
         what = f"Verification found {len(result.problems)} difference(s); see below."
@@ -138,11 +150,25 @@ def _outcome_sentence(result: RunResult) -> str:
 
 @_shown_by_the_run_cell
 def error_box(result: RunResult) -> HTML | None:
-    """What failed and what to do, or nothing when the run did not fail."""
+    """What failed and what to do, or nothing when the run did not fail; a run that yielded
+    to another: who was writing, that it wrote nothing and needs nothing. A run that stopped
+    before planning ends it with the one line that stands for the plan's sections."""
     if result.error is None and not result.problems:
         return None
     parts = []
-    if result.error is not None:
+    if result.error is not None and result.status == Status.YIELDED:
+        e = result.error
+        parts.append(
+            _facts(
+                [
+                    ("Who was writing", e.message),
+                    ("What was written", written_after(e.step, result.mode)),
+                    ("What to do", YIELD_TODO),
+                    ("Exit status", YIELD_EXIT),
+                ]
+            )
+        )
+    elif result.error is not None:
         e = result.error
         cause = cause_of(e.kind, e.type)
         parts.append(
@@ -161,20 +187,26 @@ def error_box(result: RunResult) -> HTML | None:
             + '<p class="note">Check these records in REDCap before the next run; the next '
             "run completes what is missing but never repeats a write.</p>"
         )
+    if result.error is not None and stopped_before_planning(result):
+        parts.append(f'<p class="not-planned">{_e(nothing_to_list(result.error.step))}</p>')
     return HTML("".join(parts))
+
+
+def stopped_before_planning(result: RunResult) -> bool:
+    """The run ended before it had a plan (REDCap refused, the lease was held): the plan's
+    sections have nothing to show and show nothing; ``error_box`` says so once. Its sections'
+    headings go too (``records.html_export``: a heading over nothing is left out)."""
+    return result.plan is None and result.error is not None
 
 
 # -- tables ------------------------------------------------------------------------------------
 
 
-NOT_PLANNED = "Nothing to show: the run stopped before planning."
-
-
 @_shown_by_the_run_cell
-def projects_table(result: RunResult) -> HTML:
+def projects_table(result: RunResult) -> HTML | None:
     """One row per auto-ID project: what arrived, what the run did, how full the ID space is."""
-    if result.plan is None:
-        return _note(NOT_PLANNED)
+    if result.plan is None:  # stopped before planning: error_box says so, once
+        return None
     frame = result.projects()
     if frame.empty:
         return _note("No auto-ID project is configured in the Projects database.")
@@ -237,10 +269,10 @@ def _sum(column: pd.Series) -> int | None:
 
 
 @_shown_by_the_run_cell
-def anomalies_table(result: RunResult) -> HTML:
+def anomalies_table(result: RunResult) -> HTML | None:
     """What a human should look at, each with what to do about it."""
     if result.plan is None and not result.run_anomalies:
-        return _note(NOT_PLANNED)
+        return None  # stopped before planning: error_box says so, once
     frame = result.anomalies()
     if frame.empty:
         return _note("Nothing needs a human.")
@@ -269,10 +301,10 @@ def _kind_label(kind: str) -> str:
 
 
 @_shown_by_the_run_cell
-def studies_table(result: RunResult, detail: str = "summary") -> HTML:
+def studies_table(result: RunResult, detail: str = "summary") -> HTML | None:
     """Study-level rows (``detail == "full"`` only); a count by action otherwise."""
-    if result.plan is None:
-        return _note(NOT_PLANNED)
+    if result.plan is None:  # stopped before planning: error_box says so, once
+        return None
     frame = result.studies(detail="full")
     if frame.empty:
         return _note("No study in the window was addressed to an auto-ID project.")
@@ -350,7 +382,8 @@ def verification_text(result: RunResult) -> str:
         return "not done (dry run: nothing written)"
     verified = result.verified()
     if verified is None:
-        return "not done (nothing written)" if result.error is None else "not reached"
+        nothing = result.error is None or result.error.yields  # a yield writes nothing
+        return "not done (nothing written)" if nothing else "not reached"
     if not verified["matched"]:
         return f"{len(result.problems)} difference(s); see above"
     return f"{verified_counts(verified)} match"
@@ -366,10 +399,10 @@ def _studies_in_window(result: RunResult) -> str:
 
 
 @_shown_by_the_run_cell
-def incoming_chart(result: RunResult) -> Image | HTML:
+def incoming_chart(result: RunResult) -> Image | HTML | None:
     """Studies addressed to each auto-ID project, per study date."""
-    if result.plan is None:
-        return _note(NOT_PLANNED)
+    if result.plan is None:  # stopped before planning: error_box says so, once
+        return None
     per_day = result.incoming_per_day()
     if per_day.empty:
         return _note("No study to chart.")
@@ -396,10 +429,10 @@ def incoming_chart(result: RunResult) -> Image | HTML:
 
 
 @_shown_by_the_run_cell
-def capacity_chart(result: RunResult) -> Image | HTML:
+def capacity_chart(result: RunResult) -> Image | HTML | None:
     """How much of each project's ID space is used, after this run."""
-    if result.plan is None:
-        return _note(NOT_PLANNED)
+    if result.plan is None:  # stopped before planning: error_box says so, once
+        return None
     frame = result.capacity()
     if frame.empty:
         return _note("No project to chart.")

@@ -50,12 +50,22 @@ CAPACITY_COLUMNS = [
 ]
 
 
+# Errors after which a run yields rather than fails: another run holds the REDCap lease, this
+# one wrote nothing and exits 3 (errors.LeaseHeld; the local lock never gets this far).
+YIELDING_ERRORS = frozenset({"LeaseHeld"})
+
+
 @dataclass(frozen=True)
 class RunError:
     step: str
     type: str
     message: str
     kind: str = "internal"  # a failures.FailureKind
+
+    @property
+    def yields(self) -> bool:
+        """Another run holds the REDCap lease: this run backed off (``Status.YIELDED``)."""
+        return self.type in YIELDING_ERRORS
 
     def as_entry(self) -> dict[str, str]:
         """summary.json's ``error``: step, type, message, kind, cause and what to do."""
@@ -92,7 +102,12 @@ class RunResult:
 
     @property
     def status(self) -> Status:
-        """ok, attention (a human should look) or failed (the run did not finish cleanly)."""
+        """ok, attention (a human should look), failed (the run did not finish cleanly) or
+        yielded (another run holds the REDCap lease; this one wrote nothing). Decided here
+        only: summary.json, the report, the index, the mail, the metrics and the exit status
+        take it from here."""
+        if self.error is not None and self.error.yields:
+            return Status.YIELDED
         if self.error is not None or self.problems:
             return Status.FAILED
         if self.run_anomalies:
@@ -125,7 +140,9 @@ class RunResult:
         if self.window is not None and self.window.describe():
             window += f" ({self.window.describe()})"
         text = f"{label} — {mode}, window {window}, {self.duration_s:.1f} s"
-        if self.error is not None:
+        if self.error is not None and self.error.yields:
+            text += f" — {self.error.message}"
+        elif self.error is not None:
             text += f" — failed at {self.error.step}: {self.error.message}"
         elif self.problems:
             text += f" — verification found {len(self.problems)} difference(s)"

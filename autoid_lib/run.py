@@ -114,9 +114,9 @@ def run_autoid(
             result.api_bytes = gateway.bytes_received
             result.table_reads = {name: read.describe() for name, read in tables.reads.items()}
             result.duration_s = time.perf_counter() - clock
-        if not dry_run and result.status != "failed" and not projects:
+        if not dry_run and result.status.completed and not projects:  # not failed, not yielded
             record_success(history_dir, window.end)
-        if result.status != "failed" and not projects:  # a partial view resolves nothing
+        if result.status.completed and not projects:  # a partial view resolves nothing
             anomalies = [a.__dict__ for a in result.all_anomalies()]
             result.changes = remember_run(history_dir, anomalies, started, save=not dry_run)
     log.info("%s", result.headline)

@@ -14,4 +14,4 @@ class ExitStatus(IntEnum):
     OK = 0  # the run succeeded (its report may still ask for attention)
     FAILED = 1  # the run failed; the message names the step, the report shows the error
     CONFIG = 2  # bad configuration or command line; nothing was done
-    LOCKED = 3  # another run holds the lock; nothing was done
+    LOCKED = 3  # another run holds the lock or the REDCap lease (a yield); nothing was done

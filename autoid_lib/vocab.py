@@ -16,16 +16,26 @@ from typing import Any
 
 
 class Status(StrEnum):
-    """How a run or audit ended: ``ok``, ``attention`` (a human should look), ``failed``."""
+    """How a run or audit ended: ``ok``, ``attention`` (a human should look), ``failed``, or
+    ``yielded`` (another run holds the REDCap lease: this one wrote nothing and exits 3, a
+    normal outcome; neither a failure nor a success)."""
 
     OK = "ok"
     ATTENTION = "attention"
     FAILED = "failed"
+    YIELDED = "yielded"
 
     @property
     def label(self) -> str:
         """The one label table: the report banner, the index, the headline and the mail."""
         return STATUS_LABELS[self]
+
+    @property
+    def completed(self) -> bool:
+        """The run did its work (ok or attention): what counts as a success for the window,
+        the anomaly memory, the last-success metric and the index's streaks. A yield did
+        nothing, so it neither succeeds nor fails."""
+        return self in (Status.OK, Status.ATTENTION)
 
     @classmethod
     def parse(cls, value: object) -> Status | None:
@@ -40,7 +50,26 @@ STATUS_LABELS: dict[Status, str] = {
     Status.OK: "OK",
     Status.ATTENTION: "Needs attention",
     Status.FAILED: "FAILED",
+    Status.YIELDED: "Yielded to another run",
 }
+
+# What every screen says of a yield (report, mail, index): one place, the same words.
+YIELD_NEXT = "the next scheduled run does the work"
+YIELD_EXIT = (
+    "3, a normal outcome: cron and systemd (SuccessExitStatus=3) count it as done, not failed"
+)
+YIELD_TODO = (
+    "Nothing: the next scheduled run does the work. Only if every run yields, check that a "
+    "single installation is scheduled against this REDCap (docs/run.md, 'Two installations, "
+    "one REDCap')."
+)
+
+
+def nothing_to_list(step: str) -> str:
+    """The one line a run that stopped before planning shows where the plan's sections (projects,
+    anomalies, studies, charts) would be, in the report and the mail alike."""
+    where = step or "an unknown step"
+    return f"The run stopped at {where} before planning: there is nothing to list."
 
 
 class RunMode(StrEnum):

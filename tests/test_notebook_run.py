@@ -250,12 +250,15 @@ def test_export_drops_code_and_hidden_cells_but_keeps_errors(tmp_path):
                     "error", ename="RedcapError", evalue="boom", traceback=["RedcapError: boom"]
                 )
             ]
+        if cell.cell_type == "code" and "projects_table" in cell.source:
+            cell.outputs = [nbformat.v4.new_output("display_data", data={"text/html": "<p>t</p>"})]
     path = tmp_path / "run.ipynb"
     nbformat.write(nb, path)
     size = export_html(path, tmp_path / "report.html")
     page = (tmp_path / "report.html").read_text()
     assert size == len(page.encode()) < 30_000
     assert "RedcapError: boom" in page and "Projects" in page
+    assert "Incoming studies per day" not in page  # a heading over nothing is left out
     assert "<title>Auto-ID run report</title>" in page
     assert_lean_self_contained(page)
 
@@ -322,7 +325,10 @@ def test_display_helpers_render_every_section(demo_sandbox, tmp_path):
         assert chart.data[:8] == b"\x89PNG\r\n\x1a\n" and len(chart.data) < 80_000
 
 
-def test_a_run_stopped_before_planning_says_so_in_every_section(sandbox, tmp_path):
+def test_a_run_stopped_before_planning_says_so_once_and_shows_no_section(sandbox, tmp_path):
+    """Issue 24, item 6: one line where the plan's sections would be, not five empty ones."""
+    from autoid_lib.vocab import nothing_to_list
+
     sandbox.inject_fault("http500", database="projects", times=None)
     settings = load_settings(kit_config(sandbox, tmp_path))
     result = run_autoid(replace(settings, redcap=replace(settings.redcap, read_retries=0)))
@@ -335,7 +341,8 @@ def test_a_run_stopped_before_planning_says_so_in_every_section(sandbox, tmp_pat
         report.incoming_chart(result),
         report.capacity_chart(result),
     ]
-    assert all(report.NOT_PLANNED in section.data for section in sections)
+    assert sections == [None] * len(sections)
+    assert nothing_to_list("read projects") in report.error_box(result).data
 
 
 @pytest.mark.slow

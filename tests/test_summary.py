@@ -115,7 +115,8 @@ def test_naive_means_utc_in_one_place():
 
 
 def test_status_labels_come_from_one_table():
-    assert [s.label for s in Status] == ["OK", "Needs attention", "FAILED"]
+    labels = ["OK", "Needs attention", "FAILED", "Yielded to another run"]
+    assert [s.label for s in Status] == labels
     assert Status.parse("weird") is None and Status.parse("ok") is Status.OK
     assert Detail.parse("full") is Detail.FULL
 

@@ -3,7 +3,8 @@
 Exit statuses (``autoid_lib.status.ExitStatus``, documented in docs/report.md): 0 the run
 succeeded (its report may still ask for attention), 1 the run failed (the message names the
 step; the report shows the error), 2 bad configuration or command line (nothing was done),
-3 another run holds the lock (nothing was done, no report folder).
+3 another run holds the lock (nothing was done, no report folder) or the REDCap lease (a run
+folder whose status is ``yielded``: nothing written, not a failure).
 
 ``--email`` checks the config's ``[email]`` table before anything else (a missing table or a bad
 setting is exit 2) and mails the run's summary once summary.json is written

@@ -26,7 +26,16 @@ from urllib.parse import quote
 
 from autoid_lib.environment import describe
 from autoid_lib.failures import cause_of, written_after
-from autoid_lib.vocab import Status, plural, verified_counts
+from autoid_lib.records.summary import planned
+from autoid_lib.vocab import (
+    YIELD_EXIT,
+    YIELD_NEXT,
+    YIELD_TODO,
+    Status,
+    nothing_to_list,
+    plural,
+    verified_counts,
+)
 
 if TYPE_CHECKING:
     import css_inline
@@ -46,6 +55,7 @@ _STATUS = {
     Status.OK: ("#14532d", "#dcfce7"),
     Status.ATTENTION: ("#713f12", "#fef3c7"),
     Status.FAILED: ("#7f1d1d", "#fee2e2"),
+    Status.YIELDED: ("#1e3a5f", "#e5ecf4"),  # blue-grey: no alarm
 }
 _LEVEL_COLOURS = {"ok": "#14532d", "warning": "#92400e", "critical": "#b91c1c"}
 
@@ -130,6 +140,8 @@ def subject_line(view: Mapping[str, Any], prefix: str = "[autoid]") -> str:
     label = view["status_label"]
     if view["dry_run"]:
         label = f"DRY RUN {label}"
+    if view["status"] == Status.YIELDED:
+        return f"{prefix} {label}: nothing written, {YIELD_NEXT}"
     if view["status"] == "failed":
         error = view["error"] or {}
         step, cause = error.get("step", ""), error.get("cause", "")
@@ -177,10 +189,22 @@ def summary_view(summary: Mapping[str, Any]) -> dict[str, Any]:
         **_changes(summary.get("anomaly_changes")),
         "projects": _attention_first(projects),
         "error": _error(summary.get("error"), _text(summary.get("mode"))),
+        "not_planned": _not_planned(summary),
+        "yield_todo": YIELD_TODO,
+        "yield_exit": YIELD_EXIT,
         "total_s": _duration(_timings(summary).get("command")),
         "produced_by": describe(summary.get("environment")),
         "verified": _verified(summary.get("verified")),
     }
+
+
+def _not_planned(summary: Mapping[str, Any]) -> str:
+    """The report's one line for a run that stopped before planning (``vocab.nothing_to_list``),
+    or "" for a run that planned."""
+    error = _mapping(summary.get("error"))
+    if not error or planned(summary):
+        return ""
+    return nothing_to_list(_text(error.get("step")))
 
 
 def _verified(raw: Any) -> str:
@@ -426,7 +450,7 @@ def _counts_known(summary: Mapping[str, Any]) -> bool:
     """False for a run that stopped before planning or whose write failed part-way."""
     if summary.get("transfers_created") is None:
         return False
-    return summary.get("status") != "failed" or bool(summary.get("studies_in_window"))
+    return planned(summary)
 
 
 def _changes(raw: Any) -> dict[str, Any]:

@@ -19,6 +19,11 @@ Flap damping: when the status changed ``FlapRule.changes`` times within the last
 status changes and failures stop until the status has held for ``FlapRule.stable_runs`` runs in
 a row; then one "stable again" mail. News that is not about the status (transfers created,
 anomalies, findings) is still mailed under ``on-change``.
+
+A run that yielded to another (``Status.YIELDED``: another run holds the REDCap lease, this one
+wrote nothing, exit 3) is no news: it is mailed only under ``always``, and the history leaves
+it out (``mail.send.mail_history``), so it neither changes the status nor breaks a failure's
+streak or its reminders.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Any
 
 from autoid_lib.errors import ConfigError
 from autoid_lib.mail.settings import SEND_POLICIES
+from autoid_lib.vocab import Status
 
 REMINDER_GRACE = timedelta(minutes=2)  # at most half the reminder interval
 FLAPPING = "flapping"
@@ -110,6 +116,8 @@ def decide(
             f"send policy must be one of {', '.join(SEND_POLICIES)}, not {rules.policy!r}"
         )
     when = aware(when)
+    if summary.get("status") == Status.YIELDED:
+        return _yield_decision(history, rules)
     previous = history.previous
     kind, reason = _own_news(summary, previous, rules, when)
     failure = _failure_times(summary, previous, when)
@@ -136,6 +144,18 @@ def decide(
         failure_since=failure.get("since"),
         failure_mailed=failure.get("carried_mailed"),
     )
+
+
+def _yield_decision(history: MailHistory, rules: MailRules) -> Decision:
+    """A yield is mailed under ``always`` only (carrying the outbox then); otherwise the outbox
+    waits for the next run that did its work."""
+    if rules.policy != "always":
+        return Decision(
+            send=False,
+            reason="the run yielded to another run and wrote nothing: no news "
+            f"(send = {rules.policy})",
+        )
+    return Decision(send=True, reason="send = always", carried=tuple(history.undelivered))
 
 
 # -- this run's own news ----------------------------------------------------------------------

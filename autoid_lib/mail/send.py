@@ -45,6 +45,7 @@ from autoid_lib.records.folders import (
 )
 from autoid_lib.records.summary import Summary
 from autoid_lib.secret import redact
+from autoid_lib.vocab import Status
 
 __all__ = [
     "EmailSettings",
@@ -74,13 +75,13 @@ def should_send(
     judged against ``previous_summary`` alone (``notify`` also weighs the outbox and flap
     damping: ``mail.policy.decide``).
 
-    ============  ===========  ==========  ==========
-    policy        failed       attention   ok
-    ============  ===========  ==========  ==========
-    always        send         send        send
-    on-change     if new [1]_  if changed  if changed
-    on-attention  if new [1]_  send        never
-    ============  ===========  ==========  ==========
+    ============  ===========  ==========  ==========  =======
+    policy        failed       attention   ok          yielded
+    ============  ===========  ==========  ==========  =======
+    always        send         send        send        send
+    on-change     if new [1]_  if changed  if changed  never
+    on-attention  if new [1]_  send        never       never
+    ============  ===========  ==========  ==========  =======
 
     ``previous_summary`` is the previous run of the same mode whose mail did not fail
     (``find_previous_summary``).
@@ -110,6 +111,11 @@ def _mail_failed(summary: Mapping[str, Any]) -> bool:
 def _delivered(summary: Mapping[str, Any]) -> bool:
     entry = summary.get("email")
     return isinstance(entry, Mapping) and entry.get("sent") is True
+
+
+def _yielded(summary: Mapping[str, Any]) -> bool:
+    """The run yielded to another (it wrote nothing): ``mail.policy``'s history leaves it out."""
+    return summary.get("status") == Status.YIELDED
 
 
 def _news_of(summary: Mapping[str, Any]) -> tuple[str, ...]:
@@ -148,11 +154,14 @@ def find_previous_summary(reports_dir: Path | str, current_run: Path | str) -> S
     are passed over, and so are runs whose mail failed (``email`` with ``sent: false`` and an
     ``error``): what they had to say waits in the outbox (``mail_history``), and this run is
     compared with the run before them. A run whose mail was sent, deliberately not sent (the
-    policy), or not attempted (no ``--email``) counts. None if there is no such earlier run.
+    policy), or not attempted (no ``--email``) counts; one that yielded to another run does not
+    (``_yielded``). None if there is no such earlier run.
     """
     for path, previous in _earlier_runs(reports_dir, current_run):
         if previous is None:
             log.info("passing over %s: no readable summary.json", path.name)
+        elif _yielded(previous):
+            log.info("passing over %s: it yielded to another run", path.name)
         elif _mail_failed(previous):
             log.info("passing over %s: its mail failed, compare with the run before", path.name)
         else:
@@ -165,7 +174,8 @@ def mail_history(
 ) -> MailHistory:
     """The earlier runs ``mail.policy.decide`` weighs: the previous run (as
     ``find_previous_summary``), the ``flap.window_runs`` runs just before, and the outbox:
-    the news of runs whose mail failed since the last mail that was delivered."""
+    the news of runs whose mail failed since the last mail that was delivered. Runs that
+    yielded to another are left out (a delivered mail of one still closes the outbox)."""
     flap = flap or FlapRule()
     previous: Summary | None = None
     recent: list[Summary] = []
@@ -173,6 +183,9 @@ def mail_history(
     outbox_open = True
     for reads, (path, summary) in enumerate(_earlier_runs(reports_dir, current_run)):
         if summary is None:
+            continue
+        if _yielded(summary):  # no news, no status: it says nothing about the job
+            outbox_open = outbox_open and not _delivered(summary)
             continue
         if len(recent) < flap.window_runs:
             recent.append(summary)

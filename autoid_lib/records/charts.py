@@ -2,7 +2,8 @@
 
 Two inline SVG bar charts, oldest run on the left: transfers created and new IDs per run, and
 each run's duration. A bar's colour is the run's status (the index's own colours); a failed run
-gets a pale red column and a red mark on the axis, so it shows even when it created nothing.
+gets a pale red column and a red mark on the axis, so it shows even when it created nothing; a
+run that yielded to another gets a blue-grey mark and no band (it is no failure).
 Each bar and each run's column carries a ``<title>`` tooltip with the date, status, counts and
 times -- only what summary.json counts, never a pseudonym, patient or study.
 
@@ -18,12 +19,19 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from autoid_lib.records.summary import planned as summary_planned
 from autoid_lib.vocab import Status, plural
 
 RECENT_RUNS = 50  # the charts' reach: enough for two weeks of a job run a few times a day
 
-# the index's status colours (its .s-* classes): ok, attention, failed, unknown
-COLOURS = {"ok": "#1e7b34", "attention": "#9a5b00", "failed": "#b3261e", "unknown": "#5b6670"}
+# the index's status colours (its .s-* classes): ok, attention, failed, yielded, unknown
+COLOURS = {
+    "ok": "#1e7b34",
+    "attention": "#9a5b00",
+    "failed": "#b3261e",
+    "yielded": "#3d5a80",
+    "unknown": "#5b6670",
+}
 _FAILED_BAND = "#fdeceb"
 _IDS_OPACITY = "0.45"  # a run's new-ID bar: its transfers bar's colour, lighter
 
@@ -49,12 +57,12 @@ class ChartRun(NamedTuple):
 def chart_runs(entries: Sequence[tuple[datetime, str, Mapping[str, Any]]]) -> list[ChartRun]:
     """``ChartRun`` for each (start time, folder name, summary), in the order given.
 
-    A run that failed before planning knows no counts: None, drawn as nothing and said as "—",
-    the same rule as the index's table."""
+    A run that failed or yielded before planning knows no counts: None, drawn as nothing and
+    said as "—", the same rule as the index's table (``records.summary.planned``)."""
     runs = []
     for started, folder, summary in entries:
         known = Status.parse(summary.get("status"))
-        planned = known != Status.FAILED or bool(summary.get("studies_in_window"))
+        planned = summary_planned(summary)
         timings = summary.get("timings_s")
         runs.append(
             ChartRun(
@@ -215,6 +223,7 @@ def _legend() -> str:
         ("ok", "OK"),
         ("attention", "Needs attention"),
         ("failed", "FAILED (pale red column)"),
+        ("yielded", Status.YIELDED.label),
     ]
     items = "".join(
         f'<span class="sw" style="background:{COLOURS[key]}"></span>{_e(text)} '
@@ -271,7 +280,9 @@ def _secs(value: float) -> str:
 def _statuses(runs: Sequence[ChartRun]) -> str:
     failed = sum(r.status == Status.FAILED for r in runs)
     attention = sum(r.status == Status.ATTENTION for r in runs)
-    return f"{failed} failed, {attention} needed attention"
+    yielded = sum(r.status == Status.YIELDED for r in runs)
+    text = f"{failed} failed, {attention} needed attention"
+    return text + (f", {yielded} yielded to another run" if yielded else "")
 
 
 def _count(value: object) -> int | None:

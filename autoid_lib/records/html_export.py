@@ -3,9 +3,9 @@
 ``export_html(notebook, html_path, title=...)`` turns an executed notebook (``run.ipynb``) into
 ``report.html`` with nbconvert: no code cells (``exclude_input``), no cells tagged ``hide``,
 ``parameters`` or ``injected-parameters`` (``TagRemovePreprocessor``; papermill's report mode is
-ignored by nbconvert), images embedded, the lean template in ``templates/report/``. A cell that
-raised is always shown. ``fallback_report`` writes the minimal page used when the export itself
-fails, so a run folder always has a report.
+ignored by nbconvert), no heading over nothing (``_drop_empty_sections``), images embedded, the
+lean template in ``templates/report/``. A cell that raised is always shown. ``fallback_report``
+writes the minimal page used when the export itself fails, so a run folder always has a report.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ def export_html(notebook: Path, html_path: Path, *, title: str = RUN_TITLE, nav:
         if any(o.get("output_type") == "error" for o in cell.get("outputs", ())):
             tags = cell.metadata.get("tags", [])
             cell.metadata["tags"] = [t for t in tags if t not in REMOVED_TAGS]
+    _drop_empty_sections(nb.cells)
     nb.metadata["title"] = title
     nb.metadata["autoid_nav"] = nav
     exporter = _report_exporter_class()(
@@ -54,6 +55,29 @@ def export_html(notebook: Path, html_path: Path, *, title: str = RUN_TITLE, nav:
     data = body.encode("utf-8")
     write_private(html_path, data)
     return len(data)
+
+
+def _drop_empty_sections(cells: list) -> None:
+    """Hide each markdown cell whose code cells (up to the next markdown cell) all show
+    nothing: a run that stopped before planning shows none of the plan's sections, and their
+    headings and introductions must not stand over empty space (``report.error_box`` says in
+    one line why there is nothing to list)."""
+
+    def shows(cell) -> bool:
+        removed = REMOVED_TAGS & set(cell.metadata.get("tags", ()))
+        return not removed and bool(cell.get("outputs"))
+
+    for i, cell in enumerate(cells):
+        if cell.cell_type != "markdown":
+            continue
+        section = []
+        for later in cells[i + 1 :]:
+            if later.cell_type == "markdown":
+                break
+            if later.cell_type == "code":
+                section.append(later)
+        if section and not any(shows(code) for code in section):
+            cell.metadata["tags"] = [*cell.metadata.get("tags", []), HIDE_TAG]
 
 
 def fallback_report(path: Path, failure: Mapping[str, str], *, title: str = RUN_TITLE) -> None:

@@ -32,7 +32,8 @@ from autoid_lib.records.folders import (
     run_folders,
 )
 from autoid_lib.records.summary import Summary
-from autoid_lib.vocab import AnomalyKind, RunMode, Status, plural, verified_counts
+from autoid_lib.records.summary import planned as summary_planned
+from autoid_lib.vocab import YIELD_TODO, AnomalyKind, RunMode, Status, plural, verified_counts
 
 _CSS = """
 body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;
@@ -50,6 +51,7 @@ td.err details summary{cursor:pointer;font-size:12px}
 .s{font-weight:600;border-radius:3px;padding:0 5px}
 .s-ok{color:#1e7b34;background:#edf7ef}.s-attention{color:#9a5b00;background:#fff6e5}
 .s-failed{color:#b3261e;background:#fdeceb}.s-unknown{color:#5b6670;background:#f3f5f7}
+.s-yielded{color:#3d5a80;background:#eef2f7}
 tr.dry td{color:#5b6670}
 td a{color:#0b5cad;text-decoration:none}td a:hover{text-decoration:underline}
 .state{border-radius:6px;padding:10px 14px;margin:8px 0 14px}
@@ -59,6 +61,7 @@ color:#1d2329}.state li{margin:1px 0}
 .state-attention{background:#fff6e5;border:1px solid #f0c46e}
 .state-failed{background:#fdeceb;border:1px solid #eea29c}
 .state-unknown{background:#f3f5f7;border:1px solid #d8dde2}
+.state-yielded{background:#eef2f7;border:1px solid #b4c2d3}
 .charts{margin:0 0 14px}.charts h2{font-size:15px;margin:0 0 2px}
 .charts svg{display:block;width:100%;max-width:1000px;height:auto;margin:2px 0 6px}
 .charts .legend{font-size:12px;margin:0 0 2px}
@@ -115,7 +118,14 @@ def _row(folder: Path, started: datetime, mode: RunMode) -> str:
     link = _files(folder, summary)
     error = summary.get("error")
     error_cell = ""
-    if error:
+    if error and known == Status.YIELDED:  # not an error: who was writing, and nothing to do
+        error_cell = (
+            f"{_e(error.get('step', ''))}: <b>{_e(_first_clause(error.get('message', '')))}</b>"
+            "<details><summary>details</summary>"
+            f'<div class="msg">{_e(error.get("message", ""))}</div>'
+            f'<div class="todo">{_e(YIELD_TODO)}</div></details>'
+        )
+    elif error:
         cause = cause_of(error.get("kind"), error.get("type", ""))
         # one line a row; the message and the advice one click away, the message first, so
         # an advice that points at "REDCap's message above" has it above
@@ -134,7 +144,7 @@ def _row(folder: Path, started: datetime, mode: RunMode) -> str:
     skipped, anomalies = summary.get("skipped"), summary.get("anomalies")
     # a run that stopped before planning knows no skipped studies and only the run's own
     # anomalies (a lease not given back): "—", not 0, unless it has one of those
-    planned = summary.get("status") != Status.FAILED or bool(summary.get("studies_in_window"))
+    planned = summary_planned(summary)
     known_anomalies = planned or bool(_lease_not_released(summary))
     cells = [
         f"<td>{started:%Y-%m-%d %H:%M:%S}</td>",
@@ -196,9 +206,10 @@ def _state_box(folders: list[tuple[Path, RunFolder]]) -> str:
     facts.append(_last_success(summaries))
     streak = _failure_streak(summaries)
     if streak:
-        since = summaries[streak - 1]
+        since = streak[-1]
         facts.append(
-            f"<b>Failing: {plural(streak, 'run')} in a row</b>, since {_link(since[0], since[1])}"
+            f"<b>Failing: {plural(len(streak), 'run')} in a row</b>, since "
+            f"{_link(since[0], since[1])}"
         )
     audit = next(((p, f) for p, f in reversed(folders) if f.mode == RunMode.AUDIT), None)
     if audit is not None:
@@ -249,13 +260,18 @@ def _last_success(summaries) -> str:
     return "Last successful live run: none recorded"
 
 
-def _failure_streak(summaries) -> int:
-    """How many of the newest runs failed in a row (0: the newest did not fail)."""
-    streak = 0
-    for _, _, summary in summaries:
-        if summary.get("status") != Status.FAILED:
+def _failure_streak(summaries) -> list:
+    """The newest runs that failed in a row, newest first (empty: the newest did not fail).
+    A run that yielded to another says nothing about the failure: it is passed over, neither
+    ending the streak nor counted in it."""
+    streak = []
+    for entry in summaries:
+        status = entry[2].get("status")
+        if status == Status.YIELDED:
+            continue
+        if status != Status.FAILED:
             break
-        streak += 1
+        streak.append(entry)
     return streak
 
 

@@ -287,10 +287,9 @@ def _notified(notify: Notify, summary: Summary, run_dir: Path) -> Any:
 
 def _record(run_dir: Path, summary: Summary) -> RunRecord:
     error = summary.get("error")
-    if error and error.get("type") == "LeaseHeld":  # as a held local lock: exit 3
-        return RunRecord(
-            run_dir, summary, ExitStatus.LOCKED, f"nothing was done: {error['message']}"
-        )
+    if summary.get("status") == Status.YIELDED:  # RunResult.status decided it: exit 3
+        message = error["message"] if error else "another run holds the REDCap lease"
+        return RunRecord(run_dir, summary, ExitStatus.LOCKED, f"nothing was done: {message}")
     if summary.get("status") == Status.FAILED:
         if error:
             message = f"run failed at {error['step']}: {error['message']}"

@@ -65,7 +65,8 @@ def record_run(
     except OSError:  # the lock file or the report folder cannot be written
         monitor.finished(False, "the run could not be recorded")
         raise
-    monitor.finished(record.exit_status == ExitStatus.OK, record.summary.get("headline") or "")
+    # a yield (exit 3) is no failure: the job is alive, another run is writing (docs/operations.md)
+    monitor.finished(record.exit_status != ExitStatus.FAILED, record.summary.get("headline") or "")
     return record
 
 
@@ -147,7 +148,8 @@ def record_from_notebook(
     """The run notebook executed by someone other than the kit: ``record_run`` with the
     notebook's parameters, the recorded report shown in this notebook, and ``RunFailed`` raised
     if the run failed (``LockHeld`` if another run holds the lock), so that papermill and
-    schedulers count it as failed."""
+    schedulers count it as failed. A run that yielded to another (exit 3 on the command line)
+    did not fail: its notebook ends normally, as the systemd unit counts exit 3 as done."""
     from autoid_lib.config import load_settings
     from autoid_lib.errors import RunFailed
     from autoid_lib.vocab import parse_utc
@@ -166,7 +168,7 @@ def record_from_notebook(
         progress=False,
     )
     show_recorded(record, outputs=detail != Detail.FULL)
-    if record.exit_status != ExitStatus.OK:
+    if record.exit_status == ExitStatus.FAILED:
         raise RunFailed(f"{record.message} (report: {record.report})")
     return record
 

@@ -260,6 +260,14 @@ def finish_summary(
 # -- reading -----------------------------------------------------------------------------------
 
 
+def planned(summary: Mapping[str, Any]) -> bool:
+    """Whether the run got as far as a plan, so that its counts are known: a run that failed or
+    yielded before planning counts nothing ("—" on every screen, never a 0 that misleads). The
+    one rule for the index, its charts and the mail."""
+    stopped = summary.get("status") in (Status.FAILED, Status.YIELDED)
+    return not stopped or bool(summary.get("studies_in_window"))
+
+
 def as_summary(data: object) -> Summary | None:
     """Parsed JSON as a ``Summary`` (counts as integers), or None if it is not an object."""
     if not isinstance(data, dict):
