@@ -174,6 +174,7 @@ def summary_view(summary: Mapping[str, Any]) -> dict[str, Any]:
         "skipped_total": sum(count for _, count in skipped),
         "anomalies": anomalies,
         "attention_count": len(anomalies),
+        "attention_count_text": plural(len(anomalies), "anomaly", "anomalies"),  # with its unit
         **_changes(summary.get("anomaly_changes")),
         "projects": _attention_first(projects),
         "error": _error(summary.get("error"), _text(summary.get("mode"))),
