@@ -32,6 +32,7 @@ from autoid_lib.plan import SKIPPED
 from autoid_lib.records.folders import read_summary
 from autoid_lib.sandbox import Sandbox
 from autoid_lib.status import ExitStatus
+from autoid_lib.vocab import Status, anomaly_count
 
 pytestmark = pytest.mark.slow
 NOW = datetime(2026, 11, 28, 6, 30, tzinfo=UTC)
@@ -222,6 +223,7 @@ def _ask_explore(app: ExploreApp, sandbox) -> dict:
             if outcome.action == SKIPPED:
                 skipped[outcome.reason] = skipped.get(outcome.reason, 0) + 1
         preview[name] = {
+            "anomalies": sorted((a.kind, a.count) for a in plan.anomalies),
             "transfers": len(plan.transfers),
             "new IDs": len(plan.new_ids),
             "studies": [(s.study_uid, s.action, s.reason) for s in plan.studies],
@@ -286,7 +288,8 @@ def test_every_screen_shows_the_same_counts(screens):
     mail_skipped = screens.mail_html.table("Reason", "Studies")
     assert {r["Reason"]: number(r["Studies"]) for r in mail_skipped} == skipped
     assert len(screens.mail_html.table("Project", "What happened")) == anomalies
-    assert f"{transfers} transfers created" in screens.subject
+    subject = f": {transfers} transfers created, {anomalies} anomalies"
+    assert screens.subject.endswith(subject)
 
     # the index row
     (row,) = screens.index.table("started (UTC)", "mode", "status")
@@ -366,6 +369,43 @@ def test_each_projects_counts_agree_in_the_report_the_mail_summary_json_and_expl
         assert sum(preview["skipped"].values()) == entry["skipped"], name
         if preview["skipped"]:
             assert all(screens.summary["skipped"][r] >= n for r, n in preview["skipped"].items())
+        mine = [a for a in screens.summary["anomalies"] if name in a["project"].split(", ")]
+        assert preview["anomalies"] == sorted((a["kind"], a["count"]) for a in mine), name
+        # the capacity the Project tab and the report show: the IDs in use after the plan
+        if overview.capacity is not None:
+            capacity = (overview.capacity.used, overview.capacity.size)
+            assert capacity == (entry["capacity_used"], entry["capacity_size"]), name
+            if not shared:
+                assert row["capacity used"].startswith(f"{capacity[0]:,} of {capacity[1]:,} ")
+
+
+def test_each_anomaly_reads_the_same_in_the_report_the_mail_and_summary_json(screens):
+    anomalies = screens.summary["anomalies"]
+    report = screens.report.table("project", "what", "count")
+    mail = screens.mail_html.table("Project", "What happened", "What to do")
+    text = screens.mail_text
+    assert len(report) == len(mail) == len(anomalies)
+    for anomaly, shown, mailed in zip(anomalies, report, mail, strict=True):
+        assert shown["project"] == mailed["Project"] == anomaly["project"]
+        assert shown["details"] == anomaly["message"]
+        assert shown["count"] == anomaly_count(anomaly["kind"], anomaly["count"])
+        assert shown["what to do"] == mailed["What to do"] == anomaly["action"]
+        assert mailed["What happened"].startswith(anomaly["message"])
+        assert f"- [{anomaly['project']}] {anomaly['message']}" in text
+
+
+def test_the_status_is_the_same_everywhere(screens):
+    summary = screens.summary
+    label = Status.parse(summary["status"]).label
+    assert label == "Needs attention"
+    (row,) = screens.index.table("started (UTC)", "mode", "status")
+    assert row["status"] == label and row["mode"] == "live"
+    assert summary["headline"].startswith(f"{label} — live run, window 2026-11-14 06:30 → ")
+    assert summary["headline"] in " ".join(screens.index.text.split())
+    assert screens.subject.startswith(f"[autoid] {label.upper()}: ")
+    assert f"\nStatus:          {label.upper()}\n" in screens.mail_text
+    banner = next(line for line in screens.report.text.splitlines() if " Created " in line)
+    assert banner.startswith(f"{label} Created ")
 
 
 # -- each study's fate --------------------------------------------------------------------------

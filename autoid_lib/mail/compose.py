@@ -126,7 +126,7 @@ def compose_message(
 
 
 def subject_line(view: Mapping[str, Any], prefix: str = "[autoid]") -> str:
-    """``[autoid] OK: 12 transfers created, 0 need attention`` and its variants."""
+    """``[autoid] OK: 12 transfers created, 0 anomalies`` and its variants."""
     label = view["status_label"]
     if view["dry_run"]:
         label = f"DRY RUN {label}"
@@ -138,7 +138,9 @@ def subject_line(view: Mapping[str, Any], prefix: str = "[autoid]") -> str:
     count = view["transfers_created"]
     noun = "transfer" if count == 1 else "transfers"
     verb = "planned" if view["dry_run"] else "created"
-    return f"{prefix} {label}: {count:,} {noun} {verb}, {view['attention_count']:,} need attention"
+    # "7 anomalies", not "7 need attention": the count names its unit (issue 24, item 8);
+    # short enough that the header is not folded before its first word (a leading space)
+    return f"{prefix} {label}: {count:,} {noun} {verb}, {view['attention_count_text']}"
 
 
 def summary_view(summary: Mapping[str, Any]) -> dict[str, Any]:
