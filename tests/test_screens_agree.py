@@ -346,11 +346,18 @@ def test_each_projects_counts_agree_in_the_report_the_mail_summary_json_and_expl
         for key, field in zip(keys, fields, strict=True):
             assert number(row[key]) == entry[field], (name, key)
         in_mail = mail[name]
-        assert number(in_mail["Incoming"]) == entry["incoming"], name
+        assert number(in_mail["Incoming studies"]) == entry["incoming"], name
         assert number(in_mail["Already sent"]) == entry["already_transferred"], name
         assert number(in_mail["Transfers created"]) == entry["transfers_created"], name
         assert number(in_mail["IDs created"]) == entry["ids_created"], name
-        assert number(in_mail["Skipped"]) == entry["skipped"], name
+        assert number(in_mail["Skipped studies"]) == entry["skipped"], name
+        line = next(t for t in screens.mail_text.splitlines() if t.startswith(f"- {name} (AE "))
+        incoming = f"{entry['incoming']} {'study' if entry['incoming'] == 1 else 'studies'}"
+        assert (
+            f"): {incoming} incoming ({entry['already_transferred']} already sent, "
+            f"{entry['skipped']} skipped), transfers created {entry['transfers_created']}, "
+            f"IDs reused {entry['ids_reused']}, IDs created {entry['ids_created']}" in line
+        )
 
         # explore's Project tab, over the run's window, just before the run
         overview = screens.overview[name]

@@ -387,6 +387,7 @@ def _project(raw: Any) -> dict[str, Any]:
     project["skipped"] = (
         sum(_int(v) for v in skipped.values()) if isinstance(skipped, Mapping) else _int(skipped)
     )
+    project["incoming_text"] = plural(project["incoming"], "study", "studies")  # with its unit
     project["project"] = _text(raw.get("project"))
     project["ae_title"] = _text(raw.get("ae_title"))
     project["pattern"] = _text(raw.get("pattern"))
