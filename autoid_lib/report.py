@@ -31,7 +31,13 @@ from autoid_lib.failures import cause_of, written_after
 from autoid_lib.forecast import Forecast
 from autoid_lib.plan import ALREADY_TRANSFERRED, SKIPPED, TRANSFER
 from autoid_lib.result import RunResult
-from autoid_lib.vocab import STATUS_LABELS, Status, anomaly_count, verified_counts
+from autoid_lib.vocab import (
+    STATUS_LABELS,
+    Status,
+    anomaly_count,
+    anomaly_kind_label,
+    verified_counts,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -263,9 +269,8 @@ def anomalies_table(result: RunResult) -> HTML:
 
 
 def _kind_label(kind: str) -> str:
-    """``ambiguous_ae_title`` → ``ambiguous AE title``."""
-    words = {"ae": "AE", "autoid": "AutoID", "id": "ID"}
-    return " ".join(words.get(w, w) for w in kind.split("_"))
+    """``ambiguous_ae_title`` → ``ambiguous AE title`` (``vocab``: explore says it alike)."""
+    return anomaly_kind_label(kind)
 
 
 @_shown_by_the_run_cell

@@ -224,6 +224,7 @@ def _ask_explore(app: ExploreApp, sandbox) -> dict:
                 skipped[outcome.reason] = skipped.get(outcome.reason, 0) + 1
         preview[name] = {
             "anomalies": sorted((a.kind, a.count) for a in plan.anomalies),
+            "needs": explore.preview_anomalies(result).to_dict("records"),
             "transfers": len(plan.transfers),
             "new IDs": len(plan.new_ids),
             "studies": [(s.study_uid, s.action, s.reason) for s in plan.studies],
@@ -378,6 +379,9 @@ def test_each_projects_counts_agree_in_the_report_the_mail_summary_json_and_expl
             assert all(screens.summary["skipped"][r] >= n for r, n in preview["skipped"].items())
         mine = [a for a in screens.summary["anomalies"] if name in a["project"].split(", ")]
         assert preview["anomalies"] == sorted((a["kind"], a["count"]) for a in mine), name
+        needs = [r for r in screens.report.table("project", "what", "count") if name in
+                 r["project"].split(", ")]  # fmt: skip
+        assert preview["needs"] == [{k: r[k] for k in explore.ANOMALY_COLUMNS} for r in needs]
         # the capacity the Project tab and the report show: the IDs in use after the plan
         if overview.capacity is not None:
             capacity = (overview.capacity.used, overview.capacity.size)
