@@ -268,6 +268,11 @@ def test_overview_pattern_and_preview_widgets_show_their_answers(app):
     for panel in (app.overview, app.study, app.patient, app.pattern, app.preview):
         inputs = panel.widget.children[0]  # the row wraps on a phone instead of hiding its button
         assert inputs.layout.flex_flow == "row wrap" and panel.button in inputs.children
+    assert (
+        app.study.query.layout.max_width
+        == app.pattern.pattern.layout.max_width
+        == "calc(100% - 4px)"
+    )
 
 
 def test_a_redcap_failure_is_shown_as_the_kits_message(app, sandbox):

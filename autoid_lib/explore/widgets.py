@@ -233,6 +233,11 @@ def _button(label: str) -> widgets.Button:
     return widgets.Button(description=label, button_style="primary")
 
 
+def _field_width(width: str) -> widgets.Layout:
+    """A text field ``width`` wide on a desktop, never wider than its panel (a phone)."""
+    return widgets.Layout(width=width, max_width="calc(100% - 4px)")  # its margins
+
+
 def _inputs(*children: widgets.Widget) -> widgets.HBox:
     """A panel's inputs and its button in one row that wraps on a narrow screen (a phone at
     400 px): without it the row scrolls sideways and hides the button."""
@@ -319,7 +324,7 @@ class StudyPanel:
             description="Study",
             placeholder="study UID, its last 8+ characters, or accession no.",
             continuous_update=False,
-            layout=widgets.Layout(width="36em"),
+            layout=_field_width("36em"),
         )
         self.button = _button("Look up study")
         self.output = widgets.Output()
@@ -378,7 +383,7 @@ class PatternPanel:
         self.pattern = widgets.Text(
             description="Pattern",
             placeholder=r"e.g. P_0\d{4}",
-            layout=widgets.Layout(width="24em"),
+            layout=_field_width("24em"),
         )
         self.project = widgets.Dropdown(options=[NO_PROJECT, *projects], description="Apply to")
         self.button = _button("Analyse pattern")
