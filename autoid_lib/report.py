@@ -38,6 +38,7 @@ from autoid_lib.vocab import (
     YIELD_TODO,
     Status,
     anomaly_count,
+    anomaly_kind_label,
     nothing_to_list,
     verified_counts,
 )
@@ -295,9 +296,8 @@ def anomalies_table(result: RunResult) -> HTML | None:
 
 
 def _kind_label(kind: str) -> str:
-    """``ambiguous_ae_title`` → ``ambiguous AE title``."""
-    words = {"ae": "AE", "autoid": "AutoID", "id": "ID"}
-    return " ".join(words.get(w, w) for w in kind.split("_"))
+    """``ambiguous_ae_title`` → ``ambiguous AE title`` (``vocab``: explore says it alike)."""
+    return anomaly_kind_label(kind)
 
 
 @_shown_by_the_run_cell

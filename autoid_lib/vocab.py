@@ -179,6 +179,13 @@ _COUNT_UNITS: dict[str, tuple[str, str]] = {
 }
 
 
+def anomaly_kind_label(kind: str) -> str:
+    """An anomaly's kind in words, for every screen: ``ambiguous_ae_title`` → ``ambiguous AE
+    title``."""
+    words = {"ae": "AE", "autoid": "AutoID", "id": "ID"}
+    return " ".join(words.get(w, w) for w in kind.split("_"))
+
+
 def anomaly_count(kind: str, count: int) -> str:
     """An anomaly's count with its unit ("68 studies", "58 patients"); a kind that counts
     nothing (a project's setting, the clock, the lease) shows its one occurrence as "—"."""

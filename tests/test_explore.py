@@ -220,6 +220,10 @@ def test_study_widget_finds_by_accession_without_echoing_it(app):
     assert app.study.query.value == ""
     assert accession not in shown and PID[7] not in shown
     assert "…4.2" in shown and "anonymization error" in shown and "A007" in shown
+    assert shown.startswith("1 study found.\n") and "1 transfer request.\n" in shown
+    app.study.query.value = "4.1"  # no transfer request yet: no empty table under it
+    app.study.button.click()
+    assert "0 transfer requests.\nNext run: request it for Alpha" in text_of(app.study.output)
     app.study.query.value = "no-such-study"
     app.study.button.click()
     assert text_of(app.study.output) == "No study found."
@@ -257,6 +261,18 @@ def test_overview_pattern_and_preview_widgets_show_their_answers(app):
     shown = text_of(app.preview.output)
     assert shown.startswith("Dry run, window") and "…4.1" in shown
     assert "A001" in shown
+    # seen in JupyterLab (issue 24): a bare "(no rows)" for no anomalies, and capacity as a
+    # table of raw fractions (0.0017751479289940828); now in words, as the Project tab says it
+    assert "(no rows)" not in shown and "Nothing needs a human." in shown
+    assert shown.splitlines()[-1] == "Capacity of Alpha: 2 of 1,000 IDs used (<1%)."
+    for panel in (app.overview, app.study, app.patient, app.pattern, app.preview):
+        inputs = panel.widget.children[0]  # the row wraps on a phone instead of hiding its button
+        assert inputs.layout.flex_flow == "row wrap" and panel.button in inputs.children
+    assert (
+        app.study.query.layout.max_width
+        == app.pattern.pattern.layout.max_width
+        == "calc(100% - 4px)"
+    )
 
 
 def test_a_redcap_failure_is_shown_as_the_kits_message(app, sandbox):
@@ -382,6 +398,9 @@ def test_overview_widget_shows_the_projects_recent_runs(app):
     app.overview.button.click()
     shown = text_of(app.overview.output)
     assert "Recent runs:" in shown and "attention" in shown and "17" in shown
+    (run_dir / "summary.json").unlink()
+    app.overview.button.click()
+    assert text_of(app.overview.output).endswith("none recorded in the config's reports_dir yet.")
 
 
 def test_typed_patient_and_study_values_are_never_echoed_on_the_kernel_channel(app):

@@ -983,7 +983,7 @@ def test_a_failed_release_shows_in_the_report_summary_index_and_mail(sandbox, tm
     )
     text = mail.get_body(("plain",)).get_content()
     html = mail.get_body(("html",)).get_content()
-    assert "1 need attention" in mail["Subject"]
+    assert "1 anomaly" in mail["Subject"]
     assert "was not given back" in text and "was not given back" in html
     for page in (report, index, text, html, json.dumps(summary)):
         assert all(token not in page for token in sandbox.tokens.values())

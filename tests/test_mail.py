@@ -250,7 +250,7 @@ def test_sent_mail_has_subject_both_alternatives_and_inline_styles(smtp_server, 
 
     assert result["sent"] is True and result["error"] is None
     [received] = inbox.messages()
-    assert received["Subject"] == "[autoid] OK: 12 transfers created, 0 need attention"
+    assert received["Subject"] == "[autoid] OK: 12 transfers created, 0 anomalies"
     assert received.get_content_type() == "multipart/alternative"
     assert set(inbox.envelopes[0].rcpt_tos) == {"pacs-ops@example.org", "pi@example.org"}
     assert received["Auto-Submitted"] == "auto-generated"
@@ -379,7 +379,7 @@ def test_login_with_a_password_from_the_environment(smtp_server, run_dir, monkey
         "sent": True,
         "reason": "send = always",
         "error": None,
-        "subject": "[autoid] OK: 12 transfers created, 0 need attention",
+        "subject": "[autoid] OK: 12 transfers created, 0 anomalies",
         "recipients": 1,
     }
     assert len(inbox.envelopes) == 1
@@ -888,12 +888,12 @@ def _compose(data: Mapping, run: str = RUN, **changes) -> email.message.EmailMes
 @pytest.mark.parametrize(
     ("data", "subject"),
     [
-        (SUMMARY, "[autoid] OK: 12 transfers created, 0 need attention"),
-        (ATTENTION, "[autoid] NEEDS ATTENTION: 3 transfers created, 5 need attention"),
+        (SUMMARY, "[autoid] OK: 12 transfers created, 0 anomalies"),
+        (ATTENTION, "[autoid] NEEDS ATTENTION: 3 transfers created, 5 anomalies"),
         (FAILED, "[autoid] FAILED at read incoming: REDCap answered an error"),
         (
             summary(mode="dry", transfers_created=1),
-            "[autoid] DRY RUN OK: 1 transfer planned, 0 need attention",
+            "[autoid] DRY RUN OK: 1 transfer planned, 0 anomalies",
         ),
         (summary(status="failed", mode="dry", error=None), "[autoid] DRY RUN FAILED"),
     ],
@@ -927,7 +927,7 @@ def test_large_summary_stays_under_100_kb_and_says_what_was_left_out():
     assert_mail_safe(html)
     assert "more in the full report" in html and "more projects in the full report" in html
     assert "more in the full report" in text
-    assert message["Subject"].endswith("500 need attention")
+    assert message["Subject"].endswith("500 anomalies")
     assert len(message.as_bytes()) < 200_000
 
 

@@ -87,7 +87,7 @@ def test_email_sends_the_run_summary_without_patient_data(
     assert inbox.envelopes[0].rcpt_tos == [RECIPIENT]
     assert message["Subject"] == (
         f"[autoid] NEEDS ATTENTION: {summary['transfers_created']} transfers created, "
-        f"{len(summary['anomalies'])} need attention"
+        f"{len(summary['anomalies'])} anomalies"
     )
     assert summary["email"] == {
         "sent": True,

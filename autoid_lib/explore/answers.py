@@ -42,7 +42,7 @@ from autoid_lib.plan import (
 from autoid_lib.result import RunResult, dicom_date, study_ref
 from autoid_lib.retired import retired_from
 from autoid_lib.snapshot import AutoIdRow, IncomingStudy, Snapshot
-from autoid_lib.vocab import plural
+from autoid_lib.vocab import anomaly_count, anomaly_kind_label, plural
 
 TRANSFERRED, PENDING, SKIPPED_STATE = "transferred", "pending", "skipped"
 STATE_COLUMNS = ["project", "study_date", "study_ref", "pseudonym", "state", "detail"]
@@ -186,7 +186,7 @@ class StudyAnswer:
         return [
             f"Study {self.study_ref}, dated {self.study_date or '—'}{window}, "
             f"addressed to AE title {self.ae_title or '—'}.",
-            f"{len(self.transfers)} transfer request(s).",
+            f"{plural(len(self.transfers), 'transfer request')}.",
             f"Next run: {self.next_run}",
         ]
 
@@ -411,6 +411,30 @@ def preview_studies(result: RunResult) -> pd.DataFrame:
     order = frame["action"].map(lambda action: _ACTION_ORDER.get(action, 3))
     keys = frame.assign(_order=order).sort_values(["_order", "study_date", "study_ref"])
     return frame.loc[keys.index].reset_index(drop=True)
+
+
+ANOMALY_COLUMNS = ["project", "what", "count", "details", "what to do"]
+
+
+def preview_anomalies(result: RunResult) -> pd.DataFrame:
+    """The preview's anomalies as the run report's *Needs a human* shows them: the kind in
+    words and the count with its unit ("4 studies", "1 new patient")."""
+    rows = [
+        [a.project, anomaly_kind_label(a.kind), anomaly_count(a.kind, a.count or 1), a.message,
+         a.action]
+        for a in (result.plan.anomalies if result.plan else ())
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=ANOMALY_COLUMNS)
+
+
+def preview_capacity(result: RunResult) -> list[str]:
+    """One sentence per planned project: its IDs in use after the plan, as the Project tab and
+    the report say it (not a table of raw fractions)."""
+    return [
+        f"Capacity of {p.name}: "
+        f"{p.capacity.description if p.capacity else 'pattern unusable: ' + p.pattern_error}."
+        for p in (result.plan.projects if result.plan else ())
+    ]
 
 
 def preview_sentence(result: RunResult) -> str:

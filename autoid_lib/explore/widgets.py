@@ -38,6 +38,7 @@ from autoid_lib.records.index import recent_summaries
 from autoid_lib.redcap.gateway import RedcapGateway
 from autoid_lib.run import server_time
 from autoid_lib.snapshot import AutoIdRow, IncomingStudy, ProjectRecord, Snapshot
+from autoid_lib.vocab import plural
 
 NO_PROJECT = "(none)"
 
@@ -232,6 +233,17 @@ def _button(label: str) -> widgets.Button:
     return widgets.Button(description=label, button_style="primary")
 
 
+def _field_width(width: str) -> widgets.Layout:
+    """A text field ``width`` wide on a desktop, never wider than its panel (a phone)."""
+    return widgets.Layout(width=width, max_width="calc(100% - 4px)")  # its margins
+
+
+def _inputs(*children: widgets.Widget) -> widgets.HBox:
+    """A panel's inputs and its button in one row that wraps on a narrow screen (a phone at
+    400 px): without it the row scrolls sideways and hides the button."""
+    return widgets.HBox(list(children), layout=widgets.Layout(flex_flow="row wrap"))
+
+
 # -- panels -------------------------------------------------------------------------------------
 
 
@@ -251,7 +263,7 @@ class OverviewPanel:
         self.output = widgets.Output()
         self.button.on_click(lambda _: _guarded(self.output, self.run))
         self.widget = widgets.VBox(
-            [widgets.HBox([self.project, self.begin, self.end, self.button]), self.output]
+            [_inputs(self.project, self.begin, self.end, self.button), self.output]
         )
 
     def run(self) -> None:
@@ -267,7 +279,8 @@ class OverviewPanel:
         parts: list[Part] = [result.sentence()]
         if forecast is not None:
             parts.append(f"Forecast: {forecast.describe()}.")
-        show(self.output, *parts, result.table, "Recent runs:", runs)
+        recent: list[Part] = ["Recent runs:", runs] if len(runs) else [_NO_RUNS]
+        show(self.output, *parts, result.table, *recent)
 
     def _window(self) -> tuple[Snapshot, str]:
         """The run's own window while the dates are the defaults (the counts then match the
@@ -285,6 +298,9 @@ class OverviewPanel:
             f"created or modified {begin:%Y-%m-%d} → {end:%Y-%m-%d}, whole days; the run's "
             "own window is shown with the default dates"
         )
+
+
+_NO_RUNS = "Recent runs: none recorded in the config's reports_dir yet."
 
 
 class _QuietPassword(widgets.Password):
@@ -308,12 +324,12 @@ class StudyPanel:
             description="Study",
             placeholder="study UID, its last 8+ characters, or accession no.",
             continuous_update=False,
-            layout=widgets.Layout(width="36em"),
+            layout=_field_width("36em"),
         )
         self.button = _button("Look up study")
         self.output = widgets.Output()
         self.button.on_click(lambda _: self.lookup())
-        self.widget = widgets.VBox([widgets.HBox([self.query, self.button]), self.output])
+        self.widget = widgets.VBox([_inputs(self.query, self.button), self.output])
 
     def lookup(self) -> None:
         query, self.query.value = self.query.value, ""  # an accession number is not kept
@@ -329,10 +345,11 @@ class StudyPanel:
         if not answers:
             show(self.output, "No study found.")
             return
-        parts: list[Part] = [f"{len(answers)} study(ies) found."]
+        parts: list[Part] = [f"{plural(len(answers), 'study', 'studies')} found."]
         for answer in answers:
             about, requests, next_run = answer.lines()
-            parts += [about, requests, answer.transfers, next_run]
+            shown = [answer.transfers] if len(answer.transfers) else []  # no empty table
+            parts += [about, requests, *shown, next_run]
         show(self.output, *parts)
 
 
@@ -347,7 +364,7 @@ class PatientPanel:
         self.button = _button("Look up patient")
         self.output = widgets.Output()
         self.button.on_click(lambda _: self.lookup())
-        self.widget = widgets.VBox([widgets.HBox([self.password, self.button]), self.output])
+        self.widget = widgets.VBox([_inputs(self.password, self.button), self.output])
 
     def lookup(self) -> None:
         raw, self.password.value = self.password.value, ""  # cleared before anything can fail
@@ -366,16 +383,14 @@ class PatternPanel:
         self.pattern = widgets.Text(
             description="Pattern",
             placeholder=r"e.g. P_0\d{4}",
-            layout=widgets.Layout(width="24em"),
+            layout=_field_width("24em"),
         )
         self.project = widgets.Dropdown(options=[NO_PROJECT, *projects], description="Apply to")
         self.button = _button("Analyse pattern")
         self.output = widgets.Output()
         self.project.observe(self._use_project_pattern, names="value")
         self.button.on_click(lambda _: _guarded(self.output, self.run))
-        self.widget = widgets.VBox(
-            [widgets.HBox([self.pattern, self.project, self.button]), self.output]
-        )
+        self.widget = widgets.VBox([_inputs(self.pattern, self.project, self.button), self.output])
 
     def _use_project_pattern(self, change: dict[str, Any]) -> None:
         if change["new"] != NO_PROJECT and not self.pattern.value:
@@ -415,9 +430,7 @@ class PreviewPanel:
         self.button = _button("Preview run")
         self.output = widgets.Output()
         self.button.on_click(lambda _: _guarded(self.output, self.run))
-        self.widget = widgets.VBox(
-            [widgets.HBox([self.project, self.days, self.button]), self.output]
-        )
+        self.widget = widgets.VBox([_inputs(self.project, self.days, self.button), self.output])
 
     def run(self) -> None:
         if not self.project.value:
@@ -430,12 +443,13 @@ class PreviewPanel:
             self.session.plan_settings(),
             lookback_days=self.days.value,
         )
+        anomalies = explore.preview_anomalies(result)
         show(
             self.output,
             explore.preview_sentence(result),
             explore.preview_studies(result),
-            result.anomalies(),
-            result.capacity(),
+            *(["Needs a human:", anomalies] if len(anomalies) else ["Nothing needs a human."]),
+            *explore.preview_capacity(result),
         )
 
 

@@ -136,7 +136,7 @@ def compose_message(
 
 
 def subject_line(view: Mapping[str, Any], prefix: str = "[autoid]") -> str:
-    """``[autoid] OK: 12 transfers created, 0 need attention`` and its variants."""
+    """``[autoid] OK: 12 transfers created, 0 anomalies`` and its variants."""
     label = view["status_label"]
     if view["dry_run"]:
         label = f"DRY RUN {label}"
@@ -150,7 +150,9 @@ def subject_line(view: Mapping[str, Any], prefix: str = "[autoid]") -> str:
     count = view["transfers_created"]
     noun = "transfer" if count == 1 else "transfers"
     verb = "planned" if view["dry_run"] else "created"
-    return f"{prefix} {label}: {count:,} {noun} {verb}, {view['attention_count']:,} need attention"
+    # "7 anomalies", not "7 need attention": the count names its unit (issue 24, item 8);
+    # short enough that the header is not folded before its first word (a leading space)
+    return f"{prefix} {label}: {count:,} {noun} {verb}, {view['attention_count_text']}"
 
 
 def summary_view(summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -186,6 +188,7 @@ def summary_view(summary: Mapping[str, Any]) -> dict[str, Any]:
         "skipped_total": sum(count for _, count in skipped),
         "anomalies": anomalies,
         "attention_count": len(anomalies),
+        "attention_count_text": plural(len(anomalies), "anomaly", "anomalies"),  # with its unit
         **_changes(summary.get("anomaly_changes")),
         "projects": _attention_first(projects),
         "error": _error(summary.get("error"), _text(summary.get("mode"))),
@@ -408,6 +411,7 @@ def _project(raw: Any) -> dict[str, Any]:
     project["skipped"] = (
         sum(_int(v) for v in skipped.values()) if isinstance(skipped, Mapping) else _int(skipped)
     )
+    project["incoming_text"] = plural(project["incoming"], "study", "studies")  # with its unit
     project["project"] = _text(raw.get("project"))
     project["ae_title"] = _text(raw.get("ae_title"))
     project["pattern"] = _text(raw.get("pattern"))

@@ -90,7 +90,7 @@ def rebuild_index(reports_dir: Path | str) -> Path:
         "Times are UTC; counts of a dry run are what it would have created.</p>"
         '<div class="wide"><table><thead><tr><th>started (UTC)</th><th>mode</th><th>status</th>'
         '<th class="num">transfers</th><th class="num">new IDs</th>'
-        '<th class="num">reused IDs</th><th class="num">skipped</th>'
+        '<th class="num">reused IDs</th><th class="num">skipped studies</th>'
         '<th class="num">anomalies</th><th class="num">duration (whole command)</th>'
         "<th>files</th>"
         "<th>error</th></tr></thead><tbody>\n" + "\n".join(rows) + "\n</tbody></table></div>"
