@@ -189,7 +189,8 @@ def error_box(result: RunResult) -> HTML | None:
             "run completes what is missing but never repeats a write.</p>"
         )
     if result.error is not None and stopped_before_planning(result):
-        parts.append(f'<p class="not-planned">{_e(nothing_to_list(result.error.step))}</p>')
+        line = nothing_to_list(result.error.step, yielded=result.status == Status.YIELDED)
+        parts.append(f'<p class="not-planned">{_e(line)}</p>')
     return HTML("".join(parts))
 
 

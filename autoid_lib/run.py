@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 from autoid_lib.apply import apply_plan, verify_plan
 from autoid_lib.config import Settings
-from autoid_lib.errors import AutoIdError
+from autoid_lib.errors import AutoIdError, LeaseHeld
 from autoid_lib.failures import FailureKind, failure_kind
 from autoid_lib.forecast import (
     RecordedCapacity,
@@ -185,6 +185,8 @@ def _steps(
             type(error).__name__, getattr(error, "kind", None), lease_request=lease_request
         )
         result.error = RunError(at.step, type(error).__name__, str(error), kind)
+        if isinstance(error, LeaseHeld):  # a yield: the plan made before the lease is void
+            result.plan, result.forecasts = None, {}
         log.error("run failed at %s: %s", at.step, error)
     except Exception as error:  # recorded by type only: see module docstring
         result.error = RunError(

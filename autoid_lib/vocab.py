@@ -65,9 +65,16 @@ YIELD_TODO = (
 )
 
 
-def nothing_to_list(step: str) -> str:
+def nothing_to_list(step: str, *, yielded: bool = False) -> str:
     """The one line a run that stopped before planning shows where the plan's sections (projects,
-    anomalies, studies, charts) would be, in the report and the mail alike."""
+    anomalies, studies, charts) would be, in the report and the mail alike. A yield did plan,
+    before the lease, but sets that plan aside: the run holding the lease changes what is to do
+    (docs/run.md, "Quiet runs")."""
+    if yielded:
+        return (
+            "Another run holds the REDCap lease: this run set aside the plan it made before the "
+            "lease and wrote nothing, so there is nothing to list."
+        )
     where = step or "an unknown step"
     return f"The run stopped at {where} before planning: there is nothing to list."
 

@@ -170,12 +170,12 @@ def test_failing_redcap_exits_1_with_a_report_that_shows_the_error(demo_sandbox,
 
     assert status == ExitStatus.FAILED
     err = capsys.readouterr().err
-    # the first AutoID read is the check of REDCap's clock on the run's lease ticket
-    assert "failed at read AutoID (REDCap's clock)" in err and len(err.strip().splitlines()) == 1
+    # the first AutoID read is the first look's (no lease before the plan writes)
+    assert "failed at read AutoID table" in err and len(err.strip().splitlines()) == 1
     (folder,) = run_folders(tmp_path / "reports")
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["status"] == "failed"
-    assert summary["error"]["step"] == "read AutoID (REDCap's clock)"
+    assert summary["error"]["step"] == "read AutoID table"
     assert summary["error"]["type"] == "RedcapError"
     assert demo_sandbox.rows("incoming") == before
     page = (folder / "report.html").read_text()

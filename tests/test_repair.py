@@ -327,7 +327,8 @@ def test_the_audit_before_and_after_a_repair(sandbox, tmp_path):
 
 
 def test_a_repair_racing_a_stalled_run_of_another_installation_backs_off(sandbox, tmp_path):
-    """Issue 23, case 2: installation B's run holds the lease, one of its Incoming reads stalls;
+    """Issue 23, case 2: installation B's run holds the lease, its read of the transfer requests
+    again (under the lease, before it writes: docs/run.md, "Quiet runs") stalls;
     installation A's ``repair --apply`` meanwhile would give the last free ID (K3) to B or C,
     the run to a new patient. The repair takes the lease too, finds B's run first and backs
     off before any write: K3 ends with one patient."""
@@ -350,7 +351,9 @@ def test_a_repair_racing_a_stalled_run_of_another_installation_backs_off(sandbox
     stall, stalled, handle = threading.Event(), threading.Event(), sandbox.app.handle
 
     def stall_the_runs_study_read(body: bytes):
-        if stall.is_set() and b"study_instance_uid" in body and b"dateRangeBegin" in body:
+        # the planned studies' transfer requests read again: transfer fields, no study fields
+        again = b"transfer_project_name" in body and b"study_patient_id" not in body
+        if stall.is_set() and again:
             stall.clear()
             stalled.set()
             time.sleep(3)  # within timeout_s: the request is slow, not failed

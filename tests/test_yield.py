@@ -26,6 +26,12 @@ from autoid_lib.records.last_success import FILE_NAME as LAST_SUCCESS
 from autoid_lib.status import ExitStatus
 from autoid_lib.vocab import YIELD_EXIT, YIELD_TODO, Status, nothing_to_list
 
+NEW_STUDY = {
+    "study_instance_uid": "1.2.826.24.2",
+    "study_aetitle_addressed": "ABCTRIAL",
+    "study_patient_id": "YIELD^NEW",
+    "study_date": "20261201",
+}
 SECTIONS = ("Projects", "Needs a human", "Studies", "Incoming studies per day", "ID capacity")
 
 
@@ -60,7 +66,10 @@ def test_a_run_that_yields_to_another_is_shown_as_a_yield_on_every_screen(
     last_success = (reports / LAST_SUCCESS).read_text()
     before = metrics(textfile)
 
-    plant_ticket(demo_sandbox, host="old-server", expiry_s=120)  # another installation writes
+    # a study to serve (a run with nothing to write takes no lease, so cannot yield), and
+    # another installation writing
+    demo_sandbox.add_rows("incoming", [NEW_STUDY])
+    plant_ticket(demo_sandbox, host="old-server", expiry_s=120)
     autoid_rows = demo_sandbox.rows("autoid")
     assert autoid_run("--config", str(config), "--email", "--quiet") == ExitStatus.LOCKED
     err = capsys.readouterr().err
@@ -81,7 +90,8 @@ def test_a_run_that_yields_to_another_is_shown_as_a_yield_on_every_screen(
     assert "old-server" in report and "The next scheduled run does the work." in report
     assert YIELD_EXIT in report and YIELD_TODO.replace("'", "&#x27;") in report
     assert "FAILED" not in report and "Failed at" not in report and "status failed" not in report
-    assert nothing_to_list("lease") in report and "Nothing to show" not in report
+    assert nothing_to_list("lease", yielded=True) in report and "Nothing to show" not in report
+    assert "before planning" not in report  # it planned, before the lease; that plan is void
     assert _sections_shown(report) == [] and "<h2" in report  # Run details stays
     assert "Re-read after writing:</b> not done (nothing written)" in report
 
@@ -131,7 +141,7 @@ def test_a_run_that_yields_to_another_is_shown_as_a_yield_on_every_screen(
         assert "FAILED" not in part and "failed" not in part.lower().replace("not failed", "")
     for part in (html, text):
         assert "old-server" in part and "ANOTHER RUN WAS WRITING" in part.upper()
-        assert nothing_to_list("lease") in part
+        assert nothing_to_list("lease", yielded=True) in part
     assert "#fee2e2" not in html and "#e5ecf4" in html  # no red box: blue-grey
 
 

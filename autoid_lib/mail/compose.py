@@ -207,7 +207,8 @@ def _not_planned(summary: Mapping[str, Any]) -> str:
     error = _mapping(summary.get("error"))
     if not error or planned(summary):
         return ""
-    return nothing_to_list(_text(error.get("step")))
+    yielded = summary.get("status") == Status.YIELDED
+    return nothing_to_list(_text(error.get("step")), yielded=yielded)
 
 
 def _verified(raw: Any) -> str:
