@@ -244,7 +244,7 @@ class TableReader:
             server_now=self.server_now,
             full_read_hours=self.settings.full_read_hours,
             one_request=self.gateway.settings.read_chunk_records,
-            forced=self.full_read,
+            forced=self.full_read and not again,  # this run read whole already
             missing_because=missing_because,
             clock_unconfirmed=self.clock_doubt(),
         )
