@@ -218,7 +218,8 @@ def _read(result: RunResult, gateway, tables: TableReader, at: _Step) -> Snapsho
     at.step = "read incoming studies"
     # open-ended: a study modified after the window's end on REDCap's clock (skew, or the hour
     # a DST fall-back repeats) is read now, not an hour later
-    studies = gateway.incoming_studies(result.window_begin, None)
+    studies = gateway.incoming_studies(result.window_begin, None, in_one=tables.window_in_one())
+    tables.note_window(len(studies))
     log.info(
         "read %d project(s), %d study(ies) in the window, %d AutoID row(s)",
         len(project_records), len(studies), len(autoid_rows),

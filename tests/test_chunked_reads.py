@@ -7,6 +7,7 @@ import json
 import random
 from collections import Counter
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 from hypothesis import given
@@ -268,3 +269,48 @@ def test_a_fault_above_a_size_leaves_small_answers_alone(sandbox, tmp_path):
     with pytest.raises(RedcapError, match="export AutoID table failed"):
         gateway.autoid_rows()  # the names pass (small), the rows (large) meet the fault
     assert gateway.requests == 2
+
+
+# -- a small table or window in one export (issue 26: quiet runs) --------------------------------
+
+
+def test_a_small_window_in_one_export_holds_what_names_and_chunks_hold(demo_sandbox, tmp_path):
+    """REDCap 15.7.6's export.php turns ``dateRangeBegin``/``End`` into the list of records
+    changed in the span and exports every row of those (API/record/export.php,
+    getModifiedAndNewRecordsInSpan, then Records::getData): the same studies, with every
+    transfer instance, as the names-only export and its chunks."""
+    from autoid_lib.run import server_time
+
+    gateway = RedcapGateway(settings_for(demo_sandbox, tmp_path).redcap)
+    begin = server_time(demo_sandbox.now()) - timedelta(days=14)
+    chunked = gateway.incoming_studies(begin, None)
+    demo_sandbox.reset_counts()
+    in_one = gateway.incoming_studies(begin, None, in_one=True)
+    assert demo_sandbox.total_requests() == 1
+    assert sorted(in_one, key=lambda s: s.uid) == sorted(chunked, key=lambda s: s.uid)
+    assert any(s.transfers for s in in_one) and len(in_one) > 100
+
+
+def test_a_table_in_one_export_that_runs_redcap_out_of_memory_is_read_in_chunks(sandbox, tmp_path):
+    ids = known_patients(sandbox, 200)
+    row_bytes = len(json.dumps(sandbox.rows("autoid")).encode()) // 200
+    sandbox.inject_fault("oom", database="autoid", action="export", times=None,
+                         above_bytes=120 * row_bytes)  # fmt: skip
+    gateway = RedcapGateway(settings_for(sandbox, tmp_path, read_chunk_records=100).redcap)
+    rows = gateway.table_rows("autoid", in_one=True)
+    assert sorted(r["autoid_value"] for r in rows) == sorted(ids.values())
+    assert gateway.requests == 1 + 1 + 2  # the one export (out of memory), names, 100 + 100
+
+
+def test_the_second_run_reads_a_small_window_in_one_export(demo_sandbox, tmp_path):
+    """The window's size is kept with the local copy: the next window of about that size is
+    one export; a window grown past half of read_chunk_records goes back to names and chunks."""
+    settings = settings_for(demo_sandbox, tmp_path)
+    run_autoid(settings)
+    demo_sandbox.reset_counts()
+    assert run_autoid(settings).plan.is_empty
+    assert demo_sandbox.request_counts()[("incoming", "record", "export")] == 1
+    small = replace(settings, redcap=replace(settings.redcap, read_chunk_records=64))
+    demo_sandbox.reset_counts()
+    run_autoid(small, dry_run=True)  # 215 studies: more than 32
+    assert demo_sandbox.request_counts()[("incoming", "record", "export")] == 1 + 4

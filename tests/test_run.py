@@ -99,8 +99,8 @@ def test_live_run_serves_every_study_once_and_a_second_run_changes_nothing(demo_
     assert demo_sandbox.rows("autoid") == rows_before  # not even a new mark: nothing taken in
     assert transfer_requests(demo_sandbox) == after
     # quiet: AutoID and Projects whole in one request each (the copy says they are small), the
-    # window's studies (names, chunk); no lease, no write
-    assert second.api_requests == demo_sandbox.total_requests() == 4
+    # window's studies in one (the last window's size says it is small); no lease, no write
+    assert second.api_requests == demo_sandbox.total_requests() == 3
     assert demo_sandbox.request_counts()[("autoid", "record", "import")] == 0
     assert not demo_sandbox.rows(
         "autoid", filter_logic="[autoid_project_name] = '[autoid-kit:lease]'"
@@ -179,15 +179,15 @@ def test_a_failed_autoid_read_writes_nothing(sandbox, tmp_path, fault):  # legac
     assert sandbox.tokens["autoid"] not in result.error.message
 
 
-@pytest.mark.parametrize("nth", range(1, 16))
+@pytest.mark.parametrize("nth", range(1, 15))
 def test_fault_at_any_request_fails_closed_and_the_next_run_completes(
     sandbox_factory, tmp_path, nth
 ):
     # the first look, no lease yet: 1-2 AutoID (names, chunk: no copy of it yet), 3 projects
-    # (in one request: the dry run's copy), 4-5 incoming; the plan writes: 6 ticket, 7 REDCap's
-    # clock (the ticket among the changes), 8 AutoID again (one request), 9 the planned
-    # studies' transfer requests again; 10 AutoID import, 11 AutoID re-read, 12 transfers
-    # import, 13 transfers re-read, 14 the local copy's mark, 15 release
+    # and 4 the window (one request each: the dry run's copy and window size); the plan
+    # writes: 5 ticket, 6 REDCap's clock (the ticket among the changes), 7 AutoID again (one
+    # request), 8 the planned studies' transfer requests again; 9 AutoID import, 10 AutoID
+    # re-read, 11 transfers import, 12 transfers re-read, 13 the local copy's mark, 14 release
     sb = sandbox_factory(seed="demo")
     settings = settings_for(sb, tmp_path, timeout_s=1, read_retries=0)
     settings = replace(settings, lease={"expiry_s": 2.5, "clock_skew_s": 0, "wait_s": 0})
@@ -198,13 +198,13 @@ def test_fault_at_any_request_fails_closed_and_the_next_run_completes(
     sb.inject_fault("http500", nth=nth)
     failed = run_autoid(settings)
     sb.clear_faults()
-    released = 6 < nth < 15  # nothing after the fault but giving the lease back
+    released = 5 < nth < 14  # nothing after the fault but giving the lease back
     assert sb.total_requests() == nth + released
     # a lost mark costs the next run a whole read; a lost release is an anomaly: the work is done
-    assert (failed.status == "failed") == (nth < 14)
-    if nth < 14 and failed.error.step.startswith(("read", "lease")):
+    assert (failed.status == "failed") == (nth < 13)
+    if nth < 13 and failed.error.step.startswith(("read", "lease")):
         assert transfer_requests(sb) == before and len(stored_rows(sb)) == stored
-    if nth == 15:  # the ticket was not given back: an anomaly, and the next run of this
+    if nth == 14:  # the ticket was not given back: an anomaly, and the next run of this
         # installation recognises it as its own (recorded, process gone) and removes it
         assert [a.kind for a in failed.run_anomalies] == ["lease_not_released"]
     final = run_autoid(settings)
@@ -213,7 +213,7 @@ def test_fault_at_any_request_fails_closed_and_the_next_run_completes(
     assert max(transfer_requests(sb).values()) == 1
     tickets = [r for r in stored_rows(sb) if r["autoid_project_name"] == "[autoid-kit:lease]"]
     # the work was done: the final run writes nothing, not even its old ticket's removal
-    assert len(tickets) == (nth == 15)
+    assert len(tickets) == (nth == 14)
     assert len(stored_rows(sb)) == stored + len(expected.autoid_writes) + len(tickets)
     assert_one_to_one(sb)
     assert run_autoid(settings).plan.is_empty
@@ -288,18 +288,18 @@ def test_transfers_in_their_own_database_are_read_and_written_there(demo_sandbox
     result = run_autoid(settings)
     assert result.error is None and result.problems == []
     assert len(result.plan.transfers) == len(expected.transfers) > 0
-    # the first look: AutoID (names, chunk), Projects (one request: the dry run's copy), the
-    # window (names, chunk) and its transfers; the plan writes: ticket, REDCap's clock, AutoID
-    # again, the planned studies' transfers again; the writes and their re-reads (4); the
-    # local copy's mark; release
-    assert demo_sandbox.total_requests() == 16
+    # the first look: AutoID (names, chunk), Projects and the window (one request each: the
+    # dry run's copy and window size) and its transfers; the plan writes: ticket, REDCap's
+    # clock, AutoID again, the planned studies' transfers again; the writes and their re-reads
+    # (4); the local copy's mark; release
+    assert demo_sandbox.total_requests() == 15
     assert run_autoid(settings).plan.is_empty
 
     chunked = replace(settings, redcap=replace(settings.redcap, chunk_size=20))
     demo_sandbox.reset_counts()
     again = run_autoid(chunked, dry_run=True)  # ~215 studies: their transfers in 11 reads
-    # AutoID and Projects in one request each (the copy says they are small), the window
-    assert again.plan.is_empty and demo_sandbox.total_requests() == 4 + 11
+    # AutoID, Projects and the window in one request each (the copy says they are small)
+    assert again.plan.is_empty and demo_sandbox.total_requests() == 3 + 11
 
 
 @pytest.mark.parametrize("database", ["autoid", "incoming"])

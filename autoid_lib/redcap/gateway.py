@@ -150,25 +150,31 @@ class RedcapGateway:
         return projects_from_rows(rows)
 
     def incoming_studies(
-        self, begin: datetime | None, end: datetime | None, *, history: bool = False
+        self,
+        begin: datetime | None,
+        end: datetime | None,
+        *,
+        history: bool = False,
+        in_one: bool = False,
     ) -> list[IncomingStudy]:
         """Studies created or modified in [begin, end] (server time), one per study UID.
 
         ``begin=end=None`` reads all history; ``history=True`` adds what the forwarder filled
-        in (transfer date, error codes, accession number) for the audit.
+        in (transfer date, error codes, accession number) for the audit. ``in_one``: the
+        caller knows the range is small (the last run's window), so its records are asked for
+        in one export, not as names and chunks; REDCap out of memory reads in chunks.
         """
         window = {"date_begin": begin, "date_end": end}
         since = f"since {begin:%Y-%m-%d %H:%M}" if begin else "all history"
         operation = f"export studies {since}"
         study_fields = STUDY_FIELDS + (HISTORY_STUDY_FIELDS if history else [])
         transfer_fields = TRANSFER_FIELDS + (HISTORY_TRANSFER_FIELDS if history else [])
+        read = self._read_in_one if in_one else self._read_records
         if self.settings.same_database("incoming", "transfers"):
-            rows = self._read_records(
-                "incoming", operation, study_fields + transfer_fields, **window
-            )
+            rows = read("incoming", operation, study_fields + transfer_fields, **window)
             transfer_rows = rows
         else:
-            rows = self._read_records("incoming", operation, study_fields, **window)
+            rows = read("incoming", operation, study_fields, **window)
             uids = sorted({row.get("study_instance_uid", "") for row in rows} - {""})
             transfer_rows = self._read_transfer_rows(uids, transfer_fields) if uids else []
         _require_fields(rows, study_fields, "incoming", operation)
@@ -226,20 +232,7 @@ class RedcapGateway:
         fields = CACHED_FIELDS[database]
         what = f"changes since {since:%Y-%m-%d %H:%M}" if since else "all records"
         if in_one and since is None:
-            id_field = RECORD_ID_FIELD[database]
-            operation = "export all records in one request"
-            try:
-                rows = self._export(
-                    database,
-                    operation,
-                    halvable=True,
-                    fields=[id_field, *(f for f in fields if f != id_field)],
-                )
-            except _OutOfMemory:
-                log.warning("%s: REDCap ran out of memory; reading in chunks", database)
-            else:
-                _require_fields(rows, [id_field], database, operation)
-                return rows
+            return self._read_in_one(database, "export all records", fields)
         return self._read_records(database, f"export {what}", fields, date_begin=since)
 
     def record_list(self, database: str) -> list[str]:
@@ -438,6 +431,35 @@ class RedcapGateway:
             except IncompleteRead as error:
                 self.read_again(database, operation, error, attempt, attempts)
         raise AssertionError("unreachable")
+
+    def _read_in_one(
+        self,
+        database: str,
+        operation: str,
+        fields: Sequence[str],
+        date_begin: datetime | None = None,
+        date_end: datetime | None = None,
+    ) -> list[dict]:
+        """What ``_read_records`` reads, in one export of the data: for a table or range the
+        caller knows to be small. One answer is consistent in itself (no chunk can miss a
+        record deleted between requests); out of memory, it reads names and chunks."""
+        id_field = RECORD_ID_FIELD[database]
+        if date_begin is not None and date_end is None:  # as ``_record_names``
+            date_end = _OPEN_END
+        try:
+            rows = self._export(
+                database,
+                f"{operation} (in one request)",
+                halvable=True,
+                fields=[id_field, *(f for f in fields if f != id_field)],
+                date_begin=date_begin,
+                date_end=date_end,
+            )
+        except _OutOfMemory:
+            log.warning("%s: REDCap ran out of memory; reading in chunks", database)
+            return self._read_records(database, operation, fields, date_begin, date_end)
+        _require_fields(rows, [id_field], database, f"{operation} (in one request)")
+        return rows
 
     def read_again(
         self, database: str, operation: str, error: IncompleteRead, attempt: int, attempts: int

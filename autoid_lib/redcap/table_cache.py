@@ -114,6 +114,31 @@ class LocalCopy:
     def clock_confirmation(self, key: str) -> Confirmation | None:
         """When REDCap's clock was last confirmed for ``key`` (``server_clock.confirmation_key``),
         or None: none kept, or the file cannot be read (then the run reads whole)."""
+        found = self._meta_value(key)
+        if found is None:
+            return None
+        try:
+            data = json.loads(found)
+            return Confirmation(
+                at_utc=datetime.fromisoformat(data["at"]),
+                kit_offset=timedelta(seconds=int(data["kit_offset_s"])),
+            )
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def window_size(self, key: str) -> int | None:
+        """How many studies the last run's window held (``key``: the Incoming database's
+        ``table_key``), or None: unknown. A hint for the size of the next window's answer."""
+        found = self._meta_value(f"window:{key}")
+        return int(found) if found is not None and found.isdigit() else None
+
+    def save_window_size(self, key: str, studies: int) -> None:
+        private_folder(self.path.parent)
+        with self._connection() as db, db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"window:{key}", str(studies)))
+
+    def _meta_value(self, key: str) -> str | None:
+        """One value of the copy's meta table, read-only; None when absent or unreadable."""
         if not self.path.exists():
             return None
         try:
@@ -122,15 +147,9 @@ class LocalCopy:
                 found = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
             finally:
                 db.close()
-            if found is None:
-                return None
-            data = json.loads(found[0])
-            return Confirmation(
-                at_utc=datetime.fromisoformat(data["at"]),
-                kit_offset=timedelta(seconds=int(data["kit_offset_s"])),
-            )
-        except (sqlite3.Error, ValueError, KeyError, TypeError):
+        except sqlite3.Error:
             return None
+        return None if found is None else str(found[0])
 
     def save_clock(self, key: str, confirmation: Confirmation | None) -> None:
         """Keep (or, with None, forget) REDCap's clock confirmation, in one transaction."""

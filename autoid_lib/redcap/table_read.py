@@ -138,6 +138,23 @@ class TableReader:
             self._rows["autoid"], self._absorbed = rows, True
         return autoid_from_rows(list(rows.values()))[0]
 
+    def window_in_one(self) -> bool:
+        """Whether the window's studies may be asked for in one export (data, not names and
+        chunks): the last run's window held at most half of ``read_chunk_records`` studies."""
+        if self.copy is None:
+            return False
+        held = self.copy.window_size(self._key("incoming"))
+        return held is not None and held <= self.gateway.settings.read_chunk_records // 2
+
+    def note_window(self, studies: int) -> None:
+        """Keep how many studies this run's window held, for the next run's ``window_in_one``."""
+        if self.copy is None:
+            return
+        try:
+            self.copy.save_window_size(self._key("incoming"), studies)
+        except Exception as error:  # a hint: without it the next run reads names and chunks
+            log.warning("could not keep the window's size: %s", type(error).__name__)
+
     def confirm_clock(self, confirmed: bool, why: str = "") -> None:
         """This run's own check of REDCap's clock (its lease ticket among the changes since
         it was written): trusted or not for this run, and kept in the copy for runs that
@@ -359,9 +376,8 @@ class TableReader:
 
     def _key(self, database: str) -> str:
         redcap = self.gateway.settings
-        return table_key(
-            redcap.urls[database], redcap.tokens[database].reveal(), CACHED_FIELDS[database]
-        )
+        fields = CACHED_FIELDS.get(database, [RECORD_ID_FIELD[database]])  # incoming: its window
+        return table_key(redcap.urls[database], redcap.tokens[database].reveal(), fields)
 
 
 def _overlap(settings: CacheSettings) -> timedelta:
