@@ -178,7 +178,7 @@ def _steps(
             result.problems = verify_plan(
                 result.plan, gateway, applied.autoid_rows, autoid_now=tables.autoid_rows_now
             )
-        _renew_mark(tables)
+        _renew_mark(tables, lease)
     except AutoIdError as error:
         lease_request = " lease " in f" {getattr(error, 'operation', '')} "  # the gateway's
         kind = failure_kind(
@@ -299,11 +299,12 @@ def _mark_settings(settings: Settings) -> dict:
     return {"installation": chosen.installation, "mark_fixed": may_delete is False}
 
 
-def _renew_mark(tables: TableReader) -> None:
-    """The copy's new mark after a live run (``TableReader.renew_mark``). A mark that cannot be
-    written costs the next run a whole read (the copy was saved without one), never the run."""
+def _renew_mark(tables: TableReader, lease=None) -> None:
+    """The copy's new mark after a live run (``TableReader.renew_mark``); the older mark goes
+    in the lease's release, one delete for both. A mark that cannot be written costs the next
+    run a whole read (AutoID's copy stays as it was), never the run."""
     try:
-        tables.renew_mark()
+        tables.renew_mark(lease.also_give_back if lease is not None else None)
     except AutoIdError as error:
         log.warning("could not write the local copy's mark (the next run reads whole): %s", error)
 

@@ -343,6 +343,31 @@ def test_a_redcap_restored_from_a_backup_is_caught_before_the_copy_is_trusted(sa
     assert_one_to_one(sandbox)
 
 
+def test_the_older_mark_goes_with_the_lease_ticket_in_one_delete(sandbox, tmp_path):
+    """Issue 26: a run that creates IDs writes the copy's new mark; its older mark is deleted
+    in the release's one delete, with the ticket (REDCap 15.7.6 deletes a records[] array all
+    or nothing: API/record/delete.php)."""
+    from autoid_lib.redcap.copy_mark import is_mark_row
+
+    a_site(sandbox)
+    settings = settings_for(sandbox, tmp_path)
+    run_autoid(settings)
+    (first,) = [r["record_id"] for r in sandbox.rows("autoid") if is_mark_row(r)]
+    arrives(sandbox, "NEWPATIENT", "1.2.9.1")
+    sandbox.reset_counts()
+    assert run_autoid(settings).error is None
+    (second,) = [r["record_id"] for r in sandbox.rows("autoid") if is_mark_row(r)]
+    assert second != first
+    assert sandbox.request_counts()[("autoid", "record", "delete")] == 1
+    assert not [
+        r for r in sandbox.rows("autoid") if r["autoid_project_name"] == "[autoid-kit:lease]"
+    ]
+    sandbox.reset_counts()
+    quiet = run_autoid(settings)  # the copy, with its new mark, is trusted: no whole read
+    assert quiet.plan.is_empty and quiet.table_reads["autoid"].startswith("changes since")
+    assert sum(sandbox.request_counts().values()) <= 5
+
+
 def test_deleted_autoid_rows_raise_an_anomaly(sandbox, tmp_path):
     """Issue 24, item 7: AutoID rows vanishing is what a data manager most needs to hear of;
     not only a phrase in the run's details."""

@@ -217,6 +217,7 @@ class RedcapLease:
         self.release_failure: ReleaseFailure | None = None
         self._dead: tuple[str, ...] = ()
         self._gone: tuple[str, ...] = ()
+        self._also: list[str] = []  # the kit's own records the release deletes with the ticket
         self._rows: dict[str, dict] = {}  # the last decisive read's lease records by name
         self._tickets: list[Ticket] = []  # and as tickets
         self._last_record = ""  # the ticket's record once given back
@@ -430,16 +431,27 @@ class RedcapLease:
         self.release_failure = ReleaseFailure(record, cause, kind, expires, tried_delete)
         log.warning("could not release the REDCap lease (ticket %s): %s", record, cause)
 
+    def also_give_back(self, records: Iterable[str]) -> bool:
+        """Have the release delete these records of the kit's own (the local copy's older
+        mark) in its one delete: 1 request fewer. False when the release will not delete (no
+        delete right): the caller deletes them itself, or leaves them."""
+        if not self.held or self._may_delete() is False:
+            return False
+        self._also.extend(records)
+        return True
+
     def _give_back(self, record: str, own_only: bool) -> tuple[str, ...]:
         """Delete (or mark released) this run's ticket and, when it held, the dead ones it
-        saw; returns the other records removed or marked."""
+        saw and the records handed over (``also_give_back``); returns the other tickets removed
+        or marked."""
         if self._may_delete() is False:
             self._mark_released(record)
             marked = () if own_only else self._mark_gone_released()
             return marked
         dead = () if own_only or record.startswith("lease-") else self._dead
+        also = () if own_only else tuple(self._also)
         try:
-            self.gateway.delete_lease_records([record, *dead])
+            self.gateway.delete_lease_records([record, *dead, *also])
         except RedcapError as error:
             if lacks_delete_right(error):
                 log.warning(
@@ -449,7 +461,7 @@ class RedcapLease:
                 self.state.save(delete=False)
                 self._mark_released(record)
                 return () if own_only else self._mark_gone_released()
-            if dead:  # one of the expired tickets was removed meanwhile: ours alone
+            if dead or also:  # one of the others was removed meanwhile: ours alone
                 self.gateway.delete_lease_records([record])
                 return ()
             raise

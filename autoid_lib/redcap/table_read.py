@@ -17,7 +17,7 @@ copy whose mark REDCap no longer holds is read whole.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -211,10 +211,12 @@ class TableReader:
                 self.copy.remove()
                 return
 
-    def renew_mark(self) -> None:
+    def renew_mark(self, hand_over: Callable[[list[str]], bool] | None = None) -> None:
         """After a live run's writes: when AutoID's copy took in changes (or has no mark), write
-        a new mark (1 import), delete this installation's older ones (1 delete; none with a
-        fixed-name mark) and save the copy with it. A run that took in nothing writes nothing."""
+        a new mark (1 import), delete this installation's older ones (1 delete, or none when
+        ``hand_over`` takes them: the lease's release deletes them with its ticket; none with
+        a fixed-name mark) and save the copy with it. A run that took in nothing writes
+        nothing."""
         rows = self._rows.get("autoid")
         if self.copy is None or not self.installation or rows is None:
             return
@@ -228,7 +230,7 @@ class TableReader:
             for r in copy_mark.own_marks(rows.values(), self.installation)
             if r["record_id"] != mark["record_id"]
         ]
-        if old:
+        if old and not (hand_over is not None and hand_over(old)):
             self.gateway.delete_kit_records("autoid", old, "delete the local copy's older mark")
         self._rows["autoid"] = {
             **{n: r for n, r in rows.items() if n not in old and n != mark["record_id"]},
