@@ -179,7 +179,7 @@ def test_failing_redcap_exits_1_with_a_report_that_shows_the_error(demo_sandbox,
     assert summary["error"]["type"] == "RedcapError"
     assert demo_sandbox.rows("incoming") == before
     page = (folder / "report.html").read_text()
-    assert "Failed" in page and "read AutoID (REDCap" in page
+    assert "Failed" in page and "read AutoID table" in page
     assert (folder / "run.ipynb").is_file()
     assert "FAILED" in (tmp_path / "reports" / "index.html").read_text()
 

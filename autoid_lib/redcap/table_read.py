@@ -283,12 +283,9 @@ class TableReader:
         table = without_deleted(merged, asked_again, RECORD_ID_FIELD[database], witnessed)
         if database == "autoid":  # anything new to the copy is trusted only under a new mark
             routine = _routine(database)
-            self._absorbed = (
-                self._absorbed
-                or copy is None
-                or any(
-                    copy.rows.get(name) != row for name, row in table.items() if not routine(row)
-                )
+            held = copy.rows if copy is not None else {}  # an empty table needs no mark
+            self._absorbed = self._absorbed or any(
+                held.get(name) != row for name, row in table.items() if not routine(row)
             )
         read = TableRead(kind, why, len(table), merged.changed, len(merged.vanished))
         self.reads[f"{database}, again under the lease" if again else database] = read
