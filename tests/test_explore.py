@@ -161,7 +161,7 @@ def test_project_forecast_counts_new_ids_over_the_window_or_the_recorded_runs():
         incoming(f"6.{i}", f"P{i}", transfers=[ExistingTransfer(1, "Alpha", f"A{i:03}", d, "")])
         for i, d in enumerate(["2026-11-20 10:00", "2026-11-21 10:00", "2026-11-25 10:00"], 2)
     ]
-    args = {"now": NOW, "window_days": 56.0}
+    args = {"now": NOW, "window_days": 56.0, "reach_days": 60.0}
     found = explore.project_forecast(snap(requested, known), "Alpha", SETTINGS, (), **args)
     assert found.state == FORECAST and found.usage.new_ids == 3 and found.free == 1000 - 11
     assert "from transfer requests" in found.describe()

@@ -480,12 +480,14 @@ def project_forecast(
     *,
     now: datetime,
     window_days: float,
+    reach_days: float,
 ) -> Forecast | None:
     """The forecast a run over ``snapshot`` (its window) would make now for ``project``.
 
     ``recorded`` are earlier runs' capacity points (``records.history.recorded_capacity``),
-    ``now`` the UTC clock they are compared with, ``window_days`` the config's forecast window.
-    ``None`` when the project has no usable pattern.
+    ``now`` the UTC clock they are compared with, ``window_days`` the config's forecast window,
+    ``reach_days`` its ``max_catchup_days`` (how old a study's date may be and still count
+    as its arrival: ``forecast.arrival``). ``None`` when the project has no usable pattern.
     """
     result = plan(snapshot, replace(settings, projects=frozenset({project})))
     found = project_forecasts(
@@ -496,5 +498,6 @@ def project_forecast(
         window_begin=snapshot.window_begin,
         window_end=snapshot.window_end,
         window_days=window_days,
+        reach_days=reach_days,
     )
     return found.get(project)

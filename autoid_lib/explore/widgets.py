@@ -134,6 +134,7 @@ class ExploreSession:
             recorded_capacity(run.reports_dir, utc_now, window_days),
             now=utc_now,
             window_days=window_days,
+            reach_days=run.max_catchup_days,
         )
 
     def _snapshot(
