@@ -40,6 +40,7 @@ from autoid_lib.vocab import (
     anomaly_count,
     anomaly_kind_label,
     nothing_to_list,
+    plural,
     verified_counts,
 )
 
@@ -336,7 +337,7 @@ def run_details(result: RunResult, command_started: str = "") -> HTML:
     pairs = [
         ("API requests", f"{result.api_requests:,} ({_megabytes(result.api_bytes)} received)"),
         *(
-            (f"{TABLE_LABELS.get(name, name)} read", how)
+            (TABLE_LABELS.get(name, f"{name} read"), how)
             for name, how in result.table_reads.items()
         ),
         ("Duration", f"{result.duration_s:.2f} s" + (f" ({steps})" if steps else "")),
@@ -349,13 +350,31 @@ def run_details(result: RunResult, command_started: str = "") -> HTML:
         ("Studies in window", _studies_in_window(result)),
         ("Re-read after writing", verification_text(result)),
     ]
+    if result.mode == "live":
+        pairs.append(("REDCap lease", lease_text(result.lease)))
     produced_by = describe(result.environment)
     if produced_by:
         pairs.append(("Produced by", produced_by))
     return HTML(_facts(pairs))
 
 
-TABLE_LABELS = {"autoid": "AutoID", "projects": "Projects"}
+def lease_text(lease: dict | None) -> str:
+    """The lease in the run's details (summary.json ``lease``): a run with nothing to write
+    takes none (docs/run.md, "Quiet runs")."""
+    if not lease:
+        return "not taken: nothing to write, so nothing written to REDCap"
+    renewals = lease.get("renewals") or 0
+    renewed = f", renewed {plural(renewals, 'time')}" if renewals else ""
+    back = "given back" if lease.get("released") else "not given back (see “Needs a human”)"
+    return f"ticket {lease.get('ticket') or '—'}{renewed}, {back}"
+
+
+TABLE_LABELS = {  # summary.json ``table_reads`` keys
+    "autoid": "AutoID read",
+    "projects": "Projects read",
+    "autoid_again": "AutoID read again under the lease",
+    "projects_again": "Projects read again under the lease",
+}
 
 
 def _megabytes(count: int) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 from scenarios import autoid, project, study
 
 from autoid_lib.config import load_settings
+from autoid_lib.report import run_details
 from autoid_lib.run import run_autoid
 
 LEASE = "[autoid-kit:lease]"
@@ -72,6 +73,8 @@ def test_on_a_2000_study_site_a_quiet_run_makes_at_most_5_requests_and_writes_no
     counts = requests(sandbox)
     assert sum(counts.values()) <= 5 and counts["import"] == counts["delete"] == 0
     assert sandbox.rows("autoid") == autoid_rows  # no ticket, no mark: REDCap's log untouched
+    details = run_details(second).data  # the report says so
+    assert "REDCap lease:</b> not taken: nothing to write, so nothing written to REDCap" in details
 
 
 def test_a_run_with_50_new_studies_writes_them_once_under_the_lease(sandbox, tmp_path):
@@ -91,6 +94,9 @@ def test_a_run_with_50_new_studies_writes_them_once_under_the_lease(sandbox, tmp
     assert set(created.values()) == {1}
     assert not [r for r in sandbox.rows("autoid") if r["autoid_project_name"] == LEASE]
     assert sum(requests(sandbox).values()) <= 16
+    assert (
+        f"REDCap lease:</b> ticket {result.lease['ticket']}, given back" in run_details(result).data
+    )
 
 
 def test_work_done_by_another_installation_after_the_first_look_is_not_done_twice(

@@ -288,7 +288,7 @@ class TableReader:
                 held.get(name) != row for name, row in table.items() if not routine(row)
             )
         read = TableRead(kind, why, len(table), merged.changed, len(merged.vanished))
-        self.reads[f"{database}, again under the lease" if again else database] = read
+        self.reads[f"{database}_again" if again else database] = read
         log.info("%s%s: %s", database, " again" if again else "", read.describe())
         return table
 
