@@ -1,12 +1,11 @@
 """REDCap requests per run with the lease, counted by the sandbox; prints a markdown table.
 
 Each case is one ``run_autoid`` against a fresh sandbox, set up as the case says; the sandbox
-counts every API request by kind. Without the lease (``[lease] enabled = false``) a run makes
-6 requests when nothing is new and at most 11 (docs/run.md: each table read is a names-only
-export and one record-list chunk per read_chunk_records); the lease adds its ticket, the check
-of REDCap's clock on that ticket (docs/run.md, "REDCap's clock") and its release, one more read
-when two runs meet, and the second line of defence reads AutoID once
-before the transfers (the verify step then reuses that read).
+counts every API request by kind. A run whose plan writes nothing takes no lease and writes
+nothing: 3 requests with a warm local copy and small tables (docs/run.md, "Quiet runs"). A run
+that writes adds its ticket, the check of REDCap's clock on that ticket (docs/run.md, "REDCap's
+clock"), AutoID and the planned studies' transfers read again, its writes and their re-reads,
+the copy's mark and the release; one more read when two runs meet.
 
 Then the long write: 10,000 new transfer requests (5,000 studies of known patients, 5,000 of new
 ones) with the sandbox's import cost at REDCap 15.7.6's measured 8 ms a row, lease on: the write
