@@ -353,7 +353,7 @@ def redcap_lease(settings: Settings, gateway: RedcapGateway):
 
 
 class _ClockCheck:
-    """Every live run's check of REDCap's clock (docs/run.md, "REDCap's clock"): its own
+    """Every writing run's check of REDCap's clock (docs/run.md, "REDCap's clock"): its own
     lease ticket, written a moment ago, must be among REDCap's changes since the kit's idea
     of REDCap's time when it was sent, minus the tolerance. 1 request; when it is missing,
     6-7 more measure the offset, and the run reads whole with an anomaly naming the setting."""

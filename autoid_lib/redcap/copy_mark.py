@@ -3,10 +3,11 @@
 ``dateRangeBegin`` shows what changed *forward*. A REDCap restored from last night's backup
 goes back: rows revert to older values with their older log times, rows made since vanish,
 and nothing in "what changed since" says so; the copy would keep values REDCap no longer
-holds, and a study could go out under a pseudonym AutoID does not hold. So each time a live
-run's copy takes in changes, the run then writes a *mark* — an AutoID record of its own,
-named ``autoid-kit-mark-<installation>-<random>``, project ``autoid-kit:copy-mark`` (never
-an ID) — deletes its previous one, and keeps the mark's name in the copy. A REDCap restored to
+holds, and a study could go out under a pseudonym AutoID does not hold. So each time the copy
+of a run that writes takes in changes, the run then writes a *mark* — an AutoID record of its
+own, named ``autoid-kit-mark-<installation>-<random>``, project ``autoid-kit:copy-mark`` (never
+an ID) — deletes its previous one (in the lease's release), and keeps the mark's name in the
+copy. A run that writes nothing keeps AutoID's copy as it was. A REDCap restored to
 any moment before the mark was written does not hold that name: the record list every
 "changes since" read already makes lacks it, and the run reads whole (0 extra requests).
 REDCap restored to after the mark holds everything the copy took in before it.

@@ -10,7 +10,8 @@ changed since this run's own read began. All of that needs REDCap's clock: on a 
 this run (``confirm_clock``) nor a recent run or check confirmed, every read is whole.
 Reads that fail raise ``RedcapError`` as before; the copy is saved only after both tables were
 read completely. A REDCap that went back in time (restored from a backup) is caught by the
-copy's mark (``copy_mark``): a live run whose copy took in changes writes a new mark, and a
+copy's mark (``copy_mark``): a run that writes, whose copy took in changes, writes a new mark (a
+run that writes nothing keeps AutoID's copy as it was), and a
 copy whose mark REDCap no longer holds is read whole.
 """
 
