@@ -296,11 +296,12 @@ def test_transfers_in_their_own_database_are_read_and_written_there(demo_sandbox
     assert demo_sandbox.total_requests() == 15
     assert run_autoid(settings).plan.is_empty
 
-    chunked = replace(settings, redcap=replace(settings.redcap, chunk_size=20))
+    chunked = replace(settings, redcap=replace(settings.redcap, read_chunk_records=20))
     demo_sandbox.reset_counts()
     again = run_autoid(chunked, dry_run=True)  # ~215 studies: their transfers in 11 reads
-    # AutoID, Projects and the window in one request each (the copy says they are small)
-    assert again.plan.is_empty and demo_sandbox.total_requests() == 3 + 11
+    # 20 records an export: AutoID as its record list and the changes (names, chunk), Projects
+    # in one, the window as names and 11 chunks, then its transfers in 11
+    assert again.plan.is_empty and demo_sandbox.total_requests() == 3 + 1 + 12 + 11
 
 
 @pytest.mark.parametrize("database", ["autoid", "incoming"])

@@ -195,11 +195,12 @@ class RedcapGateway:
         return by_study
 
     def _read_transfer_rows(self, uids: list[str], fields=TRANSFER_FIELDS) -> list[dict]:
-        """Transfer rows of these studies, ``chunk_size`` records per request: PHP drops form
-        fields past ``max_input_vars`` (1000 by default) without an error."""
+        """Transfer rows of these studies, ``read_chunk_records`` records per export (the list
+        goes as one ``records`` string, ``_one_records_field``: PHP's ``max_input_vars`` does
+        not bound it), each answer holding only studies asked for."""
         fields = ["study_instance_uid", *fields]
         rows: list[dict] = []
-        for chunk in _chunks(uids, self.settings.chunk_size):
+        for chunk in _chunks(uids, self.settings.read_chunk_records):
             part = self._export("transfers", "export transfers", fields=fields, records=chunk)
             named = [f for f in fields if f not in CHECKBOX_FIELDS]
             _require_fields(part, named, "transfers", "export transfers")
