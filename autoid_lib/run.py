@@ -247,6 +247,9 @@ def _read_under_lease(
     ticket) and the transfer requests of the studies the plan writes to. A plan made before
     the lease is never written: the caller plans again from what this returns."""
     at.step = "lease"
+    # the lease's reads and writes cost about what the first look did: room for them first,
+    # so that no pause for the request ceiling falls while the ticket runs out
+    gateway.make_room(gateway.requests + 10)
     lease.take()
     if clock_check is not None:  # before the reads again: they depend on REDCap's clock
         at.step = "read AutoID (REDCap's clock)"

@@ -247,7 +247,8 @@ def still_holds(
     not why (a phrase). It holds for ``max_age_h`` (the copy's ``full_read_hours``) while the
     configured zone's offset is unchanged (a DST change starts over)."""
     if confirmation is None:
-        return False, "REDCap's clock is not confirmed yet (a run that writes, or autoid check, does it)"
+        why = "REDCap's clock is not confirmed yet (a run that writes, or autoid check, does it)"
+        return False, why
     age = now_utc - confirmation.at_utc
     if age < timedelta(0) or age > timedelta(hours=max_age_h):
         return False, f"REDCap's clock was last confirmed over {max_age_h:g} h ago"

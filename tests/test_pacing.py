@@ -78,6 +78,31 @@ def test_up_to_the_limit_goes_at_once():
     assert pacer.wait_s(60.0) == 0
 
 
+@given(
+    limit=st.integers(1, 8),
+    window=st.floats(min_value=0.5, max_value=120),
+    finished=st.lists(times, max_size=12),
+    room=st.integers(1, 8),
+    now=times,
+)
+def test_after_making_room_that_many_requests_go_at_once(limit, window, finished, room, now):
+    """Before the lease (issue 26): after ``room_s`` a run sends ``room`` requests (up to the
+    limit) without one pause for the ceiling, and it waited no longer than it had to."""
+    pacer = RequestPacer(limit, window)
+    for at in sorted(finished):
+        pacer.done(at)
+    start = max([now, *finished])
+    wait = pacer.room_s(start, room)
+    for _ in range(min(room, limit)):
+        assert pacer.wait_s(start + wait) == 0
+        pacer.done(start + wait)
+    if wait > 0:  # a moment earlier, the room was not there yet
+        fresh = RequestPacer(limit, window)
+        for at in sorted(finished):
+            fresh.done(at)
+        assert fresh.room_s(start + wait * 0.99 - 1e-9, room) > 0
+
+
 def test_the_ceiling_is_a_config_key_with_a_default_under_redcaps_limiter(sandbox, tmp_path):
     path = sandbox.write_kit_files(tmp_path)
     assert load_settings(path).redcap.max_requests_per_minute == 120

@@ -672,9 +672,15 @@ class RedcapGateway:
             kind = "timeout" if isinstance(error, DeadlineExceeded) else "redcap_error"
             raise RedcapError(database, operation, str(error), kind) from None
 
-    def _paced(self) -> None:
-        """Wait until one more request stays under ``max_requests_per_minute`` (``pacing``)."""
-        while (wait := self._pacer.wait_s(self._clock())) > 0:
+    def make_room(self, requests: int) -> None:
+        """Wait until ``requests`` more requests stay under ``max_requests_per_minute``: before
+        the lease, so that a pause for the ceiling does not eat the ticket's life."""
+        self._paced(requests)
+
+    def _paced(self, room: int = 1) -> None:
+        """Wait until ``room`` more requests stay under ``max_requests_per_minute``
+        (``pacing``)."""
+        while (wait := self._pacer.room_s(self._clock(), room)) > 0:
             if wait >= PAUSE_LOGGED_FROM_S:
                 log.info(
                     "pausing %.0f s for the request ceiling (max_requests_per_minute = %s)",

@@ -32,9 +32,16 @@ class RequestPacer:
 
     def wait_s(self, now: float) -> float:
         """How long to wait before sending the next request at ``now`` (0: send it now)."""
-        if len(self._finished) < self.limit:
+        return self.room_s(now, 1)
+
+    def room_s(self, now: float, room: int) -> float:
+        """How long to wait from ``now`` until ``room`` requests can go out without waiting
+        (at most ``limit``): a run about to take the REDCap lease makes room first, so that no
+        pause for the ceiling falls while it holds the lease."""
+        must_expire = len(self._finished) - (self.limit - min(room, self.limit))
+        if must_expire <= 0:
             return 0.0
-        return max(0.0, self._finished[0] + self.window_s - now)
+        return max(0.0, self._finished[must_expire - 1] + self.window_s - now)
 
     def done(self, now: float) -> None:
         """A request finished (answered or failed) at ``now``."""
