@@ -139,17 +139,12 @@ def test_every_request_the_kit_sends_has_a_shape_redcap_accepts(recorded, tmp_pa
     first = run_autoid(settings)
     assert first.error is None and first.plan.transfers
     ae = next(p.ae_title for p in first.plan.projects if p.capacity)
-    sb.add_rows(
-        "incoming",
-        [
-            {
-                "study_instance_uid": "1.2.826.99.1",
-                "study_aetitle_addressed": ae,
-                "study_patient_id": "SHAPES^NEW",
-                "study_date": "20261201",
-            }
-        ],
-    )
+    new = {
+        "study_aetitle_addressed": ae,
+        "study_patient_id": "SHAPES^NEW",
+        "study_date": "20261201",
+    }
+    sb.add_rows("incoming", [{**new, "study_instance_uid": "1.2.826.99.1"}])
     sb.app.delete_records("autoid", [sb.store.record_names("autoid")[0]])  # seen as deleted
     later = run_autoid(settings)  # through the local copy: changes, record list, vanished rows
     assert later.error is None
@@ -158,6 +153,13 @@ def test_every_request_the_kit_sends_has_a_shape_redcap_accepts(recorded, tmp_pa
         RedcapGateway(settings.redcap), settings.run.hasher(), now - timedelta(days=14), now, 14
     )
     repair(settings, apply=True, rng=random.Random(1))
+    # small tables and windows in one export each (the copy and the last window say so):
+    # a quiet run, then a writing one (issue 26)
+    whole = replace(settings, redcap=replace(settings.redcap, read_chunk_records=5000))
+    before = len(sent)
+    assert run_autoid(whole).plan.is_empty and len(sent) - before == 3
+    sb.add_rows("incoming", [{**new, "study_instance_uid": "1.2.826.99.2"}])
+    assert run_autoid(whole).error is None
 
     assert len(sent) > 30
     seen = {shape(dict(pairs)) for pairs in sent}

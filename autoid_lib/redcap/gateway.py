@@ -445,16 +445,14 @@ class RedcapGateway:
         caller knows to be small. One answer is consistent in itself (no chunk can miss a
         record deleted between requests); out of memory, it reads names and chunks."""
         id_field = RECORD_ID_FIELD[database]
-        if date_begin is not None and date_end is None:  # as ``_record_names``
-            date_end = _OPEN_END
         try:
             rows = self._export(
                 database,
                 f"{operation} (in one request)",
                 halvable=True,
-                fields=[id_field, *(f for f in fields if f != id_field)],
+                fields=_id_first(database, fields),
                 date_begin=date_begin,
-                date_end=date_end,
+                date_end=_range_end(date_begin, date_end),
             )
         except _OutOfMemory:
             log.warning("%s: REDCap ran out of memory; reading in chunks", database)
@@ -480,14 +478,12 @@ class RedcapGateway:
     ) -> list[str]:
         """The names-only export: which records exist (changed in [begin, end], if given)."""
         id_field = RECORD_ID_FIELD[database]
-        if begin is not None and end is None:  # REDCap ends a begin-only range at its now
-            end = _OPEN_END  # (API/record/export.php): a change it stamped later is missed
         rows = self._export(
             database,
             f"{operation} (record names)",
             fields=[id_field],
             date_begin=begin,
-            date_end=end,
+            date_end=_range_end(begin, end),
         )
         _require_fields(rows, [id_field], database, f"{operation} (record names)")
         return record_names(rows, id_field)
@@ -508,7 +504,7 @@ class RedcapGateway:
         (``check_chunk``), as (names asked, rows); an out-of-memory answer halves the chunk
         size for this database from then on, down to ``MIN_CHUNK_RECORDS``."""
         id_field = RECORD_ID_FIELD[database]
-        fields = [id_field, *(f for f in fields if f != id_field)]
+        fields = _id_first(database, fields)
         size = self._chunk_records.get(database, self.settings.read_chunk_records)
         start = 0
         progress = _Progress(database, len(names), size, self._clock)
@@ -978,6 +974,19 @@ def _collapse_studies(rows: list[dict], transfer_rows: list[dict]) -> list[Incom
         for uid, row in base.items()
         if uid
     ]
+
+
+def _range_end(begin: datetime | None, end: datetime | None) -> datetime | None:
+    """A begin-only range ends far in the future: REDCap ends it at its own "now"
+    (API/record/export.php), and a change it stamped later (a DST fall-back's repeated hour)
+    would be missed."""
+    return _OPEN_END if begin is not None and end is None else end
+
+
+def _id_first(database: str, fields: Sequence[str]) -> list[str]:
+    """``fields`` with the table's record ID field first, once (REDCap exports need it)."""
+    id_field = RECORD_ID_FIELD[database]
+    return [id_field, *(f for f in fields if f != id_field)]
 
 
 def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:
